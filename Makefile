@@ -1,0 +1,31 @@
+# Portal overlay. `make demo` runs the demo, `make test` the whole test suite.
+GO          ?= go
+BIN         ?= bin
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME    ?= 60s
+
+.PHONY: build test demo lint fuzz clean
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+demo: build
+	BIN=$(BIN) KEEP=$(KEEP) bash scripts/demo.sh
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+# Each fuzz target for FUZZTIME; a failing input lands in testdata/fuzz as a regression seed.
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParseID$$' -fuzztime=$(FUZZTIME) ./identity/
+	$(GO) test -run='^$$' -fuzz='^FuzzParsePrefix$$' -fuzztime=$(FUZZTIME) ./identity/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseMeta$$' -fuzztime=$(FUZZTIME) ./acl/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,22 @@
+// Package acl turns an app's app_meta.json manifest into the access rules
+// the Portal core enforces for that app.
+//
+// Apps come from the original Portal (freeshard) platform and describe, in
+// the manifest's "paths" object, which URL path prefixes are public, open
+// to paired peer Portals, or private to the owner, and which identity
+// headers the app receives on admitted requests. This package:
+//
+//   - parses and validates the manifest once, at install time (ParseMeta),
+//     so that every mistake is reported to the owner with the offending
+//     path or header named, and every manifest the original accepted still
+//     installs (fields this package does not enforce are kept in Meta.Raw);
+//   - compiles header value templates such as "{{ auth.client_id }}" into
+//     segments (Template), so serving a request never re-parses them and
+//     peer-chosen values can never inject header lines (Template.Render);
+//   - selects the rule for a request path by longest prefix (Meta.Match).
+//
+// The receiving HTTP ingress, which applies these rules to requests from
+// peers, will live here later. The package depends only on the standard
+// library and has no package-level mutable state: a parsed Meta is
+// immutable and safe for concurrent use.
+package acl

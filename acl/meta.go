@@ -1,0 +1,358 @@
+package acl
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ErrInvalidMeta is wrapped by every error ParseMeta returns, so that callers
+// (the installer, the API) can tell a bad manifest, which is the app
+// author's fault and worth showing to the owner, from an internal failure.
+var ErrInvalidMeta = errors.New("invalid app_meta.json")
+
+// Limits on manifest content. They are far above anything a real app needs
+// and exist so a hostile or broken manifest cannot make per-request work
+// (Match is a linear scan, every header is rendered) or memory use large.
+const (
+	// MaxMetaSize is the largest manifest ParseMeta accepts, in bytes.
+	MaxMetaSize = 256 << 10
+	maxNameLen  = 63
+	maxPaths    = 256
+	maxPathLen  = 1024
+	maxHeaders  = 64
+	maxHdrName  = 128
+)
+
+// Access is the access level of a path: who may reach it.
+type Access string
+
+// The access levels an app_meta.json may declare, exactly as spelled there.
+const (
+	// AccessPublic admits anyone, authenticated or not.
+	AccessPublic Access = "public"
+	// AccessPeer admits paired peer Portals (and the owner).
+	AccessPeer Access = "peer"
+	// AccessPrivate admits only the owner's own devices.
+	AccessPrivate Access = "private"
+)
+
+// Valid reports whether a is one of the three defined access levels. Code
+// deciding admission should treat an invalid Access as a refusal.
+func (a Access) Valid() bool {
+	return a == AccessPublic || a == AccessPeer || a == AccessPrivate
+}
+
+// Meta is a parsed and validated app_meta.json. Only the fields the core
+// enforces are decoded; everything else is preserved verbatim in Raw so an
+// app the original platform accepted installs, and round-trips, unchanged.
+//
+// A Meta returned by ParseMeta is never modified afterwards and is safe for
+// concurrent use.
+type Meta struct {
+	// Name is the app's name, 1–63 characters of a-z, 0-9, '_' and '-',
+	// starting with a letter or digit, so it is safe as a DNS label,
+	// directory name and container name.
+	Name string
+	// Paths are the access rules sorted longest Prefix first, ties broken
+	// by Prefix, so that Match is a first-hit linear scan that always finds
+	// the most specific rule. The last entry is always the "" default.
+	Paths []Path
+	// Raw is the manifest as given, compacted with json.Compact. It keeps
+	// fields this package ignores and is what MarshalJSON returns.
+	Raw json.RawMessage
+}
+
+// Path is one access rule of a manifest: requests whose URL path starts
+// with Prefix get Access, and on admission the Headers are set on the
+// request forwarded to the app.
+type Path struct {
+	// Prefix is the key exactly as written in the manifest; "" matches
+	// every path. No normalization is applied: "/share/" and "/share" are
+	// different rules.
+	Prefix string
+	// Access is who may reach paths under Prefix; always Valid.
+	Access Access
+	// Headers are set on admitted requests, sorted by Name. Names are
+	// canonical (textproto.CanonicalMIMEHeaderKey) and unique.
+	Headers []Header
+}
+
+// Header is one header an admitted request carries to the app, its value
+// computed per request from Value.
+type Header struct {
+	// Name is the canonical header name.
+	Name string
+	// Value is the compiled value template.
+	Value Template
+}
+
+// ParseMeta parses and validates an app_meta.json manifest. It is run at
+// install time so that every mistake is reported to the owner then, with the
+// field at fault named, rather than surfacing as odd behaviour at request
+// time. Every returned error wraps ErrInvalidMeta.
+//
+// data must hold exactly one JSON object of at most MaxMetaSize bytes, in
+// valid UTF-8. Only "name" and "paths" are interpreted; other fields, at the
+// top level or inside a path object, are accepted and ignored, matching the
+// original platform's leniency. As with encoding/json, a key repeated within
+// one object takes its last value.
+func ParseMeta(data []byte) (*Meta, error) {
+	if len(data) > MaxMetaSize {
+		return nil, invalidf("manifest is %d bytes, at most %d allowed", len(data), MaxMetaSize)
+	}
+	if !utf8.Valid(data) {
+		return nil, invalidf("manifest is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		if err == io.EOF {
+			return nil, invalidf("manifest is empty")
+		}
+		return nil, fmt.Errorf("%w: not valid JSON: %w", ErrInvalidMeta, err)
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return nil, invalidf("trailing data after the JSON object")
+	}
+	if k := jsonKind(raw); k != "object" {
+		return nil, invalidf("manifest must be a JSON object, got %s", k)
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidMeta, err)
+	}
+
+	m := &Meta{}
+	var err error
+	if m.Name, err = parseName(top); err != nil {
+		return nil, err
+	}
+	if m.Paths, err = parsePaths(top); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(raw))
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidMeta, err)
+	}
+	m.Raw = buf.Bytes()
+	return m, nil
+}
+
+// Match returns the rule governing a request for path: the first entry of
+// Paths, which are sorted longest first, whose Prefix is a byte prefix of
+// path (strings.HasPrefix).
+//
+// This is plain string-prefix matching, as in the original platform, not
+// segment matching: a rule "/share/" does not match "/share", and a rule
+// "/api" matches "/apiX" as well as "/api/x". Matching does no cleaning or
+// unescaping either, so the caller must pass the same form of the URL path
+// for every request (the cleaned, decoded path) or a client could dodge a
+// stricter rule with "//" or "/./".
+//
+// For a Meta from ParseMeta the result is never nil, because the mandatory
+// "" rule matches everything. It is nil only for a nil or hand-built Meta
+// lacking that rule; callers should then refuse the request.
+func (m *Meta) Match(path string) *Path {
+	if m == nil {
+		return nil
+	}
+	for i := range m.Paths {
+		if strings.HasPrefix(path, m.Paths[i].Prefix) {
+			return &m.Paths[i]
+		}
+	}
+	return nil
+}
+
+// MarshalJSON returns a copy of Raw, so that the API echoes the manifest as
+// the app author wrote it (unknown fields included) instead of the reduced
+// view this package decodes. A nil Meta marshals as null; a Meta without Raw
+// is an error rather than silently losing the manifest.
+func (m *Meta) MarshalJSON() ([]byte, error) {
+	if m == nil {
+		return []byte("null"), nil
+	}
+	if len(m.Raw) == 0 {
+		return nil, errors.New("acl: Meta has no Raw manifest to marshal (not produced by ParseMeta)")
+	}
+	return bytes.Clone(m.Raw), nil
+}
+
+// invalidf builds an error wrapping ErrInvalidMeta.
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidMeta, fmt.Sprintf(format, args...))
+}
+
+// jsonKind names the JSON type of a raw value, for error messages and for
+// type checks done before decoding (so that, for instance, null is not
+// mistaken for an absent or empty value).
+func jsonKind(raw json.RawMessage) string {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	}
+	return "number"
+}
+
+// decodeString decodes raw as a JSON string, reporting what it was instead
+// when it is not one. what names the field for the error.
+func decodeString(raw json.RawMessage, what string) (string, error) {
+	if k := jsonKind(raw); k != "string" {
+		return "", invalidf("%s must be a string, got %s", what, k)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrInvalidMeta, what, err)
+	}
+	return s, nil
+}
+
+// parseName extracts and validates "name".
+func parseName(top map[string]json.RawMessage) (string, error) {
+	raw, ok := top["name"]
+	if !ok {
+		return "", invalidf(`missing required field "name"`)
+	}
+	name, err := decodeString(raw, `"name"`)
+	if err != nil {
+		return "", err
+	}
+	if name == "" || len(name) > maxNameLen {
+		return "", invalidf("name %q must be 1-%d characters, got %d", name, maxNameLen, len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case c == '_' || c == '-':
+			if i == 0 {
+				return "", invalidf("name %q must start with a lowercase letter or digit", name)
+			}
+		default:
+			return "", invalidf("name %q contains invalid character %q; only a-z, 0-9, '_' and '-' are allowed", name, rune(c))
+		}
+	}
+	return name, nil
+}
+
+// parsePaths extracts and validates "paths" and returns them in Match order.
+func parsePaths(top map[string]json.RawMessage) ([]Path, error) {
+	raw, ok := top["paths"]
+	if !ok {
+		return nil, invalidf(`missing required field "paths"`)
+	}
+	if k := jsonKind(raw); k != "object" {
+		return nil, invalidf(`"paths" must be an object, got %s`, k)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, fmt.Errorf("%w: paths: %w", ErrInvalidMeta, err)
+	}
+	if len(obj) > maxPaths {
+		return nil, invalidf("too many paths: %d, at most %d allowed", len(obj), maxPaths)
+	}
+	if _, ok := obj[""]; !ok {
+		return nil, invalidf(`paths: missing the mandatory default path ""`)
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	paths := make([]Path, 0, len(keys))
+	for _, k := range keys {
+		p, err := parsePath(k, obj[k])
+		if err != nil {
+			return nil, err
+		}
+		paths = append(paths, p)
+	}
+	return paths, nil
+}
+
+// checkPathKey validates a paths key. Keys are compared against request
+// paths byte for byte, so anything that cannot occur in a clean URL path
+// (spaces, control characters) can only be a mistake.
+func checkPathKey(key string) error {
+	if key == "" {
+		return nil
+	}
+	if key[0] != '/' {
+		return invalidf("path %q must be \"\" or start with \"/\"", key)
+	}
+	if len(key) > maxPathLen {
+		return invalidf("path %.32q...: %d bytes, at most %d allowed", key, len(key), maxPathLen)
+	}
+	if !utf8.ValidString(key) {
+		return invalidf("path %q is not valid UTF-8", key)
+	}
+	for _, r := range key {
+		if r == utf8.RuneError {
+			return invalidf("path %q contains U+FFFD (a lone surrogate escape or replacement character)", key)
+		}
+		if unicode.IsControl(r) {
+			return invalidf("path %q contains control character %q", key, r)
+		}
+		if unicode.IsSpace(r) {
+			return invalidf("path %q contains space character %q", key, r)
+		}
+	}
+	return nil
+}
+
+// parsePath validates one paths entry.
+func parsePath(key string, raw json.RawMessage) (Path, error) {
+	if err := checkPathKey(key); err != nil {
+		return Path{}, err
+	}
+	if k := jsonKind(raw); k != "object" {
+		return Path{}, invalidf("path %q must be an object, got %s", key, k)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return Path{}, fmt.Errorf("%w: path %q: %w", ErrInvalidMeta, key, err)
+	}
+	p := Path{Prefix: key}
+	rawAccess, ok := obj["access"]
+	if !ok {
+		return Path{}, invalidf("path %q: missing required field \"access\"", key)
+	}
+	access, err := decodeString(rawAccess, fmt.Sprintf("path %q: \"access\"", key))
+	if err != nil {
+		return Path{}, err
+	}
+	p.Access = Access(access)
+	if !p.Access.Valid() {
+		return Path{}, invalidf("path %q: unknown access %q; must be one of public, peer, private", key, access)
+	}
+	if p.Headers, err = parseHeaders(key, obj["headers"]); err != nil {
+		return Path{}, err
+	}
+	return p, nil
+}

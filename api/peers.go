@@ -1,0 +1,192 @@
+package api
+
+import (
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"portal/identity"
+	"portal/peers"
+)
+
+// Peer is a peer as the API shows it: the original's fields first, then
+// the overlay's.
+type Peer struct {
+	ID             string     `json:"id"`
+	ShortID        string     `json:"short_id"`
+	Name           string     `json:"name"`
+	PublicBytesB64 *string    `json:"public_bytes_b64"`
+	IsReachable    bool       `json:"is_reachable"`
+	Verified       bool       `json:"verified"`
+	OverlayAddress *string    `json:"overlay_address"`
+	Endpoint       *string    `json:"endpoint"`
+	Path           string     `json:"path"`
+	LastHandshake  *time.Time `json:"last_handshake"`
+	RxBytes        uint64     `json:"rx_bytes"`
+	TxBytes        uint64     `json:"tx_bytes"`
+}
+
+// WhoAmI is the answer of GET /public/meta/whoareyou.
+type WhoAmI struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	Email          string `json:"email"`
+	Description    string `json:"description"`
+	IsDefault      bool   `json:"is_default"`
+	PublicKeyPEM   string `json:"public_key_pem"`
+	Domain         string `json:"domain"`
+	ShortID        string `json:"short_id"`
+	PublicKey      string `json:"public_key"`
+	OverlayAddress string `json:"overlay_address"`
+}
+
+// PutPeerRequest is the body of PUT /protected/peers. A nil Name keeps the
+// stored name; "" clears it.
+type PutPeerRequest struct {
+	ID   string  `json:"id"`
+	Name *string `json:"name,omitempty"`
+}
+
+func (h *Handler) whoAreYou(w http.ResponseWriter, r *http.Request) {
+	self := h.cfg.Self
+	writeJSON(w, http.StatusOK, WhoAmI{
+		ID:             self.String(),
+		Name:           h.cfg.Name,
+		IsDefault:      true,
+		PublicKeyPEM:   self.PEM(),
+		Domain:         self.Domain(),
+		ShortID:        self.Short(),
+		PublicKey:      base64.StdEncoding.EncodeToString(self[:]),
+		OverlayAddress: self.OverlayAddr().String(),
+	})
+}
+
+func (h *Handler) listPeers(w http.ResponseWriter, r *http.Request) {
+	list, err := h.cfg.Store.Peers(r.Context(), r.URL.Query().Get("name"))
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	out := make([]Peer, 0, len(list))
+	for _, p := range list {
+		out = append(out, h.peerJSON(p))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) getPeer(w http.ResponseWriter, r *http.Request) {
+	query, ok := parsePeerID(w, chi.URLParam(r, "id"))
+	if !ok {
+		return
+	}
+	p, err := h.cfg.Store.Peer(r.Context(), query)
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h.peerJSON(p))
+}
+
+func (h *Handler) putPeer(w http.ResponseWriter, r *http.Request) {
+	var req PutPeerRequest
+	if e := decodeJSON(w, r, &req); e != nil {
+		writeError(w, e.status, e.code, e.msg)
+		return
+	}
+	query, ok := parsePeerID(w, req.ID)
+	if !ok {
+		return
+	}
+	if query == h.cfg.Self.String() {
+		writeError(w, http.StatusUnprocessableEntity, "invalid_id", "that is this Portal's own ID")
+		return
+	}
+	if req.Name != nil {
+		if err := peers.ValidateName(*req.Name); err != nil {
+			writeError(w, http.StatusUnprocessableEntity, "invalid_name", err.Error())
+			return
+		}
+	}
+	p, created, err := h.cfg.Store.PutPeer(r.Context(), query, req.Name)
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	if created {
+		h.cfg.Log.Info("peer added", "peer", p.ShortID(), "verified", p.Verified, "key_known", p.HasKey())
+	} else {
+		h.cfg.Log.Info("peer updated", "peer", p.ShortID(), "verified", p.Verified)
+	}
+	writeJSON(w, http.StatusOK, h.peerJSON(p))
+}
+
+func (h *Handler) deletePeer(w http.ResponseWriter, r *http.Request) {
+	query, ok := parsePeerID(w, chi.URLParam(r, "id"))
+	if !ok {
+		return
+	}
+	p, err := h.cfg.Store.DeletePeer(r.Context(), query)
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	h.cfg.Log.Info("peer removed", "peer", p.ShortID())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// parsePeerID normalizes a full ID or prefix, answering 422 when it is
+// malformed.
+func parsePeerID(w http.ResponseWriter, s string) (string, bool) {
+	q, err := identity.ParsePrefix(s)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid_id", err.Error())
+		return "", false
+	}
+	return q, true
+}
+
+func (h *Handler) peerJSON(p peers.Peer) Peer {
+	out := Peer{
+		ID:       p.ID,
+		ShortID:  p.ShortID(),
+		Name:     p.DisplayName(),
+		Verified: p.Verified,
+		Path:     "none",
+	}
+	if !p.HasKey() {
+		return out
+	}
+	pub := base64.StdEncoding.EncodeToString(p.Key[:])
+	addr := p.Key.OverlayAddr().String()
+	out.PublicBytesB64, out.OverlayAddress = &pub, &addr
+	st := h.cfg.Status(p.Key)
+	out.IsReachable, out.Path, out.RxBytes, out.TxBytes = st.Reachable, st.Path, st.RxBytes, st.TxBytes
+	if st.Endpoint != "" {
+		out.Endpoint = &st.Endpoint
+	}
+	if !st.LastHandshake.IsZero() {
+		t := st.LastHandshake.UTC()
+		out.LastHandshake = &t
+	}
+	return out
+}
+
+// storeError maps a store error to its HTTP answer.
+func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, peers.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, peers.ErrAmbiguous):
+		writeError(w, http.StatusConflict, "ambiguous", err.Error())
+	case errors.Is(err, peers.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, peers.ErrInvalid), errors.Is(err, identity.ErrBadID):
+		writeError(w, http.StatusUnprocessableEntity, "invalid", err.Error())
+	default:
+		h.cfg.Log.Error("store failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "the store failed; see the daemon's log")
+	}
+}

@@ -1,0 +1,119 @@
+// Command portald is the Portal core: it keeps the Portal's identity, peers
+// and apps, and serves the internal API the apps and this command's client
+// subcommands talk to.
+//
+//	portald run [--data DIR] [--api ADDR] [--udp PORT] [--relay HOST:PORT]... [--name NAME]
+//	portald id | status
+//	portald peers add ID [--name N] | ls | rm ID
+//	portald apps add NAME --meta FILE --upstream URL --source IP [--source IP]... | ls | rm NAME
+//
+// Every flag also has a PORTAL_* environment variable; a flag given on the
+// command line wins. Exit codes: 0 success, 1 error (one line on stderr),
+// 2 usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// usageError marks an error as a usage mistake: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+const usage = `usage:
+  portald run [--data DIR] [--api ADDR] [--udp PORT] [--relay HOST:PORT]... [--name NAME]
+  portald id
+  portald status [--json]
+  portald peers add ID [--name N]
+  portald peers ls [--name S] [--json]
+  portald peers rm ID
+  portald apps add NAME --meta FILE --upstream URL --source IP [--source IP]...
+  portald apps ls [--json]
+  portald apps rm NAME
+Client subcommands take --api ADDR (PORTAL_API, default 127.0.0.1:8480).
+Run 'portald COMMAND -h' for a command's flags.`
+
+func main() {
+	os.Exit(realMain(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// realMain runs the command line and returns the exit code.
+func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, stdout, stderr)
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		if ue.msg == "" {
+			fmt.Fprintln(stderr, usage)
+		} else {
+			fmt.Fprintf(stderr, "portald: %s (see 'portald help')\n", oneLine(ue.msg))
+		}
+		return 2
+	case errors.Is(err, errHelp):
+		return 0
+	default:
+		fmt.Fprintf(stderr, "portald: %s\n", oneLine(err.Error()))
+		return 1
+	}
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(ctx, rest, stderr)
+	case "id":
+		return cmdID(ctx, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, rest, stdout, stderr)
+	case "peers", "apps":
+		if len(rest) == 0 {
+			return usagef("%s: missing subcommand (add, ls, rm)", cmd)
+		}
+		sub := cmd + " " + rest[0]
+		switch sub {
+		case "peers add":
+			return cmdPeersAdd(ctx, rest[1:], stdout, stderr)
+		case "peers ls":
+			return cmdPeersLs(ctx, rest[1:], stdout, stderr)
+		case "peers rm":
+			return cmdPeersRm(ctx, rest[1:], stdout, stderr)
+		case "apps add":
+			return cmdAppsAdd(ctx, rest[1:], stdout, stderr)
+		case "apps ls":
+			return cmdAppsLs(ctx, rest[1:], stdout, stderr)
+		case "apps rm":
+			return cmdAppsRm(ctx, rest[1:], stdout, stderr)
+		}
+		return usagef("unknown command %q", sub)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return usagef("unknown command %q", cmd)
+}
+
+// oneLine keeps an error message to one line, as the exit-code contract
+// promises.
+func oneLine(s string) string {
+	out := []rune{}
+	for _, r := range s {
+		if r == '\n' || r == '\r' {
+			r = ' '
+		}
+		out = append(out, r)
+	}
+	return string(out)
+}

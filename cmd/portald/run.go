@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"portal/api"
+	"portal/identity"
+	"portal/peers"
+)
+
+const (
+	defaultAPI      = "127.0.0.1:8480"
+	defaultUDP      = 51820
+	shutdownTimeout = 10 * time.Second
+	keyFile         = "identity.key"
+	dbFile          = "portal.db"
+	lockFile        = "portald.lock"
+)
+
+// runConfig is what `portald run` was asked to do.
+type runConfig struct {
+	dataDir  string
+	apiAddr  string
+	udpPort  int
+	relays   []string
+	name     string
+	logLevel slog.Level
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	c := newCommand("run", stderr)
+	dataDir := c.String("data", defaultDataDir(), "data directory: identity key and database")
+	apiAddr := c.String("api", defaultAPI, "listen address of the internal API (the apps' network)")
+	udp := c.String("udp", strconv.Itoa(defaultUDP), "UDP port of the tunnel")
+	var relays listFlag
+	c.Var(&relays, "relay", "rendezvous/relay server HOST:PORT; repeatable")
+	name := c.String("name", "", "this Portal's display name (default: the host name)")
+	logLevel := c.String("log-level", "info", "debug, info, warn or error")
+	if _, err := c.parse(args, 0); err != nil {
+		return err
+	}
+	cfg := runConfig{dataDir: *dataDir, apiAddr: *apiAddr, relays: relays, name: *name}
+	port, err := strconv.Atoi(*udp)
+	if err != nil || port < 0 || port > 65535 {
+		return usagef("--udp %q: want a port number 0-65535", *udp)
+	}
+	cfg.udpPort = port
+	if err := cfg.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	for _, r := range relays {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			return usagef("--relay %q: want HOST:PORT", r)
+		}
+	}
+	if cfg.dataDir == "" {
+		return usagef("--data: no data directory given and no home directory to default to")
+	}
+	if cfg.name == "" {
+		cfg.name, _ = os.Hostname()
+	}
+	if err := peers.ValidateName(cfg.name); err != nil {
+		return usagef("--name: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, cfg, log)
+}
+
+// run starts the daemon and blocks until ctx is done, then shuts down in
+// reverse order of start-up: API (in-flight requests finish), store.
+func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
+	// closers undo start-up in reverse order, on failure and at shutdown.
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	unlock, err := lockDataDir(filepath.Join(cfg.dataDir, lockFile))
+	if err != nil {
+		return err
+	}
+	closers = append(closers, unlock)
+
+	key, created, err := identity.LoadOrCreateKey(filepath.Join(cfg.dataDir, keyFile))
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created a new Portal identity", "id", key.ID().String(), "key_file", filepath.Join(cfg.dataDir, keyFile))
+	}
+
+	store, err := peers.Open(ctx, filepath.Join(cfg.dataDir, dbFile), log.With("component", "store"))
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() {
+		if err := store.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	})
+
+	handler, err := api.New(api.Config{
+		Store: store,
+		Self:  key.ID(),
+		Name:  cfg.name,
+		Log:   log.With("component", "api"),
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.apiAddr)
+	if err != nil {
+		return fmt.Errorf("internal API: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("portald running",
+		"id", key.ID().String(), "short_id", key.ID().Short(), "name", cfg.name,
+		"api", ln.Addr().String(), "overlay", key.ID().OverlayAddr().String(),
+		"data", cfg.dataDir, "udp", cfg.udpPort, "relays", len(cfg.relays))
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "reason", context.Cause(ctx))
+	case err := <-serveErr:
+		return fmt.Errorf("internal API: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("internal API did not drain in time; closing", "timeout", shutdownTimeout, "err", err)
+		srv.Close()
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("internal API", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// defaultDataDir is $XDG_DATA_HOME/portald, else ~/.local/share/portald.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "portald")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".local", "share", "portald")
+}
+
+// lockDataDir takes an exclusive lock on the data directory, so that two
+// daemons never share one identity and one database.
+func lockDataDir(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data directory %s is in use by another portald", filepath.Dir(path))
+		}
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	return func() { f.Close() }, nil
+}

@@ -1,0 +1,212 @@
+// Command guestbook is an example Portal app that uses peering the way any
+// app does: only through the core's HTTP API. Its owner posts a message; the
+// app keeps it and signs the guestbook of the same app on every peer Portal
+// through call_peer. A peer's message arrives on /api/peer/entries, where
+// the core has already checked who sent it and said so in X-Ptl-Client-*.
+//
+//	guestbook [--listen 127.0.0.1:8080] [--core http://127.0.0.1:8480]
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// maxEntries bounds the book; the oldest entries go first.
+const maxEntries = 1000
+
+// Entry is one message in the book.
+type Entry struct {
+	Message  string    `json:"message"`
+	Author   string    `json:"author"`    // "owner", or the peer's name as the core gave it
+	AuthorID string    `json:"author_id"` // the peer's Portal ID; "" for the owner
+	At       time.Time `json:"at"`
+}
+
+// book is the app's state.
+type book struct {
+	core   string // base URL of the Portal core
+	client *http.Client
+	log    *slog.Logger
+
+	mu      sync.Mutex // guards entries
+	entries []Entry
+}
+
+func main() {
+	listen := flag.String("listen", envOr("GUESTBOOK_LISTEN", "127.0.0.1:8080"), "listen address (GUESTBOOK_LISTEN)")
+	core := flag.String("core", envOr("GUESTBOOK_CORE", "http://127.0.0.1:8480"), "Portal core base URL (GUESTBOOK_CORE)")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	b := &book{core: *core, client: &http.Client{Timeout: 30 * time.Second}, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", b.page)
+	mux.HandleFunc("GET /api/entries", b.list)
+	mux.HandleFunc("POST /api/entries", b.post)
+	mux.HandleFunc("POST /api/peer/entries", b.fromPeer)
+	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	log.Info("guestbook listening", "addr", *listen, "core", *core)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("serve", "err", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (b *book) add(e Entry) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.entries = append(b.entries, e)
+	if len(b.entries) > maxEntries {
+		b.entries = append([]Entry(nil), b.entries[len(b.entries)-maxEntries:]...)
+	}
+}
+
+func (b *book) snapshot() []Entry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]Entry{}, b.entries...)
+}
+
+func (b *book) list(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, b.snapshot())
+}
+
+type postRequest struct {
+	Message string `json:"message"`
+}
+
+// delivery is what happened when the owner's message was sent to one peer.
+type delivery struct {
+	Peer   string `json:"peer"`
+	Name   string `json:"name"`
+	Status int    `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// post keeps the owner's message and signs every peer's guestbook with it.
+func (b *book) post(w http.ResponseWriter, r *http.Request) {
+	msg, ok := readMessage(w, r)
+	if !ok {
+		return
+	}
+	b.add(Entry{Message: msg, Author: "owner", At: time.Now().UTC()})
+	var peers []struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	if err := b.getJSON(r.Context(), "/protected/peers", &peers); err != nil {
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+		return
+	}
+	body, _ := json.Marshal(postRequest{Message: msg})
+	out := []delivery{}
+	for _, p := range peers {
+		d := delivery{Peer: p.ID, Name: p.Name}
+		u := b.core + "/internal/call_peer/" + url.PathEscape(p.ID) + "/api/peer/entries"
+		req, _ := http.NewRequestWithContext(r.Context(), "POST", u, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := b.client.Do(req)
+		if err != nil {
+			d.Error = err.Error()
+		} else {
+			d.Status = resp.StatusCode
+			if resp.StatusCode >= 300 {
+				data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+				d.Error = string(bytes.TrimSpace(data))
+			}
+			resp.Body.Close()
+		}
+		out = append(out, d)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// fromPeer records a message a peer's guestbook sent. The core set the
+// X-Ptl-Client-* headers after verifying the sender; any the sender tried
+// to set itself were removed.
+func (b *book) fromPeer(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Ptl-Client-Type") != "peer" {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "only peers may post here"})
+		return
+	}
+	msg, ok := readMessage(w, r)
+	if !ok {
+		return
+	}
+	e := Entry{Message: msg, Author: r.Header.Get("X-Ptl-Client-Name"), AuthorID: r.Header.Get("X-Ptl-Client-Id"), At: time.Now().UTC()}
+	b.add(e)
+	b.log.Info("entry from peer", "author", e.Author, "author_id", e.AuthorID)
+	writeJSON(w, http.StatusCreated, e)
+}
+
+func readMessage(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var req postRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil || req.Message == "" || len(req.Message) > 1000 {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": `want {"message": "..."} with 1-1000 bytes`})
+		return "", false
+	}
+	return req.Message, true
+}
+
+func (b *book) getJSON(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", b.core+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask the core: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the core answered %s to %s", resp.Status, path)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+<meta charset="utf-8"><title>Guestbook</title>
+<h1>Guestbook</h1>
+<form onsubmit="fetch('api/entries',{method:'POST',headers:{'Content-Type':'application/json'},body:JSON.stringify({message:this.m.value})}).then(()=>location.reload());return false">
+<input name="m" maxlength="1000" placeholder="Say hello to your peers"> <button>Sign</button></form>
+<ul>{{range .}}<li><b>{{.Author}}</b> ({{.At.Format "2006-01-02 15:04"}}): {{.Message}}</li>{{else}}<li>No entries yet.</li>{{end}}</ul>`))
+
+func (b *book) page(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	pageTmpl.Execute(w, b.snapshot())
+}

@@ -1,0 +1,277 @@
+package peers
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"portal/identity"
+)
+
+// MaxNameLen is the longest peer name accepted, in characters.
+const MaxNameLen = 64
+
+// Peer is one paired Portal as stored.
+type Peer struct {
+	// ID is the full 52-character Portal ID once the key is known, else the
+	// prefix the owner gave.
+	ID string
+	// Key is the peer's identity; the zero ID until known.
+	Key identity.ID
+	// Name is the name the owner gave the peer; "" when none was given.
+	Name string
+	// DeclaredName is the name the peer gives itself. It never overrides Name.
+	DeclaredName string
+	// Verified is true when the full key was given by the owner or checked
+	// against it, false for a peer trusted on first use from a short ID.
+	Verified  bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// HasKey reports whether the peer's key is known, so that it can be reached.
+func (p Peer) HasKey() bool { return !p.Key.IsZero() }
+
+// ShortID is the first characters of ID, for display.
+func (p Peer) ShortID() string { return p.ID[:identity.ShortIDLen] }
+
+// DisplayName is the owner's name for the peer or, when none was given, the
+// name the peer declares for itself.
+func (p Peer) DisplayName() string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.DeclaredName
+}
+
+// ValidateName checks a peer name: at most MaxNameLen characters of valid
+// UTF-8 without control characters. The empty name means "no name".
+func ValidateName(name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("peers: name is not valid UTF-8: %w", ErrInvalid)
+	}
+	if n := utf8.RuneCountInString(name); n > MaxNameLen {
+		return fmt.Errorf("peers: name has %d characters, at most %d allowed: %w", n, MaxNameLen, ErrInvalid)
+	}
+	if i := strings.IndexFunc(name, unicode.IsControl); i >= 0 {
+		return fmt.Errorf("peers: name has a control character at byte %d: %w", i, ErrInvalid)
+	}
+	return nil
+}
+
+// PutPeer adds the peer named by query (a full ID or a prefix, already
+// normalized by identity.ParsePrefix) or, when it matches a stored peer,
+// updates that one. A nil name leaves the stored name alone. Giving the full
+// ID of a peer stored under a prefix resolves it: the row gains the key and
+// becomes verified. It reports whether a new peer was created.
+func (s *Store) PutPeer(ctx context.Context, query string, name *string) (Peer, bool, error) {
+	if name != nil {
+		if err := ValidateName(*name); err != nil {
+			return Peer{}, false, err
+		}
+	}
+	var full *identity.ID
+	if len(query) == identity.IDLen {
+		id, err := identity.ParseID(query)
+		if err != nil {
+			return Peer{}, false, fmt.Errorf("peers: put %q: %w", query, err)
+		}
+		full = &id
+	}
+	var (
+		out     Peer
+		created bool
+	)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		matches, err := matchPeers(ctx, tx, query, 2)
+		if err != nil {
+			return err
+		}
+		now := s.nowMillis()
+		switch len(matches) {
+		case 0:
+			p := Peer{ID: query, CreatedAt: fromMillis(now), UpdatedAt: fromMillis(now)}
+			if full != nil {
+				p.Key, p.Verified = *full, true
+			}
+			if name != nil {
+				p.Name = *name
+			}
+			created = true
+			out = p
+			return insertPeer(ctx, tx, p)
+		case 1:
+			p := matches[0]
+			oldID := p.ID
+			if full != nil && !p.HasKey() {
+				p.ID, p.Key, p.Verified = query, *full, true
+			} else if !p.HasKey() && len(query) > len(p.ID) {
+				p.ID = query // a longer prefix narrows the search
+			}
+			if name != nil {
+				p.Name = *name
+			}
+			p.UpdatedAt = fromMillis(now)
+			out = p
+			if p.ID != oldID {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM peers WHERE id = ?`, oldID); err != nil {
+					return err
+				}
+				return insertPeer(ctx, tx, p)
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE peers SET name = ?, updated_at = ? WHERE id = ?`, p.Name, now, p.ID)
+			return err
+		default:
+			return fmt.Errorf("%q matches %s and %s: %w", query, matches[0].ID, matches[1].ID, ErrAmbiguous)
+		}
+	})
+	if err != nil {
+		return Peer{}, false, fmt.Errorf("peers: put %q: %w", query, err)
+	}
+	return out, created, nil
+}
+
+// Peer returns the one peer that query (a full ID or a normalized prefix)
+// names: ErrNotFound when none does, ErrAmbiguous when several do.
+func (s *Store) Peer(ctx context.Context, query string) (Peer, error) {
+	matches, err := matchPeers(ctx, s.db, query, 2)
+	if err != nil {
+		return Peer{}, fmt.Errorf("peers: lookup %q: %w", query, err)
+	}
+	switch len(matches) {
+	case 0:
+		return Peer{}, fmt.Errorf("peers: lookup %q: %w", query, ErrNotFound)
+	case 1:
+		return matches[0], nil
+	default:
+		return Peer{}, fmt.Errorf("peers: lookup %q matches %s and %s: %w", query, matches[0].ID, matches[1].ID, ErrAmbiguous)
+	}
+}
+
+// Peers lists the stored peers ordered by ID, keeping those whose display
+// name contains filter, compared case-insensitively ("" keeps all).
+func (s *Store) Peers(ctx context.Context, filter string) ([]Peer, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+peerColumns+` FROM peers ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("peers: list: %w", err)
+	}
+	all, err := scanPeers(rows)
+	if err != nil {
+		return nil, fmt.Errorf("peers: list: %w", err)
+	}
+	if filter == "" {
+		return all, nil
+	}
+	filter = strings.ToLower(filter)
+	kept := all[:0]
+	for _, p := range all {
+		if strings.Contains(strings.ToLower(p.DisplayName()), filter) {
+			kept = append(kept, p)
+		}
+	}
+	return kept, nil
+}
+
+// DeletePeer removes the one peer that query names and returns it.
+func (s *Store) DeletePeer(ctx context.Context, query string) (Peer, error) {
+	var out Peer
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		matches, err := matchPeers(ctx, tx, query, 2)
+		if err != nil {
+			return err
+		}
+		switch len(matches) {
+		case 0:
+			return ErrNotFound
+		case 1:
+		default:
+			return fmt.Errorf("matches %s and %s: %w", matches[0].ID, matches[1].ID, ErrAmbiguous)
+		}
+		out = matches[0]
+		_, err = tx.ExecContext(ctx, `DELETE FROM peers WHERE id = ?`, out.ID)
+		return err
+	})
+	if err != nil {
+		return Peer{}, fmt.Errorf("peers: delete %q: %w", query, err)
+	}
+	return out, nil
+}
+
+const peerColumns = `id, public_key, name, declared_name, verified, created_at, updated_at`
+
+// querier is what *sql.DB and *sql.Tx have in common.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// matchPeers returns up to limit peers that query names: stored IDs that
+// start with query, and unresolved prefixes that query starts with.
+func matchPeers(ctx context.Context, q querier, query string, limit int) ([]Peer, error) {
+	if len(query) < identity.ShortIDLen {
+		return nil, fmt.Errorf("%q is shorter than %d characters: %w", query, identity.ShortIDLen, ErrInvalid)
+	}
+	// IDs use only [a-z0-9]; '~' sorts after all of them, so the range
+	// [query, query+"~") is exactly the IDs starting with query, on the
+	// primary-key index.
+	args := []any{query, query + "~"}
+	var in strings.Builder
+	for n := identity.ShortIDLen; n <= len(query); n++ {
+		if in.Len() > 0 {
+			in.WriteString(",")
+		}
+		in.WriteString("?")
+		args = append(args, query[:n])
+	}
+	args = append(args, limit)
+	rows, err := q.QueryContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE (id >= ? AND id < ?)
+		OR (public_key IS NULL AND id IN (`+in.String()+`)) ORDER BY id LIMIT ?`, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanPeers(rows)
+}
+
+func insertPeer(ctx context.Context, tx *sql.Tx, p Peer) error {
+	var key []byte
+	if p.HasKey() {
+		key = p.Key[:]
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO peers (`+peerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		p.ID, key, p.Name, p.DeclaredName, p.Verified, p.CreatedAt.UnixMilli(), p.UpdatedAt.UnixMilli())
+	return err
+}
+
+func scanPeers(rows *sql.Rows) ([]Peer, error) {
+	defer rows.Close()
+	var out []Peer
+	for rows.Next() {
+		var (
+			p                Peer
+			key              []byte
+			created, updated int64
+		)
+		if err := rows.Scan(&p.ID, &key, &p.Name, &p.DeclaredName, &p.Verified, &created, &updated); err != nil {
+			return nil, err
+		}
+		if key != nil {
+			id, err := identity.IDFromPublicKey(key)
+			if err != nil {
+				return nil, fmt.Errorf("stored key of %s: %w", p.ID, err)
+			}
+			if id.String() != p.ID {
+				return nil, fmt.Errorf("stored key of %s is for %s", p.ID, id)
+			}
+			p.Key = id
+		}
+		p.CreatedAt, p.UpdatedAt = fromMillis(created), fromMillis(updated)
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
