@@ -1,0 +1,25 @@
+// Package tunnel is a Portal's WireGuard node: one wireguard-go device per
+// Portal, over the Portal's one UDP socket, with a userspace IPv6 TCP/IP
+// stack (gVisor) that holds the Portal's overlay address.
+//
+// The device's private key is the X25519 form of the Portal's identity key,
+// and a peer's WireGuard key and overlay address come from its Portal ID
+// alone, so adding a peer needs nothing but its ID (and, to start the
+// handshake, an endpoint). Each peer's only allowed IP is its overlay
+// address: a packet that arrives through a peer's session carries that
+// peer's address as its source, which is how the receiving side knows who
+// is calling.
+//
+// # Two faces
+//
+// Inside, the package joins three parts: the wireguard-go device, the
+// tun.Device that is our gVisor stack (stack.go), and the conn.Bind that is
+// our UDP socket (bind.go). Outside, it offers only sockets (DialContext,
+// Listen) and peers (SetPeer, RemovePeer, PeerStatus), plus SendControl and
+// the Config.Control hook for the Portal's own datagrams on the same socket.
+//
+// # Imports
+//
+// tunnel moves packets and knows no HTTP: it imports identity/ and never
+// forwarder/, acl/ or peers/.
+package tunnel

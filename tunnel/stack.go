@@ -1,0 +1,167 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+const (
+	nicID = 1
+	// stackBatch is how many packets one Read hands to wireguard-go: the
+	// first blocks, the rest are only those already queued.
+	stackBatch = 64
+	// queueLen is the outbound queue between the stack and wireguard-go.
+	queueLen = 1024
+	// tcpBufferSize is the TCP send/receive buffer ceiling: large enough to
+	// keep a WAN path with some latency full (the stack's default is 1 MiB
+	// receive, 1 MiB send with auto-tuning off).
+	tcpBufferSize = 4 << 20
+)
+
+// netStack is the userspace TCP/IP stack of a Portal: IPv6 only, one
+// address (the overlay address), and every packet in and out passes through
+// wireguard-go. It is both the tun.Device that wireguard-go reads and
+// writes, and what the tunnel dials and listens with.
+//
+// It is ours rather than wireguard-go's tun/netstack so that the stack's
+// options (buffers, SACK, queueing) are in our hands.
+type netStack struct {
+	stack  *stack.Stack
+	ep     *channel.Endpoint
+	mtu    int
+	events chan tun.Event
+
+	ctx    context.Context // cancelled by Close; unblocks Read
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+var _ tun.Device = (*netStack)(nil)
+
+func newNetStack(addr netip.Addr, mtu int) (*netStack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, icmp.NewProtocol6},
+		HandleLocal:        true,
+	})
+	ns := &netStack{
+		stack:  s,
+		ep:     channel.New(queueLen, uint32(mtu), ""),
+		mtu:    mtu,
+		events: make(chan tun.Event, 1),
+	}
+	ns.ctx, ns.cancel = context.WithCancel(context.Background())
+	sack := tcpip.TCPSACKEnabled(true)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultReceiveBufferSize, Max: tcpBufferSize}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultSendBufferSize, Max: tcpBufferSize}
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &moderate} {
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("tunnel: stack option %T: %v", opt, err)
+		}
+	}
+	if err := s.CreateNIC(nicID, ns.ep); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tunnel: create NIC: %v", err)
+	}
+	pa := tcpip.ProtocolAddress{
+		Protocol:          ipv6.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddrFromSlice(addr.AsSlice()).WithPrefix(),
+	}
+	if err := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tunnel: add address %s: %v", addr, err)
+	}
+	s.AddRoute(tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
+	ns.events <- tun.EventUp
+	return ns, nil
+}
+
+// File is nil: there is no kernel device.
+func (ns *netStack) File() *os.File { return nil }
+
+// Name names the device in wireguard-go's logs.
+func (ns *netStack) Name() (string, error) { return "portal", nil }
+
+// MTU is the inner MTU.
+func (ns *netStack) MTU() (int, error) { return ns.mtu, nil }
+
+// Events delivers EventUp once.
+func (ns *netStack) Events() <-chan tun.Event { return ns.events }
+
+// BatchSize is fixed for the device's lifetime, as tun.Device requires.
+func (ns *netStack) BatchSize() int { return stackBatch }
+
+// Read hands wireguard-go the packets the stack wants to send: it blocks
+// for the first, then takes only what is already queued, so batching never
+// waits on a timer.
+func (ns *netStack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	pkt := ns.ep.ReadContext(ns.ctx)
+	if pkt == nil {
+		return 0, os.ErrClosed
+	}
+	n := 0
+	for {
+		view := pkt.ToView()
+		pkt.DecRef()
+		m, err := view.Read(bufs[n][offset:])
+		view.Release()
+		if err != nil {
+			return n, err
+		}
+		sizes[n] = m
+		n++
+		if n == len(bufs) {
+			return n, nil
+		}
+		if pkt = ns.ep.Read(); pkt == nil {
+			return n, nil
+		}
+	}
+}
+
+// Write injects packets that wireguard-go decrypted into the stack.
+func (ns *netStack) Write(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		packet := b[offset:]
+		if len(packet) == 0 {
+			continue
+		}
+		if packet[0]>>4 != 6 {
+			// wireguard-go already checked the source against the
+			// peer's allowed IPs, which are IPv6 only.
+			return 0, syscall.EAFNOSUPPORT
+		}
+		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(packet)})
+		ns.ep.InjectInbound(header.IPv6ProtocolNumber, pkb)
+		pkb.DecRef()
+	}
+	return len(bufs), nil
+}
+
+// Close stops the stack; Read returns os.ErrClosed afterwards.
+func (ns *netStack) Close() error {
+	ns.once.Do(func() {
+		ns.cancel()
+		ns.stack.RemoveNIC(nicID)
+		ns.stack.Close()
+		ns.ep.Close()
+		close(ns.events)
+	})
+	return nil
+}

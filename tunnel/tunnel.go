@@ -1,0 +1,308 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+
+	"portal/identity"
+)
+
+const (
+	// DefaultMTU is the inner MTU: 1420 leaves room for WireGuard's 80
+	// bytes of IPv6+UDP+WireGuard overhead within a 1500-byte path.
+	DefaultMTU = 1420
+	// DefaultKeepalive keeps a NAT mapping open; typical UDP mapping
+	// timeouts are 30 s or more.
+	DefaultKeepalive = 25 * time.Second
+	// sessionLifetime is how long after a handshake a WireGuard session
+	// stays usable (RejectAfterTime): a peer is reachable within it.
+	sessionLifetime = 180 * time.Second
+	statusCacheTTL  = 250 * time.Millisecond
+	// handshakeDefer is how long the Portal with the larger WireGuard key
+	// waits before starting a handshake itself (see startHandshake).
+	handshakeDefer = 300 * time.Millisecond
+)
+
+// Config configures a Tunnel.
+type Config struct {
+	// Key is this Portal's identity; its X25519 form is the WireGuard key.
+	// Required.
+	Key *identity.Key
+	// Port is the UDP port; 0 picks a free one.
+	Port uint16
+	// MTU is the inner MTU; 0 means DefaultMTU.
+	MTU int
+	// Keepalive is the persistent keepalive towards peers with a known
+	// endpoint; 0 means DefaultKeepalive.
+	Keepalive time.Duration
+	// Control receives every datagram on the UDP socket that is not
+	// WireGuard, with its source. It runs on the receive path and must not
+	// block. Nil drops them.
+	Control func(b []byte, from netip.AddrPort)
+	// Log receives the tunnel's events. Required.
+	Log *slog.Logger
+}
+
+// PeerStatus is a peer's connection as the WireGuard device sees it.
+type PeerStatus struct {
+	// Reachable is true while a session from a handshake is valid.
+	Reachable bool
+	// Endpoint is the peer's UDP address in use; invalid when unknown.
+	Endpoint      netip.AddrPort
+	LastHandshake time.Time // zero when none yet
+	RxBytes       uint64
+	TxBytes       uint64
+}
+
+// Tunnel is a Portal's WireGuard node: a wireguard-go device over the
+// Portal's one UDP socket, with a userspace TCP/IP stack on the overlay
+// address. Its exported face is sockets (DialContext, Listen) and peers
+// (SetPeer, RemovePeer, PeerStatus); no wireguard-go or gVisor type leaves
+// the package. It is safe for concurrent use.
+type Tunnel struct {
+	self      identity.ID
+	addr      netip.Addr
+	keepalive time.Duration
+	log       *slog.Logger
+	bind      *Bind
+	stack     *netStack
+	dev       *device.Device
+
+	status struct {
+		sync.Mutex // guards the cached device status
+		at         time.Time
+		byKey      map[[32]byte]wgStatus
+	}
+	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// New builds the tunnel and brings it up.
+func New(cfg Config) (t *Tunnel, err error) {
+	if cfg.Key == nil || cfg.Log == nil {
+		return nil, errors.New("tunnel: Config.Key and Config.Log are required")
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.MTU < 1280 || cfg.MTU > 9000 {
+		return nil, fmt.Errorf("tunnel: MTU %d outside 1280..9000", cfg.MTU)
+	}
+	if cfg.Keepalive == 0 {
+		cfg.Keepalive = DefaultKeepalive
+	}
+	self := cfg.Key.ID()
+	t = &Tunnel{self: self, addr: self.OverlayAddr(), keepalive: cfg.Keepalive, log: cfg.Log}
+	if t.bind, err = newBind(cfg.Port, cfg.Control); err != nil {
+		return nil, err
+	}
+	if t.stack, err = newNetStack(t.addr, cfg.MTU); err != nil {
+		t.bind.release()
+		return nil, err
+	}
+	wgLog := cfg.Log.With("component", "wireguard")
+	t.dev = device.NewDevice(t.stack, t.bind, &device.Logger{
+		Verbosef: func(format string, args ...any) { wgLog.Debug(fmt.Sprintf(format, args...)) },
+		Errorf:   func(format string, args ...any) { wgLog.Warn(fmt.Sprintf(format, args...)) },
+	})
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+	if err := t.dev.IpcSet(deviceConfig(cfg.Key.WireGuardPrivateKey())); err != nil {
+		return nil, fmt.Errorf("tunnel: set private key: %w", err)
+	}
+	if err := t.dev.Up(); err != nil {
+		return nil, fmt.Errorf("tunnel: bring device up: %w", err)
+	}
+	t.log.Info("tunnel up", "udp_port", t.bind.Port(), "overlay", t.addr.String(), "mtu", cfg.MTU)
+	return t, nil
+}
+
+// Port is the UDP port the tunnel listens on.
+func (t *Tunnel) Port() uint16 { return t.bind.Port() }
+
+// Addr is this Portal's overlay address.
+func (t *Tunnel) Addr() netip.Addr { return t.addr }
+
+// SetPeer adds the peer or updates it: its WireGuard key and overlay address
+// come from id; endpoint, when valid, is where to send to it (an invalid
+// one keeps whatever the device learned from the peer's own packets).
+func (t *Tunnel) SetPeer(id identity.ID, endpoint netip.AddrPort) error {
+	if id == t.self {
+		return errors.New("tunnel: cannot add this Portal as its own peer")
+	}
+	if err := t.dev.IpcSet(setPeerConfig(id, endpoint)); err != nil {
+		return fmt.Errorf("tunnel: set peer %s: %w", id.Short(), err)
+	}
+	t.invalidateStatus()
+	if endpoint.IsValid() {
+		t.startHandshake(id)
+	}
+	return nil
+}
+
+// startHandshake turns on the peer's persistent keepalive, which sends a
+// keepalive at once and so starts a handshake without waiting for data.
+//
+// When two Portals add each other within one round trip, both would start
+// a handshake, each would answer the other's initiation and drop its own,
+// and neither would complete until WireGuard's 5 s retry. So the Portal
+// with the smaller WireGuard key starts at once and the other only after
+// handshakeDefer, and only if no handshake completed meanwhile.
+func (t *Tunnel) startHandshake(id identity.ID) {
+	mine, theirs := t.self.WireGuardKey(), id.WireGuardKey()
+	kick := func() {
+		if t.closed.Load() {
+			return
+		}
+		t.invalidateStatus()
+		if st, ok := t.PeerStatus(id); ok && st.Reachable {
+			return
+		}
+		// Off then on: wireguard-go sends a keepalive when it turns on.
+		for _, ka := range []time.Duration{0, t.keepalive} {
+			if err := t.dev.IpcSet(keepaliveConfig(id, ka)); err != nil {
+				t.log.Debug("start handshake", "peer", id.Short(), "err", err)
+				return
+			}
+		}
+	}
+	if bytes.Compare(mine[:], theirs[:]) < 0 {
+		kick()
+		return
+	}
+	time.AfterFunc(handshakeDefer, kick)
+}
+
+// RemovePeer removes the peer at once: its session keys are dropped, so no
+// packet from it is accepted and none is sent to it. Removing an unknown
+// peer is not an error.
+func (t *Tunnel) RemovePeer(id identity.ID) error {
+	if err := t.dev.IpcSet(removePeerConfig(id)); err != nil {
+		return fmt.Errorf("tunnel: remove peer %s: %w", id.Short(), err)
+	}
+	t.invalidateStatus()
+	return nil
+}
+
+// PeerStatus reports the device's view of a peer; false when the device
+// does not know the peer.
+func (t *Tunnel) PeerStatus(id identity.ID) (PeerStatus, bool) {
+	all, err := t.deviceStatus()
+	if err != nil {
+		t.log.Warn("read device status", "err", err)
+		return PeerStatus{}, false
+	}
+	st, ok := all[id.WireGuardKey()]
+	if !ok {
+		return PeerStatus{}, false
+	}
+	return PeerStatus{
+		Reachable:     !st.lastHandshake.IsZero() && time.Since(st.lastHandshake) < sessionLifetime,
+		Endpoint:      st.endpoint,
+		LastHandshake: st.lastHandshake,
+		RxBytes:       st.rx,
+		TxBytes:       st.tx,
+	}, true
+}
+
+// deviceStatus returns the device's status, read at most every
+// statusCacheTTL so that listing many peers reads it once.
+func (t *Tunnel) deviceStatus() (map[[32]byte]wgStatus, error) {
+	t.status.Lock()
+	defer t.status.Unlock()
+	if t.status.byKey != nil && time.Since(t.status.at) < statusCacheTTL {
+		return t.status.byKey, nil
+	}
+	text, err := t.dev.IpcGet()
+	if err != nil {
+		return nil, err
+	}
+	m, err := parseStatus(text)
+	if err != nil {
+		return nil, err
+	}
+	t.status.byKey, t.status.at = m, time.Now()
+	return m, nil
+}
+
+func (t *Tunnel) invalidateStatus() {
+	t.status.Lock()
+	t.status.byKey = nil
+	t.status.Unlock()
+}
+
+// SendControl writes a control datagram (not WireGuard) on the tunnel's UDP
+// socket, so that it leaves through the same NAT mapping as WireGuard.
+func (t *Tunnel) SendControl(b []byte, to netip.AddrPort) error {
+	return t.bind.sendControl(b, to)
+}
+
+// DialContext opens a TCP connection through the tunnel. address is
+// "[overlay address]:port"; network is "tcp" or "tcp6".
+func (t *Tunnel) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if network != "tcp" && network != "tcp6" {
+		return nil, fmt.Errorf("tunnel: dial %s: only tcp is supported", network)
+	}
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: dial %q: want [overlay address]:port: %w", address, err)
+	}
+	if !ap.Addr().Is6() || ap.Addr().Is4In6() {
+		return nil, fmt.Errorf("tunnel: dial %s: the overlay is IPv6 only", address)
+	}
+	c, err := gonet.DialContextTCP(ctx, t.stack.stack, fullAddr(ap), ipv6.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: dial %s: %w", address, err)
+	}
+	return c, nil
+}
+
+// Listen accepts TCP connections on this Portal's overlay address.
+func (t *Tunnel) Listen(port uint16) (net.Listener, error) {
+	ln, err := gonet.ListenTCP(t.stack.stack, fullAddr(netip.AddrPortFrom(t.addr, port)), ipv6.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: listen on port %d: %w", port, err)
+	}
+	return ln, nil
+}
+
+func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
+	return tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(ap.Addr().AsSlice()), Port: ap.Port()}
+}
+
+// Close takes the device down and releases the socket. It is idempotent.
+func (t *Tunnel) Close() error {
+	t.closeOnce.Do(func() {
+		t.closed.Store(true)
+		if t.dev != nil {
+			t.dev.Close() // closes the stack (tun.Device) and the Bind
+		} else {
+			t.stack.Close()
+		}
+		t.bind.release()
+		t.log.Info("tunnel closed")
+	})
+	return nil
+}
+
+// String names the tunnel by its Portal's short ID.
+func (t *Tunnel) String() string {
+	return "tunnel(" + strings.ToLower(t.self.Short()) + ")"
+}
