@@ -120,6 +120,7 @@ func (h *Handler) putPeer(w http.ResponseWriter, r *http.Request) {
 	} else {
 		h.cfg.Log.Info("peer updated", "peer", p.ShortID(), "verified", p.Verified)
 	}
+	h.cfg.PeerChanged(p, false)
 	writeJSON(w, http.StatusOK, h.peerJSON(p))
 }
 
@@ -134,6 +135,7 @@ func (h *Handler) deletePeer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.cfg.Log.Info("peer removed", "peer", p.ShortID())
+	h.cfg.PeerChanged(p, true)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -45,6 +45,10 @@ type Config struct {
 	// Status reports a peer's tunnel state. Nil reports every peer as
 	// unreachable with path "none".
 	Status func(identity.ID) PeerStatus
+	// PeerChanged is told of each peer the API added, changed or removed,
+	// after the store committed it; cmd/portald connects it to the tunnel.
+	// It must not block for long. Nil ignores changes.
+	PeerChanged func(p peers.Peer, removed bool)
 }
 
 // Handler serves the internal API.
@@ -62,6 +66,9 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("api: Config.Self is required")
 	case cfg.Log == nil:
 		return nil, errors.New("api: Config.Log is required")
+	}
+	if cfg.PeerChanged == nil {
+		cfg.PeerChanged = func(peers.Peer, bool) {}
 	}
 	if cfg.Status == nil {
 		cfg.Status = func(identity.ID) PeerStatus { return PeerStatus{Path: "none"} }

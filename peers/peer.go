@@ -275,3 +275,50 @@ func scanPeers(rows *sql.Rows) ([]Peer, error) {
 	}
 	return out, nil
 }
+
+// ResolvePeer records the key of a peer stored under a prefix, as a lookup
+// by that prefix found it. The peer stays unverified: the owner gave only a
+// prefix, so the key is trusted on first use. It fails with ErrNotFound when
+// no stored prefix is a prefix of key's ID (the owner may have removed it
+// meanwhile), and with ErrConflict when that ID is already stored.
+func (s *Store) ResolvePeer(ctx context.Context, prefix string, key identity.ID) (Peer, error) {
+	full := key.String()
+	var out Peer
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		matches, err := matchPeers(ctx, tx, full, 2)
+		if err != nil {
+			return err
+		}
+		if len(matches) != 1 || matches[0].ID != prefix {
+			return ErrNotFound
+		}
+		if matches[0].HasKey() {
+			return ErrConflict
+		}
+		p := matches[0]
+		p.ID, p.Key, p.Verified, p.UpdatedAt = full, key, false, fromMillis(s.nowMillis())
+		if _, err := tx.ExecContext(ctx, `DELETE FROM peers WHERE id = ?`, prefix); err != nil {
+			return err
+		}
+		out = p
+		return insertPeer(ctx, tx, p)
+	})
+	if err != nil {
+		return Peer{}, fmt.Errorf("peers: resolve %q to %s: %w", prefix, key.Short(), err)
+	}
+	return out, nil
+}
+
+// SetDeclaredName records the name a peer gives itself. It never changes
+// the owner's name for the peer; an unknown peer is not an error.
+func (s *Store) SetDeclaredName(ctx context.Context, key identity.ID, name string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	_, err := s.db.ExecContext(ctx, `UPDATE peers SET declared_name = ?, updated_at = ? WHERE id = ? AND declared_name != ?`,
+		name, s.nowMillis(), key.String(), name)
+	if err != nil {
+		return fmt.Errorf("peers: set declared name of %s: %w", key.Short(), err)
+	}
+	return nil
+}

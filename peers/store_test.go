@@ -262,3 +262,32 @@ func TestReopenKeepsDataAndSchema(t *testing.T) {
 		t.Errorf("Open(newer schema) = %v, want a 'newer' error", err)
 	}
 }
+
+func TestResolvePeerStaysUnverified(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	id := newID(t)
+	if _, _, err := s.PutPeer(ctx, id.Short(), ptr("Erin")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResolvePeer(ctx, id.Short(), newID(t)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("resolving to a key that does not match the prefix = %v, want ErrNotFound", err)
+	}
+	p, err := s.ResolvePeer(ctx, id.Short(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ID != id.String() || p.Key != id || p.Verified || p.Name != "Erin" {
+		t.Errorf("resolved = %+v, want key known, unverified, name kept", p)
+	}
+	if err := s.SetDeclaredName(ctx, id, "Erin's box"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Peer(ctx, id.Short())
+	if err != nil || got.DisplayName() != "Erin" || got.DeclaredName != "Erin's box" {
+		t.Errorf("after SetDeclaredName: %+v, %v; want the owner's name to win", got, err)
+	}
+	if _, err := s.ResolvePeer(ctx, id.Short(), id); err == nil {
+		t.Error("resolving an already resolved peer succeeded")
+	}
+}

@@ -4,7 +4,9 @@
 // through call_peer. A peer's message arrives on /api/peer/entries, where
 // the core has already checked who sent it and said so in X-Ptl-Client-*.
 //
-//	guestbook [--listen 127.0.0.1:8080] [--core http://127.0.0.1:8480]
+//	guestbook [--listen 127.0.0.1:8080] [--core http://127.0.0.1:8480]   serve the app
+//	guestbook sign APP_URL MESSAGE                                        post as the owner
+//	guestbook entries APP_URL                                             print the book
 package main
 
 import (
@@ -21,6 +23,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -35,6 +39,8 @@ type Entry struct {
 	Author   string    `json:"author"`    // "owner", or the peer's name as the core gave it
 	AuthorID string    `json:"author_id"` // the peer's Portal ID; "" for the owner
 	At       time.Time `json:"at"`
+	// Seen are the identity headers the core set on a peer's request.
+	Seen map[string]string `json:"seen,omitempty"`
 }
 
 // book is the app's state.
@@ -48,6 +54,13 @@ type book struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "sign" || os.Args[1] == "entries") {
+		if err := client(os.Args[1], os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "guestbook:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	listen := flag.String("listen", envOr("GUESTBOOK_LISTEN", "127.0.0.1:8080"), "listen address (GUESTBOOK_LISTEN)")
 	core := flag.String("core", envOr("GUESTBOOK_CORE", "http://127.0.0.1:8480"), "Portal core base URL (GUESTBOOK_CORE)")
 	flag.Parse()
@@ -162,7 +175,13 @@ func (b *book) fromPeer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	e := Entry{Message: msg, Author: r.Header.Get("X-Ptl-Client-Name"), AuthorID: r.Header.Get("X-Ptl-Client-Id"), At: time.Now().UTC()}
+	e := Entry{Message: msg, Author: r.Header.Get("X-Ptl-Client-Name"), AuthorID: r.Header.Get("X-Ptl-Client-Id"), At: time.Now().UTC(),
+		Seen: map[string]string{}}
+	for name := range r.Header {
+		if strings.HasPrefix(name, "X-Ptl-") {
+			e.Seen[name] = r.Header.Get(name)
+		}
+	}
 	b.add(e)
 	b.log.Info("entry from peer", "author", e.Author, "author_id", e.AuthorID)
 	writeJSON(w, http.StatusCreated, e)
@@ -209,4 +228,49 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 func (b *book) page(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	pageTmpl.Execute(w, b.snapshot())
+}
+
+// client runs the sign and entries subcommands against a running guestbook.
+func client(cmd string, args []string) error {
+	c := &http.Client{Timeout: 30 * time.Second}
+	switch {
+	case cmd == "sign" && len(args) == 2:
+		body, _ := json.Marshal(postRequest{Message: args[1]})
+		resp, err := c.Post(strings.TrimSuffix(args[0], "/")+"/api/entries", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var out []delivery
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			return fmt.Errorf("answer %s: %w", resp.Status, err)
+		}
+		for _, d := range out {
+			fmt.Printf("  signed %s's guestbook (%s): HTTP %d %s\n", d.Name, d.Peer[:6], d.Status, d.Error)
+		}
+		return nil
+	case cmd == "entries" && len(args) == 1:
+		resp, err := c.Get(strings.TrimSuffix(args[0], "/") + "/api/entries")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var out []Entry
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			return err
+		}
+		for _, e := range out {
+			fmt.Printf("  %q by %s\n", e.Message, e.Author)
+			names := make([]string, 0, len(e.Seen))
+			for k := range e.Seen {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			for _, k := range names {
+				fmt.Printf("      %s: %s\n", k, e.Seen[k])
+			}
+		}
+		return nil
+	}
+	return errors.New("usage: guestbook sign APP_URL MESSAGE | guestbook entries APP_URL")
 }

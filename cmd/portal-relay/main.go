@@ -1,0 +1,173 @@
+// Command portal-relay is the Portal overlay's rendezvous server: Portals
+// register their signed, expiring records with it over UDP, and look each
+// other up by Portal ID or unique prefix (see package relay).
+//
+//	portal-relay run [--listen ADDR] [--log-level LEVEL]
+//
+// --listen (PORTAL_LISTEN, default ":51821") is the UDP address to serve;
+// --log-level (PORTAL_LOG_LEVEL, default info) is debug, info, warn or
+// error. A flag given on the command line wins over its variable. The relay
+// logs to stderr with log/slog, including a line
+// `msg="portal-relay running" listen=ADDR` with the bound address once it
+// serves and a stats line every minute. SIGINT or SIGTERM stops it cleanly.
+// Exit codes: 0 success, 1 error (one line on stderr), 2 usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"portal/relay"
+)
+
+const (
+	defaultListen = ":51821"
+	statsInterval = time.Minute
+)
+
+const usage = `usage:
+  portal-relay run [--listen ADDR] [--log-level LEVEL]
+Flags also come from PORTAL_LISTEN and PORTAL_LOG_LEVEL.
+Run 'portal-relay run -h' for the flags.`
+
+// usageError marks an error as a usage mistake: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// errHelp is returned when help was asked for and printed: exit code 0.
+var errHelp = errors.New("help requested")
+
+func main() {
+	os.Exit(realMain(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// realMain runs the command line and returns the exit code.
+func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, stdout, stderr)
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &ue):
+		if ue.msg == "" {
+			fmt.Fprintln(stderr, usage)
+		} else {
+			fmt.Fprintf(stderr, "portal-relay: %s (see 'portal-relay help')\n", oneLine(ue.msg))
+		}
+		return 2
+	default:
+		fmt.Fprintf(stderr, "portal-relay: %s\n", oneLine(err.Error()))
+		return 1
+	}
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("")
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(ctx, args[1:], stderr)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return usagef("unknown command %q", args[0])
+}
+
+// cmdRun parses `run`'s flags and serves until a signal arrives.
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("portal-relay run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // parse errors become one-line usage errors
+	listen := fs.String("listen", envOr("PORTAL_LISTEN", defaultListen), "UDP address to serve (PORTAL_LISTEN)")
+	logLevel := fs.String("log-level", envOr("PORTAL_LOG_LEVEL", "info"), "debug, info, warn or error (PORTAL_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "usage of %s:\n", fs.Name())
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return errHelp
+		}
+		return usagef("%s: %v", fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	if _, _, err := net.SplitHostPort(*listen); err != nil {
+		return usagef("--listen %q: want [HOST]:PORT", *listen)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, *listen, log)
+}
+
+// envOr returns the environment variable name, or def when it is unset.
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// run serves on listen until ctx is done, logging stats every minute. It
+// closes the server before the socket, so that Serve has returned when the
+// socket goes.
+func run(ctx context.Context, listen string, log *slog.Logger) error {
+	pc, err := net.ListenPacket("udp", listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer pc.Close()
+	srv, err := relay.NewServer(relay.ServerConfig{Log: log})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	served := make(chan error, 1)
+	go serve(ctx, srv, pc, served)
+	log.Info("portal-relay running", "listen", pc.LocalAddr().String(), "version", relay.ProtocolVersion)
+	tick := time.NewTicker(statsInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-served:
+			if err != nil {
+				return err
+			}
+			log.Info("portal-relay stopped", "stats", srv.Stats())
+			return nil
+		case <-tick.C:
+			log.Info("stats", "stats", srv.Stats())
+		}
+	}
+}
+
+// serve runs srv.Serve and reports its result on served.
+func serve(ctx context.Context, srv *relay.Server, pc net.PacketConn, served chan<- error) {
+	served <- srv.Serve(ctx, pc)
+}
+
+// oneLine keeps an error message to one line, as the exit-code contract
+// promises.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+}

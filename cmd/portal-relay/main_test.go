@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"portal/identity"
+	"portal/relay"
+)
+
+// relayBin is the portal-relay binary the tests run as a child process.
+var relayBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "portal-relay-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	relayBin = filepath.Join(dir, "portal-relay")
+	if out, err := exec.Command("go", "build", "-o", relayBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build portal-relay: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestCommandLine(t *testing.T) {
+	taken, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	tests := []struct {
+		name   string
+		args   []string
+		env    map[string]string
+		code   int
+		stderr string // a substring of stderr
+	}{
+		{"no command", nil, nil, 2, "usage:"},
+		{"unknown command", []string{"serve"}, nil, 2, `unknown command "serve"`},
+		{"help", []string{"help"}, nil, 0, ""},
+		{"run help", []string{"run", "-h"}, nil, 0, "-listen"},
+		{"unknown flag", []string{"run", "--port", "1"}, nil, 2, "flag provided but not defined"},
+		{"extra argument", []string{"run", "now"}, nil, 2, `unexpected argument "now"`},
+		{"bad log level", []string{"run", "--log-level", "loud"}, nil, 2, "--log-level"},
+		{"bad listen address", []string{"run", "--listen", "nowhere"}, nil, 2, "--listen"},
+		{"bad listen address from the environment", []string{"run"}, map[string]string{"PORTAL_LISTEN": "nowhere"}, 2, "--listen"},
+		{"port in use", []string{"run", "--listen", taken.LocalAddr().String()}, nil, 1, "listen"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			code := realMain(ctx, tt.args, &stdout, &stderr)
+			if code != tt.code || !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tt.code, tt.stderr)
+			}
+			if code == 1 && strings.Count(strings.TrimSuffix(stderr.String(), "\n"), "\n") != 0 {
+				t.Errorf("error is not one line: %q", stderr.String())
+			}
+		})
+	}
+}
+
+// proc is a running portal-relay child process.
+type proc struct {
+	cmd  *exec.Cmd
+	addr netip.AddrPort
+	done chan struct{} // closed when the process has exited
+
+	mu  sync.Mutex
+	log bytes.Buffer
+}
+
+var listenRE = regexp.MustCompile(`msg="portal-relay running".* listen=(\S+)`)
+
+// startRelay runs portal-relay with args and env and waits for the
+// "running" line. The process is killed at cleanup if still running.
+func startRelay(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(relayBin, args...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addrc := make(chan string, 1)
+	go p.readLog(stderr, addrc)
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("portal-relay log:\n%s", p.logText())
+		}
+	})
+	select {
+	case a := <-addrc:
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			t.Fatalf("listen address %q: %v", a, err)
+		}
+		p.addr = ap
+	case <-p.done:
+		t.Fatalf("portal-relay exited during start-up:\n%s", p.logText())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("portal-relay did not start in 20 s:\n%s", p.logText())
+	}
+	return p
+}
+
+// readLog collects the process's stderr and reports the listen address.
+func (p *proc) readLog(r io.Reader, addrc chan<- string) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		p.mu.Lock()
+		p.log.WriteString(sc.Text() + "\n")
+		p.mu.Unlock()
+		if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+			addrc <- m[1]
+		}
+	}
+	p.cmd.Wait()
+	close(p.done)
+}
+
+func (p *proc) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// portal registers with the relay at addr through relay.Client, as portald
+// does, and returns the client once the relay has acknowledged it.
+func portal(t *testing.T, addr netip.AddrPort) (*relay.Client, identity.ID) {
+	t.Helper()
+	key, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := relay.NewClient(relay.ClientConfig{
+		Key:    key,
+		Relays: []string{addr.String()},
+		Send: func(b []byte, to netip.AddrPort) error {
+			_, err := pc.WriteToUDPAddrPort(b, to)
+			return err
+		},
+		Interval: 200 * time.Millisecond,
+		Log:      slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { c.Run(ctx) })
+	wg.Go(func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if relay.IsRelayMessage(buf[:n]) {
+				c.HandlePacket(buf[:n], from)
+			}
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		pc.Close()
+		wg.Wait()
+	})
+	for deadline := time.Now().Add(5 * time.Second); !c.Registered(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not registered with portal-relay within 5 s")
+		}
+	}
+	return c, key.ID()
+}
+
+func TestRunServesAndStops(t *testing.T) {
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		sig  syscall.Signal
+	}{
+		{"flags, SIGTERM", nil, []string{"run", "--listen", "127.0.0.1:0", "--log-level", "info"}, syscall.SIGTERM},
+		{"environment, SIGINT", []string{"PORTAL_LISTEN=127.0.0.1:0", "PORTAL_LOG_LEVEL=debug"}, []string{"run"}, syscall.SIGINT},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startRelay(t, tt.env, tt.args...)
+			if !p.addr.Addr().IsLoopback() || p.addr.Port() == 0 {
+				t.Fatalf("listening on %v, want a loopback port", p.addr)
+			}
+			c, id := portal(t, p.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			rec, err := c.Lookup(ctx, id.Short())
+			if err != nil || rec.ID != id {
+				t.Fatalf("Lookup(%s) = %v, %v", id.Short(), rec.ID, err)
+			}
+
+			p.cmd.Process.Signal(tt.sig)
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("portal-relay did not stop within 10 s of %v", tt.sig)
+			}
+			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Errorf("exit code %d after %v, want 0", code, tt.sig)
+			}
+		})
+	}
+}

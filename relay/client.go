@@ -1,0 +1,398 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"portal/identity"
+)
+
+const (
+	// DefaultInterval is ClientConfig.Interval when it is zero.
+	DefaultInterval = 20 * time.Second
+	// maxRecordTTL bounds a record's lifetime (3 × Interval); it matches
+	// DefaultMaxTTL, so that a default relay never refuses a default client.
+	maxRecordTTL = 2 * time.Minute
+	// minInterval keeps a misconfigured client from flooding its relays.
+	minInterval = 10 * time.Millisecond
+	// resolveInterval is how often relay host names are resolved again.
+	resolveInterval = time.Minute
+	// resolveTimeout bounds one resolution of one relay name.
+	resolveTimeout = 5 * time.Second
+	// maxAddrsPerRelay caps the addresses used for one relay name.
+	maxAddrsPerRelay = 4
+	// maxObserved caps the observed endpoints in a record, leaving room for
+	// local addresses even if relays report many different addresses.
+	maxObserved = 4
+	// maxPending is how many registrations per relay address may await
+	// an ack; older nonces are forgotten.
+	maxPending = 4
+	// kickGap is the shortest time between two registration rounds
+	// triggered by acks that report a new observed endpoint (or Interval/2
+	// when that is shorter), so that a relay cannot make the client flood.
+	kickGap = time.Second
+)
+
+// ClientConfig configures a Client. Key, Relays, Send and Log are required.
+type ClientConfig struct {
+	// Key is this Portal's identity; it signs the records. Required.
+	Key *identity.Key
+	// Name is the self-declared name put in the record, shown by peers
+	// whose owner gave this Portal no name. Optional. It is cut to 64
+	// bytes at a character boundary; invalid UTF-8 or control characters
+	// are an error.
+	Name string
+	// Relays are the relays to register with, as "host:port". At least one
+	// is required. Host names are resolved with net.DefaultResolver when
+	// Run starts and every minute after (every Interval while a name has
+	// no address); each name may give up to 4 addresses, all of which are
+	// used.
+	Relays []string
+	// Send writes b to the given address on the Portal's one UDP socket,
+	// the socket that carries its WireGuard traffic. Required. It may be
+	// called from several goroutines at once and must not block for long.
+	Send func(b []byte, to netip.AddrPort) error
+	// LocalEndpoints returns the Portal's local UDP addresses (the bound
+	// port on the interface addresses), put in the record after the
+	// observed ones. Optional: nil means none. It is called once per
+	// registration round, without locks held.
+	LocalEndpoints func() []netip.AddrPort
+	// Interval is the registration refresh period. Zero means
+	// DefaultInterval (20 s); less than 10 ms is an error. Records expire
+	// 3 × Interval after they are signed, but at most 2 minutes.
+	Interval time.Duration
+	// Log receives the client's messages. Required.
+	Log *slog.Logger
+}
+
+// Client registers this Portal with its relays and looks peers up. It owns
+// no socket: the daemon's demultiplexer hands it relay messages through
+// HandlePacket, and it sends through ClientConfig.Send. Run keeps the
+// registrations fresh; Lookup works while Run is running (Run resolves the
+// relay addresses). A Client is safe for concurrent use.
+type Client struct {
+	// Fixed after NewClient.
+	key      *identity.Key
+	name     string
+	relays   []string
+	send     func([]byte, netip.AddrPort) error
+	local    func() []netip.AddrPort
+	interval time.Duration
+	ttl      time.Duration
+	log      *slog.Logger
+	kick     chan struct{} // capacity 1: an ack reported a new observed endpoint
+
+	running atomic.Bool // Run is active
+	ctr     clientCounters
+
+	// mu guards the fields below. It is never held while calling Send,
+	// LocalEndpoints, the resolver or the logger.
+	mu           sync.Mutex
+	resolved     map[string][]netip.AddrPort // relay name → its addresses
+	peers        map[netip.AddrPort]*relayState
+	lookups      map[[nonceLen]byte]*lookupWait
+	lastSignedAt time.Time        // of the last record; records' SignedAt strictly increases
+	endpoints    []netip.AddrPort // of the last record
+}
+
+// relayState is what the client knows about one relay address.
+type relayState struct {
+	pending    []pendingReg   // registrations awaiting an answer, oldest first
+	ackedUntil time.Time      // expiry of the newest acknowledged record
+	observed   netip.AddrPort // our address as this relay last saw it
+}
+
+type pendingReg struct {
+	nonce   [nonceLen]byte
+	expires time.Time
+}
+
+type clientCounters struct {
+	registrationsSent, acks, refused, lookupsSent, sendErrors atomic.Uint64
+	notRelay, unknownNonce, badRecord, wrongID, malformed     atomic.Uint64
+	queueFull, unknownType                                    atomic.Uint64
+}
+
+// Errors returned by Client.Lookup.
+var (
+	// ErrNotFound: the relays that answered hold no record matching the
+	// query. When some relays did not answer before the context ended, the
+	// error wraps both ErrNotFound and the context's error.
+	ErrNotFound = errors.New("relay: no portal matches")
+	// ErrAmbiguous: more than one Portal matches the prefix.
+	ErrAmbiguous = errors.New("relay: prefix matches more than one portal")
+)
+
+// NewClient checks cfg and returns a Client. It starts nothing: call Run.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	switch {
+	case cfg.Key == nil:
+		return nil, errors.New("relay: ClientConfig.Key is required")
+	case cfg.Send == nil:
+		return nil, errors.New("relay: ClientConfig.Send is required")
+	case cfg.Log == nil:
+		return nil, errors.New("relay: ClientConfig.Log is required")
+	case len(cfg.Relays) == 0:
+		return nil, errors.New("relay: ClientConfig.Relays: at least one relay is required")
+	case cfg.Interval < 0 || (cfg.Interval > 0 && cfg.Interval < minInterval):
+		return nil, fmt.Errorf("relay: ClientConfig.Interval %v: want 0 (default) or at least %v", cfg.Interval, minInterval)
+	}
+	for _, r := range cfg.Relays {
+		if _, _, err := splitRelay(r); err != nil {
+			return nil, err
+		}
+	}
+	name := truncateName(cfg.Name)
+	if err := checkName(name); err != nil {
+		return nil, fmt.Errorf("relay: ClientConfig.Name: %w", err)
+	}
+	c := &Client{
+		key:      cfg.Key,
+		name:     name,
+		relays:   uniq(cfg.Relays),
+		send:     cfg.Send,
+		local:    cfg.LocalEndpoints,
+		interval: cfg.Interval,
+		log:      cfg.Log,
+		kick:     make(chan struct{}, 1),
+		resolved: map[string][]netip.AddrPort{},
+		peers:    map[netip.AddrPort]*relayState{},
+		lookups:  map[[nonceLen]byte]*lookupWait{},
+	}
+	if c.interval == 0 {
+		c.interval = DefaultInterval
+	}
+	c.ttl = min(3*c.interval, maxRecordTTL)
+	return c, nil
+}
+
+// Run resolves the relays, registers with every relay address at once and
+// then every Interval, and resolves the names again every minute. When an
+// ack reports an observed endpoint that the current record lacks, it
+// registers again at once (at most once a second). A relay that lost its
+// records (a restart) therefore has this Portal back within one Interval. A
+// relay that is down delays no other: sends are datagrams.
+//
+// Run returns nil when ctx is done. It may be called again after it
+// returns, but not while it runs.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("relay: Client.Run is already running")
+	}
+	defer c.running.Store(false)
+
+	c.resolve(ctx)
+	last := c.registerAll()
+	reg := time.NewTicker(c.interval)
+	defer reg.Stop()
+	res := time.NewTicker(resolveInterval)
+	defer res.Stop()
+	gap := min(kickGap, c.interval/2)
+	var soon <-chan time.Time // a delayed kicked round, or nil
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-reg.C:
+			if c.unresolved() {
+				c.resolve(ctx)
+			}
+			last = c.registerAll()
+		case <-res.C:
+			if c.resolve(ctx) {
+				last = c.registerAll()
+			}
+		case <-c.kick:
+			if wait := gap - time.Since(last); wait > 0 {
+				if soon == nil {
+					soon = time.After(wait)
+				}
+				continue
+			}
+			last = c.registerAll()
+		case <-soon:
+			soon = nil
+			last = c.registerAll()
+		}
+	}
+}
+
+// registerAll signs a fresh record and sends it to every relay address,
+// each with its own nonce. It returns when it ran.
+func (c *Client) registerAll() time.Time {
+	var local []netip.AddrPort
+	if c.local != nil {
+		local = c.local()
+	}
+	now := time.Now()
+	c.mu.Lock()
+	addrs := c.addrsLocked()
+	if len(addrs) == 0 {
+		c.mu.Unlock()
+		return now
+	}
+	signedAt := now.Truncate(time.Millisecond)
+	if !signedAt.After(c.lastSignedAt) {
+		signedAt = c.lastSignedAt.Add(time.Millisecond)
+	}
+	c.lastSignedAt = signedAt
+	rec := Record{
+		ID:        c.key.ID(),
+		Name:      c.name,
+		Endpoints: c.endpointsLocked(addrs, local),
+		SignedAt:  signedAt,
+		Expires:   signedAt.Add(c.ttl),
+	}
+	c.endpoints = rec.Endpoints
+	nonces := make([][nonceLen]byte, len(addrs))
+	for i, a := range addrs {
+		rand.Read(nonces[i][:])
+		rs := c.peers[a]
+		if len(rs.pending) == maxPending {
+			rs.pending = slices.Delete(rs.pending, 0, 1)
+		}
+		rs.pending = append(rs.pending, pendingReg{nonce: nonces[i], expires: rec.Expires})
+	}
+	c.mu.Unlock()
+
+	raw, err := signRecord(c.key, rec)
+	if err != nil {
+		c.log.Error("cannot sign registration", "err", err) // a bug: endpoints are filtered
+		return now
+	}
+	buf := make([]byte, 0, MaxMessageSize)
+	for i, a := range addrs {
+		m := message{typ: msgRegister, nonce: nonces[i], record: raw}
+		buf = m.append(buf[:0])
+		c.ctr.registrationsSent.Add(1)
+		if err := c.send(buf, a); err != nil {
+			c.ctr.sendErrors.Add(1)
+			c.log.Debug("cannot send registration", "relay", a, "err", err)
+		}
+	}
+	return now
+}
+
+// endpointsLocked builds a record's endpoints: the addresses the relays
+// observed (in relay order), then the local ones; unusable and duplicate
+// addresses are skipped and the list is capped at maxEndpoints.
+func (c *Client) endpointsLocked(addrs, local []netip.AddrPort) []netip.AddrPort {
+	var eps []netip.AddrPort
+	add := func(ap netip.AddrPort) {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if validEndpoint(ap) && !slices.Contains(eps, ap) && len(eps) < maxEndpoints {
+			eps = append(eps, ap)
+		}
+	}
+	for _, a := range addrs {
+		if o := c.peers[a].observed; o.IsValid() && len(eps) < maxObserved {
+			add(o)
+		}
+	}
+	for _, ap := range local {
+		add(ap)
+	}
+	return eps
+}
+
+// Registered reports whether at least one relay has acknowledged a record
+// that has not expired yet. A relay that restarts and loses its records
+// is not noticed until the record expires; Run registers again within one
+// Interval anyway.
+func (c *Client) Registered() bool {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range c.peers {
+		if now.Before(rs.ackedUntil) {
+			return true
+		}
+	}
+	return false
+}
+
+// HandlePacket takes one relay message (IsRelayMessage was true) that
+// arrived on the Portal's socket from the given address. It never blocks:
+// acks update state under a short lock, lookup replies are copied to the
+// waiting Lookup (dropped and counted when its queue is full), and the
+// costly signature check runs in Lookup's goroutine. Messages from
+// addresses that are not relays, or with no matching request, are dropped
+// and counted. b is not retained.
+func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
+	from = netip.AddrPortFrom(from.Addr().Unmap().WithZone(""), from.Port())
+	m, err := parseMessage(b)
+	if err != nil {
+		if errors.Is(err, errUnknownType) {
+			c.ctr.unknownType.Add(1)
+		} else {
+			c.ctr.malformed.Add(1)
+		}
+		return
+	}
+	c.mu.Lock()
+	rs := c.peers[from]
+	if rs == nil {
+		c.mu.Unlock()
+		c.ctr.notRelay.Add(1)
+		return
+	}
+	switch m.typ {
+	case msgRegisterAck, msgRefused:
+		i := slices.IndexFunc(rs.pending, func(p pendingReg) bool { return p.nonce == m.nonce })
+		if i < 0 {
+			c.mu.Unlock()
+			c.ctr.unknownNonce.Add(1)
+			return
+		}
+		p := rs.pending[i]
+		rs.pending = slices.Delete(rs.pending, i, i+1)
+		if m.typ == msgRefused {
+			c.mu.Unlock()
+			c.ctr.refused.Add(1)
+			c.log.Warn("relay refused registration", "relay", from, "reason", m.reason.String(),
+				"relay_clock_ahead", time.Until(m.now).Round(time.Millisecond))
+			return
+		}
+		c.ctr.acks.Add(1)
+		exp := p.expires // what we signed; the relay may only shorten it
+		if m.expires.Before(exp) {
+			exp = m.expires
+		}
+		if exp.After(rs.ackedUntil) {
+			rs.ackedUntil = exp
+		}
+		newEndpoint := m.observed != rs.observed && !slices.Contains(c.endpoints, m.observed)
+		rs.observed = m.observed
+		c.mu.Unlock()
+		if newEndpoint {
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
+		}
+	case msgLookupReply:
+		w := c.lookups[m.nonce]
+		c.mu.Unlock()
+		if w == nil {
+			c.ctr.unknownNonce.Add(1)
+			return
+		}
+		select {
+		case w.replies <- lookupReply{from: from, status: m.status, record: bytes.Clone(m.record)}:
+		default:
+			c.ctr.queueFull.Add(1)
+		}
+	default: // a request: Portals answer none
+		c.mu.Unlock()
+		c.ctr.unknownType.Add(1)
+	}
+}

@@ -1,0 +1,382 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"portal/identity"
+)
+
+// testInterval is the registration interval of client tests.
+const testInterval = 200 * time.Millisecond
+
+// testPortal is a Client on its own loopback socket, fed by a read loop
+// that plays the daemon's demultiplexer.
+type testPortal struct {
+	key    *identity.Key
+	pc     *net.UDPConn
+	client *Client
+}
+
+func startPortal(t *testing.T, relays []string, interval time.Duration, local ...netip.AddrPort) *testPortal {
+	t.Helper()
+	p := &testPortal{key: newKey(t), pc: listenUDP(t, "127.0.0.1:0")}
+	c, err := NewClient(ClientConfig{
+		Key:            p.key,
+		Name:           "portal " + p.key.ID().Short(),
+		Relays:         relays,
+		Send:           p.send,
+		LocalEndpoints: func() []netip.AddrPort { return local },
+		Interval:       interval,
+		Log:            testLog(t).With("portal", p.key.ID().Short()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.client = c
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(p.readLoop)
+	wg.Go(func() {
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		p.pc.Close()
+		wg.Wait()
+	})
+	return p
+}
+
+func (p *testPortal) send(b []byte, to netip.AddrPort) error {
+	_, err := p.pc.WriteToUDPAddrPort(b, to)
+	return err
+}
+
+// readLoop hands relay messages to the client until the socket closes.
+func (p *testPortal) readLoop() {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := p.pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		if IsRelayMessage(buf[:n]) {
+			p.client.HandlePacket(buf[:n], from)
+		}
+	}
+}
+
+func (p *testPortal) id() identity.ID { return p.key.ID() }
+
+// waitObserved waits until srv holds a record of p whose first endpoint is
+// p's socket address, as the relay observes it.
+func waitObserved(t *testing.T, srv *testServer, p *testPortal, d time.Duration) {
+	t.Helper()
+	ok := waitFor(d, func() bool {
+		rec, _, ok := srv.storedRecord(p.id())
+		return ok && len(rec.Endpoints) > 0 && rec.Endpoints[0] == addrOf(p.pc)
+	})
+	if !ok {
+		rec, _, _ := srv.storedRecord(p.id())
+		t.Fatalf("relay holds %+v for %s, want its first endpoint %v", rec, p.id().Short(), addrOf(p.pc))
+	}
+}
+
+func TestNewClientConfig(t *testing.T) {
+	key := newKey(t)
+	send := func([]byte, netip.AddrPort) error { return nil }
+	log := testLog(t)
+	ok := ClientConfig{Key: key, Relays: []string{"relay.example:51821"}, Send: send, Log: log}
+	tests := []struct {
+		name string
+		f    func(*ClientConfig)
+		ok   bool
+	}{
+		{"minimal", func(*ClientConfig) {}, true},
+		{"long non-ASCII name is cut", func(c *ClientConfig) { c.Name = strings.Repeat("€", 64) }, true},
+		{"no key", func(c *ClientConfig) { c.Key = nil }, false},
+		{"no send", func(c *ClientConfig) { c.Send = nil }, false},
+		{"no log", func(c *ClientConfig) { c.Log = nil }, false},
+		{"no relays", func(c *ClientConfig) { c.Relays = nil }, false},
+		{"relay without port", func(c *ClientConfig) { c.Relays = []string{"relay.example"} }, false},
+		{"relay with port 0", func(c *ClientConfig) { c.Relays = []string{"127.0.0.1:0"} }, false},
+		{"relay without host", func(c *ClientConfig) { c.Relays = []string{":51821"} }, false},
+		{"negative interval", func(c *ClientConfig) { c.Interval = -time.Second }, false},
+		{"tiny interval", func(c *ClientConfig) { c.Interval = time.Millisecond }, false},
+		{"name with control character", func(c *ClientConfig) { c.Name = "a\x00b" }, false},
+	}
+	for _, tt := range tests {
+		cfg := ok
+		tt.f(&cfg)
+		_, err := NewClient(cfg)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: NewClient error = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+func TestClientRegisterAndLookup(t *testing.T) {
+	checkLeaks(t)
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	relays := []string{srv.addr.String()}
+	local := netip.MustParseAddrPort("192.168.7.7:51820")
+	a := startPortal(t, relays, testInterval)
+	b := startPortal(t, relays, testInterval, local)
+	if !waitFor(2*time.Second, func() bool { return a.client.Registered() && b.client.Registered() }) {
+		t.Fatalf("not registered within 2 s: a %v, b %v", a.client.Registered(), b.client.Registered())
+	}
+	waitObserved(t, srv, b, 2*time.Second)
+
+	id := b.id().String()
+	for _, query := range []string{id, b.id().Short(), strings.ToUpper(b.id().Short()), id[:30]} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rec, err := a.client.Lookup(ctx, query)
+		cancel()
+		if err != nil {
+			t.Errorf("Lookup(%q): %v", query, err)
+			continue
+		}
+		want := []netip.AddrPort{addrOf(b.pc), local}
+		if rec.ID != b.id() || !slices.Equal(rec.Endpoints, want) || rec.Name != "portal "+b.id().Short() {
+			t.Errorf("Lookup(%q) = %+v, want ID %s, endpoints %v", query, rec, b.id().Short(), want)
+		}
+	}
+
+	tests := []struct {
+		query string
+		want  error
+	}{
+		{newKey(t).ID().String(), ErrNotFound},
+		{"abc", identity.ErrBadID},
+		{"iiiiii", identity.ErrBadID},
+	}
+	for _, tt := range tests {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		start := time.Now()
+		_, err := a.client.Lookup(ctx, tt.query)
+		cancel()
+		if !errors.Is(err, tt.want) {
+			t.Errorf("Lookup(%q) error = %v, want %v", tt.query, err, tt.want)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("Lookup(%q) took %v; the only relay answered", tt.query, d)
+		}
+	}
+}
+
+// TestClientReRegistersOnNewEndpoint checks that the first ack, which
+// reports an endpoint the record lacks, triggers a registration at once
+// rather than after Interval.
+func TestClientReRegistersOnNewEndpoint(t *testing.T) {
+	checkLeaks(t)
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	p := startPortal(t, []string{srv.addr.String()}, time.Minute)
+	waitObserved(t, srv, p, 3*time.Second)
+	if got := p.client.Stats().RegistrationsSent; got != 2 {
+		t.Errorf("RegistrationsSent = %d, want 2 (start, then the new endpoint)", got)
+	}
+}
+
+func TestClientAmbiguous(t *testing.T) {
+	checkLeaks(t)
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	relays := []string{srv.addr.String()}
+	a, b := startPortal(t, relays, testInterval), startPortal(t, relays, testInterval)
+	if !waitFor(2*time.Second, b.client.Registered) {
+		t.Fatal("not registered")
+	}
+	twin := b.id()
+	twin[31] ^= 0x02
+	_, raw, _ := srv.storedRecord(b.id())
+	srv.insertEntry(twin, raw, time.Now().Add(time.Hour))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if rec, err := a.client.Lookup(ctx, b.id().Short()); !errors.Is(err, ErrAmbiguous) {
+		t.Errorf("Lookup(short) = %v, %v; want ErrAmbiguous", rec.ID, err)
+	}
+	if rec, err := a.client.Lookup(ctx, b.id().String()); err != nil || rec.ID != b.id() {
+		t.Errorf("Lookup(full) = %v, %v; want %v", rec.ID, err, b.id())
+	}
+}
+
+// fakeRelay answers every Lookup arriving on pc with what answer returns,
+// sent from pc or, when fromOther is set, from other.
+func fakeRelay(pc, other *net.UDPConn, answer func(query message) (reply []message, fromOther bool)) {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		m, err := parseMessage(buf[:n])
+		if err != nil || m.typ != msgLookup {
+			continue
+		}
+		replies, fromOther := answer(m)
+		conn := pc
+		if fromOther {
+			conn = other
+		}
+		for _, r := range replies {
+			conn.WriteToUDPAddrPort(r.append(nil), from)
+		}
+	}
+}
+
+func TestClientMaliciousRelay(t *testing.T) {
+	checkLeaks(t)
+	bKey, dKey := newKey(t), newKey(t)
+	now := time.Now()
+	valid := mustSign(t, bKey, testRecord(bKey, now))
+	tampered := bytes.Clone(valid)
+	tampered[len(tampered)-sigLen-1] ^= 1 // a byte of the name
+	other := mustSign(t, dKey, testRecord(dKey, now))
+	old := testRecord(bKey, now.Add(-time.Hour))
+	expired := mustSign(t, bKey, old)
+	found := func(q message, rec []byte) message {
+		return message{typ: msgLookupReply, nonce: q.nonce, status: statusFound, record: rec}
+	}
+	tests := []struct {
+		name    string
+		answer  func(q message) ([]message, bool)
+		counter func(ClientStats) uint64
+	}{
+		{"tampered record", func(q message) ([]message, bool) { return []message{found(q, tampered)}, false },
+			func(s ClientStats) uint64 { return s.DroppedBadRecord }},
+		{"expired record", func(q message) ([]message, bool) { return []message{found(q, expired)}, false },
+			func(s ClientStats) uint64 { return s.DroppedBadRecord }},
+		{"record of another portal", func(q message) ([]message, bool) { return []message{found(q, other)}, false },
+			func(s ClientStats) uint64 { return s.DroppedWrongID }},
+		{"wrong nonce", func(q message) ([]message, bool) {
+			r := found(q, valid)
+			r.nonce[0] ^= 1
+			return []message{r}, false
+		}, func(s ClientStats) uint64 { return s.DroppedUnknownNonce }},
+		{"not from the relay", func(q message) ([]message, bool) { return []message{found(q, valid)}, true },
+			func(s ClientStats) uint64 { return s.DroppedNotRelay }},
+		{"ambiguous for a full ID", func(q message) ([]message, bool) {
+			return []message{{typ: msgLookupReply, nonce: q.nonce, status: statusAmbiguous}}, false
+		}, func(s ClientStats) uint64 { return s.DroppedWrongID }},
+		{"flood", func(q message) ([]message, bool) {
+			return slices.Repeat([]message{found(q, tampered)}, 100), false
+		}, func(s ClientStats) uint64 { return s.DroppedBadRecord + s.DroppedQueueFull }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			relay, accomplice := listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0")
+			var wg sync.WaitGroup
+			wg.Go(func() { fakeRelay(relay, accomplice, tt.answer) })
+			t.Cleanup(func() {
+				relay.Close()
+				wg.Wait()
+			})
+			p := startPortal(t, []string{addrOf(relay).String()}, testInterval)
+			ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+			defer cancel()
+			rec, err := p.client.Lookup(ctx, bKey.ID().String())
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Lookup = %+v, %v; want the context's deadline", rec, err)
+			}
+			if got := tt.counter(p.client.Stats()); got == 0 {
+				t.Errorf("drop counter is 0; stats %+v", p.client.Stats())
+			}
+		})
+	}
+}
+
+func TestClientRelayRestart(t *testing.T) {
+	checkLeaks(t)
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	addr := srv.addr
+	p := startPortal(t, []string{addr.String()}, testInterval)
+	waitObserved(t, srv, p, 2*time.Second)
+
+	srv.stop()
+	if err := waitServed(t, srv); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	srv2 := startServer(t, addr.String(), ServerConfig{})
+	start := time.Now()
+	held := func() bool { _, _, ok := srv2.storedRecord(p.id()); return ok }
+	if !waitFor(2*testInterval, held) {
+		t.Fatalf("not registered with the restarted relay within %v", 2*testInterval)
+	}
+	t.Logf("registered again %v after the restart", time.Since(start).Round(time.Millisecond))
+	if !p.client.Registered() {
+		t.Error("Registered() = false")
+	}
+}
+
+func TestClientOneRelayDead(t *testing.T) {
+	checkLeaks(t)
+	deadConn := listenUDP(t, "127.0.0.1:0")
+	dead := addrOf(deadConn).String()
+	deadConn.Close()
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	relays := []string{dead, srv.addr.String()}
+	a, b := startPortal(t, relays, testInterval), startPortal(t, relays, testInterval)
+	if !waitFor(2*time.Second, func() bool { return a.client.Registered() && b.client.Registered() }) {
+		t.Fatal("not registered within 2 s")
+	}
+	waitObserved(t, srv, b, 2*time.Second)
+	for _, query := range []string{b.id().String(), b.id().Short()} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		start := time.Now()
+		rec, err := a.client.Lookup(ctx, query)
+		cancel()
+		if err != nil || rec.ID != b.id() || rec.Endpoints[0] != addrOf(b.pc) {
+			t.Errorf("Lookup(%q) = %+v, %v; want %s at %v", query, rec, err, b.id().Short(), addrOf(b.pc))
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("Lookup(%q) took %v", query, d)
+		}
+	}
+	// With a relay silent, "not found" is known only when the context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	_, err := a.client.Lookup(ctx, newKey(t).ID().String())
+	if !errors.Is(err, ErrNotFound) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Lookup(unknown) = %v, want ErrNotFound and the deadline", err)
+	}
+}
+
+// TestHandlePacketDrops checks the drops that need no lookup in flight.
+func TestHandlePacketDrops(t *testing.T) {
+	relayAddr := netip.MustParseAddrPort("127.0.0.1:9")
+	c, err := NewClient(ClientConfig{
+		Key:    newKey(t),
+		Relays: []string{relayAddr.String()},
+		Send:   func([]byte, netip.AddrPort) error { return nil },
+		Log:    testLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.resolve(context.Background())
+	ack := (&message{typ: msgRegisterAck, expires: time.Now().Add(time.Minute), observed: relayAddr}).append(nil)
+	reply := (&message{typ: msgLookupReply, status: statusNotFound}).append(nil)
+	c.HandlePacket([]byte("ptl\x01"), relayAddr)
+	c.HandlePacket(ack, netip.MustParseAddrPort("127.0.0.2:9"))
+	c.HandlePacket(ack, relayAddr)                                         // no registration with that nonce
+	c.HandlePacket(reply, netip.MustParseAddrPort("[::ffff:127.0.0.1]:9")) // mapped: from the relay; no lookup
+	c.HandlePacket([]byte("ptl\x01\x70"), relayAddr)
+	want := ClientStats{DroppedMalformed: 1, DroppedNotRelay: 1, DroppedUnknownNonce: 2, DroppedUnknownType: 1}
+	if got := c.Stats(); got != want {
+		t.Errorf("Stats = %+v, want %+v", got, want)
+	}
+	if c.Registered() {
+		t.Error("Registered() = true without an ack for a registration")
+	}
+}

@@ -1,0 +1,56 @@
+// Package relay is the rendezvous part of the Portal overlay: the
+// portal-relay server that keeps Portals' signed, expiring registrations and
+// answers lookups by Portal ID or prefix, the client that a Portal uses to
+// register and look peers up, and the wire format they share.
+//
+// # Overview
+//
+// A Portal registers with one or more relays over UDP, from the same socket
+// that carries its WireGuard traffic, so that the address a relay observes
+// is the NAT mapping WireGuard uses. A registration is a [Record]: the
+// Portal's ID, its endpoints (the observed one first, then local addresses),
+// an optional self-declared name and an expiry, signed with the Portal's
+// identity key. Because the ID is the public key, anyone can check a record
+// with [ParseRecord] without trusting the relay; the relay checks it too,
+// before it keeps any state. Another Portal looks a peer up by full ID or by
+// a unique prefix (at least the 6-character short ID) and receives the
+// record exactly as its owner signed it.
+//
+// This version does registration and lookup only. Hole punching and packet
+// forwarding will be new message types; the wire format (wire.go) has a
+// version byte and typed message constants for them.
+//
+// # Usage
+//
+// The server owns no socket, in the manner of derp's server:
+//
+//	srv, err := relay.NewServer(relay.ServerConfig{Log: log})
+//	pc, err := net.ListenPacket("udp", ":51821")
+//	go srv.Serve(ctx, pc)
+//	defer srv.Close()
+//
+// A Portal's daemon gives [Client] a send function on its one UDP socket and
+// hands it every datagram for which [IsRelayMessage] is true:
+//
+//	c, err := relay.NewClient(relay.ClientConfig{Key: key, Relays: relays, Send: send, Log: log})
+//	go c.Run(ctx)
+//	... c.HandlePacket(b, from) from the demultiplexer ...
+//	rec, err := c.Lookup(ctx, "hqzcss")
+//
+// # Trust
+//
+// Relays are trusted for availability only: a relay can refuse to answer or
+// claim that nothing matches, but cannot forge a record, and a client never
+// returns a record that does not verify or does not match its query. Replies
+// echo a random nonce from the request, so an off-path attacker cannot
+// inject them, and no reply is larger than its request, so a relay cannot be
+// used to amplify traffic towards a spoofed address. The observed endpoint
+// in an ack is taken on the relay's word; a lying relay can only add an
+// address to the Portal's own record.
+//
+// # Imports
+//
+// relay imports only identity of this module. It holds no owner data and no
+// WireGuard device, so it never imports peers or tunnel; tunnel may import
+// relay for IsRelayMessage and the Client.
+package relay

@@ -1,0 +1,42 @@
+package relay
+
+import (
+	"bytes"
+	"time"
+
+	"portal/identity"
+)
+
+// Test-only access to the Server's store, in the manner of derp's
+// export_test.go: production types carry no …ForTest methods.
+
+// insertEntry stores raw under id with the given expiry, bypassing
+// verification. Tests use it for states that honest keys cannot produce in
+// reasonable time, such as two IDs that share a short ID.
+func (s *Server) insertEntry(id identity.ID, raw []byte, expires time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.store.put(&entry{
+		idStr: id.String(),
+		rec:   Record{ID: id, Expires: expires},
+		raw:   bytes.Clone(raw),
+	})
+}
+
+// storedRecord returns the record held for id, if any, expired or not.
+func (s *Server) storedRecord(id identity.ID) (Record, []byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.store.get(id)
+	if e == nil {
+		return Record{}, nil, false
+	}
+	return e.rec, e.raw, true
+}
+
+// sweepNow runs the sweeper's work once, at the server's clock.
+func (s *Server) sweepNow() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweepLocked(s.now())
+}

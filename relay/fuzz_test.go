@@ -1,0 +1,90 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// fuzzSeeds returns one message of every type, with valid records from a
+// fixed key, signed at t0.
+func fuzzSeeds(t testing.TB) [][]byte {
+	key := keyFromByte(t, 7)
+	full := mustSign(t, key, testRecord(key, t0))
+	bare := mustSign(t, key, Record{ID: key.ID(), SignedAt: t0, Expires: t0.Add(time.Second)})
+	nonce := [nonceLen]byte{1, 2, 3}
+	msgs := []message{
+		{typ: msgRegister, nonce: nonce, record: full},
+		{typ: msgRegister, nonce: nonce, record: bare},
+		{typ: msgRegisterAck, nonce: nonce, expires: t0, observed: netip.MustParseAddrPort("198.51.100.1:4000")},
+		{typ: msgRegisterAck, nonce: nonce, expires: t0, observed: netip.MustParseAddrPort("[2001:db8::1]:4000")},
+		{typ: msgLookup, nonce: nonce, query: key.ID().Short()},
+		{typ: msgLookup, nonce: nonce, query: key.ID().String()},
+		{typ: msgLookupReply, nonce: nonce, status: statusFound, record: full},
+		{typ: msgLookupReply, nonce: nonce, status: statusAmbiguous},
+		{typ: msgRefused, nonce: nonce, reason: reasonBadSignature, now: t0},
+	}
+	var out [][]byte
+	for _, m := range msgs {
+		out = append(out, m.append(nil))
+	}
+	return append(out, full, bare, nil, []byte("ptl\x01\x09"), []byte{1, 0, 0, 0})
+}
+
+// FuzzParseMessage checks that parseMessage never panics, accepts only
+// canonical encodings (re-encoding gives the input back), and that
+// ParseRecord handles any record a message carries.
+func FuzzParseMessage(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseMessage(b)
+		if err != nil {
+			if !errors.Is(err, errMalformed) && !errors.Is(err, errUnknownType) {
+				t.Fatalf("parseMessage error %v is neither malformed nor unknown type", err)
+			}
+			return
+		}
+		if !IsRelayMessage(b) || len(b) > MaxMessageSize {
+			t.Fatalf("parseMessage accepted %x, which is not a relay message", b)
+		}
+		if again := m.append(nil); !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs:\n  in %x\n out %x", b, again)
+		}
+		if m.record != nil {
+			checkRecord(t, m.record)
+		}
+	})
+}
+
+// FuzzParseRecord checks that ParseRecord never panics, classifies every
+// error, and that what it accepts re-encodes to the signed bytes.
+func FuzzParseRecord(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		if len(s) <= maxRecordLen {
+			f.Add(s)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkRecord(t, b)
+	})
+}
+
+func checkRecord(t *testing.T, b []byte) {
+	rec, err := ParseRecord(b, t0)
+	if err != nil {
+		if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrExpired) {
+			t.Fatalf("ParseRecord error %v has no kind", err)
+		}
+		return
+	}
+	if !t0.Before(rec.Expires) || rec.Expires.Before(rec.SignedAt) || len(rec.Endpoints) > maxEndpoints || len(rec.Name) > maxNameLen {
+		t.Fatalf("ParseRecord accepted %+v", rec)
+	}
+	if body := appendRecordBody(nil, &rec); !bytes.Equal(body, b[:len(b)-sigLen]) {
+		t.Fatalf("re-encoding differs:\n  in %x\n out %x", b[:len(b)-sigLen], body)
+	}
+}

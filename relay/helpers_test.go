@@ -1,0 +1,274 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"portal/identity"
+)
+
+// checkLeaks fails t if goroutines running code of this package outlive
+// it. Call it first in a test, so that its cleanup runs last.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	before := map[string]bool{}
+	for _, g := range goroutines() {
+		before[g.id] = true
+	}
+	t.Cleanup(func() {
+		var leaked []string
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			leaked = leaked[:0]
+			for _, g := range goroutines() {
+				if !before[g.id] && strings.Contains(g.stack, "portal/relay.") {
+					leaked = append(leaked, g.stack)
+				}
+			}
+			if len(leaked) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(leaked) > 0 {
+			t.Errorf("%d goroutines leaked:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
+		}
+	})
+}
+
+type goroutine struct{ id, stack string }
+
+// goroutines returns every goroutine but the caller's.
+func goroutines() []goroutine {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out []goroutine
+	for i, s := range strings.Split(string(buf), "\n\n") {
+		if i == 0 { // the calling goroutine comes first
+			continue
+		}
+		id, _, _ := strings.Cut(strings.TrimPrefix(s, "goroutine "), " ")
+		out = append(out, goroutine{id: id, stack: s})
+	}
+	return out
+}
+
+// testLog logs through t, at debug level, so that logs show with -v or on
+// failure.
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
+
+func newKey(t testing.TB) *identity.Key {
+	t.Helper()
+	k, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// keyFromByte returns a deterministic key, for fuzz seeds.
+func keyFromByte(t testing.TB, b byte) *identity.Key {
+	t.Helper()
+	k, err := identity.NewKeyFromSeed(bytes.Repeat([]byte{b}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// t0 is the fixed "now" of tests that control the clock.
+var t0 = time.UnixMilli(1_800_000_000_000)
+
+// fakeClock is a settable clock for ServerConfig.Now.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// testRecord is a valid record for key, signed at now and living one
+// minute, with one endpoint and a name.
+func testRecord(key *identity.Key, now time.Time) Record {
+	return Record{
+		ID:        key.ID(),
+		Name:      "test portal",
+		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:51820"), netip.MustParseAddrPort("[2001:db8::1]:51820")},
+		SignedAt:  now,
+		Expires:   now.Add(time.Minute),
+	}
+}
+
+func mustSign(t testing.TB, key *identity.Key, rec Record) []byte {
+	t.Helper()
+	raw, err := signRecord(key, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// signRaw signs rec's body with key whatever rec holds, skipping every
+// check signRecord makes, to build records that ParseRecord must refuse.
+func signRaw(key *identity.Key, rec Record) []byte {
+	body := appendRecordBody(nil, &rec)
+	return append(body, key.Sign(signedMessage(body))...)
+}
+
+// listenUDP opens a loopback UDP socket that is closed at cleanup.
+func listenUDP(t *testing.T, addr string) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
+func addrOf(pc net.PacketConn) netip.AddrPort {
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// testServer is a Server serving a loopback socket.
+type testServer struct {
+	*Server
+	pc     *net.UDPConn
+	addr   netip.AddrPort
+	cancel context.CancelFunc
+	served chan error // receives Serve's result
+}
+
+// startServer runs a Server on addr ("127.0.0.1:0" for any port) until
+// stop or the test's cleanup.
+func startServer(t *testing.T, addr string, cfg ServerConfig) *testServer {
+	t.Helper()
+	if cfg.Log == nil {
+		cfg.Log = testLog(t).With("side", "relay")
+	}
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := listenUDP(t, addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{Server: srv, pc: pc, addr: addrOf(pc), cancel: cancel, served: make(chan error, 1)}
+	go func() { ts.served <- srv.Serve(ctx, pc) }()
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+// stop ends Serve, closes the server and its socket; it is idempotent.
+func (ts *testServer) stop() {
+	ts.cancel()
+	ts.Server.Close()
+	ts.pc.Close()
+}
+
+// exchange sends msg from pc to the server and returns the next message
+// that arrives on pc within two seconds.
+func exchange(t *testing.T, pc *net.UDPConn, to netip.AddrPort, msg message) message {
+	t.Helper()
+	if _, err := pc.WriteToUDPAddrPort(msg.append(nil), to); err != nil {
+		t.Fatal(err)
+	}
+	return readMessage(t, pc)
+}
+
+func readMessage(t *testing.T, pc *net.UDPConn) message {
+	t.Helper()
+	buf := make([]byte, 2048)
+	pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, _, err := pc.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	m, err := parseMessage(buf[:n])
+	if err != nil {
+		t.Fatalf("reply does not parse: %v", err)
+	}
+	return m
+}
+
+func randNonce() [nonceLen]byte {
+	var n [nonceLen]byte
+	rand.Read(n[:])
+	return n
+}
+
+// register sends a Register with raw and returns the reply.
+func register(t *testing.T, pc *net.UDPConn, to netip.AddrPort, raw []byte) message {
+	t.Helper()
+	nonce := randNonce()
+	reply := exchange(t, pc, to, message{typ: msgRegister, nonce: nonce, record: raw})
+	if reply.nonce != nonce {
+		t.Fatalf("reply nonce %x, want %x", reply.nonce, nonce)
+	}
+	return reply
+}
+
+// lookup sends a Lookup for query and returns the reply.
+func lookup(t *testing.T, pc *net.UDPConn, to netip.AddrPort, query string) message {
+	t.Helper()
+	nonce := randNonce()
+	reply := exchange(t, pc, to, message{typ: msgLookup, nonce: nonce, query: query})
+	if reply.typ != msgLookupReply || reply.nonce != nonce {
+		t.Fatalf("reply type %d nonce %x, want LookupReply with %x", reply.typ, reply.nonce, nonce)
+	}
+	return reply
+}
+
+// waitFor polls cond every 10 ms until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// errorIs is errors.Is that tolerates a nil target (meaning no error).
+func errorIs(err, target error) bool {
+	if target == nil {
+		return err == nil
+	}
+	return errors.Is(err, target)
+}

@@ -1,0 +1,432 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"portal/identity"
+)
+
+const (
+	// DefaultMaxTTL is ServerConfig.MaxTTL when it is zero.
+	DefaultMaxTTL = 2 * time.Minute
+	// DefaultMaxRecords is ServerConfig.MaxRecords when it is zero.
+	DefaultMaxRecords = 100_000
+
+	// clockSkew is how far a Portal's clock may run ahead of the relay's: a
+	// record may be signed up to clockSkew in the future and expire up to
+	// MaxTTL + clockSkew from now.
+	clockSkew = 30 * time.Second
+	// sweepInterval is how often expired records are dropped. Lookups never
+	// return expired records whether or not they were swept.
+	sweepInterval = 10 * time.Second
+	// maxReadErrors consecutive read errors other than the socket closing
+	// end Serve, as wireguard-go ends a receive goroutine.
+	maxReadErrors = 10
+)
+
+// ServerConfig configures a Server. Only Log is required.
+type ServerConfig struct {
+	// Log receives the server's messages; required. Refused registrations
+	// are logged at debug level with the claimed short ID and the reason.
+	Log *slog.Logger
+	// MaxTTL bounds how long a record may live: a record whose expiry is
+	// more than MaxTTL (plus 30 s of clock skew) ahead of the relay's clock
+	// is refused. Zero means DefaultMaxTTL (2 min); negative is an error.
+	MaxTTL time.Duration
+	// MaxRecords is the most IDs the relay holds. When it is full,
+	// registrations for new IDs are refused (and counted) while known IDs
+	// may still refresh. Zero means DefaultMaxRecords; negative is an error.
+	MaxRecords int
+	// Now is the relay's clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the rendezvous server: it keeps signed, expiring registrations
+// and answers lookups. It owns no socket: Serve reads the PacketConn it is
+// given. A Server is safe for concurrent use. Its lifecycle is
+// new → serving (any number of Serve calls) → closed, and closed is final.
+type Server struct {
+	// Fixed after NewServer.
+	log        *slog.Logger
+	maxTTL     time.Duration
+	maxRecords int
+	now        func() time.Time
+
+	ctr serverCounters
+
+	// life guards closed and every wg.Add, so that Close never waits on a
+	// WaitGroup that is still growing.
+	life   sync.Mutex
+	closed bool
+	done   chan struct{} // closed by Close
+	wg     sync.WaitGroup
+
+	// mu guards store and lastSweep.
+	mu        sync.Mutex
+	store     *store
+	lastSweep time.Time
+}
+
+// serverCounters are the Server's statistics; see Stats.
+type serverCounters struct {
+	accepted    atomic.Uint64
+	refused     [reasonFull + 1]atomic.Uint64
+	lookups     [statusBadRequest + 1]atomic.Uint64
+	malformed   atomic.Uint64
+	unknownType atomic.Uint64
+	swept       atomic.Uint64
+	sendErrors  atomic.Uint64
+	readErrors  atomic.Uint64
+}
+
+// NewServer checks cfg and returns a Server with an empty store. It starts
+// the goroutine that sweeps expired records, so Close must be called.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	switch {
+	case cfg.Log == nil:
+		return nil, errors.New("relay: ServerConfig.Log is required")
+	case cfg.MaxTTL < 0:
+		return nil, fmt.Errorf("relay: ServerConfig.MaxTTL %v is negative", cfg.MaxTTL)
+	case cfg.MaxRecords < 0:
+		return nil, fmt.Errorf("relay: ServerConfig.MaxRecords %d is negative", cfg.MaxRecords)
+	}
+	s := &Server{
+		log:        cfg.Log,
+		maxTTL:     cfg.MaxTTL,
+		maxRecords: cfg.MaxRecords,
+		now:        cfg.Now,
+		done:       make(chan struct{}),
+		store:      newStore(),
+	}
+	if s.maxTTL == 0 {
+		s.maxTTL = DefaultMaxTTL
+	}
+	if s.maxRecords == 0 {
+		s.maxRecords = DefaultMaxRecords
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.lastSweep = s.now()
+	s.wg.Add(1)
+	go s.sweepLoop()
+	return s, nil
+}
+
+// Close stops every Serve call (they return nil) and the sweeper, and waits
+// for them. The PacketConns are not closed: they belong to the caller.
+// Close is idempotent and always returns nil; Serve after Close returns an
+// error wrapping net.ErrClosed. Stats still works after Close.
+func (s *Server) Close() error {
+	s.life.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+	}
+	s.life.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Serve reads relay messages from pc and answers them on pc until ctx is
+// done or the Server is closed (it returns nil), or pc fails: closed by the
+// caller (an error wrapping net.ErrClosed) or 10 read errors in a row.
+// Datagrams that are not relay messages are counted and dropped. To stop a
+// blocked read Serve sets a read deadline on pc, and clears it on return,
+// so give each PacketConn to a single Serve call at a time.
+func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
+	s.life.Lock()
+	if s.closed {
+		s.life.Unlock()
+		return fmt.Errorf("relay: serve: %w", net.ErrClosed)
+	}
+	s.wg.Add(1)
+	s.life.Unlock()
+	defer s.wg.Done()
+
+	stop, watched := make(chan struct{}), make(chan struct{})
+	go s.watch(ctx, pc, stop, watched)
+	defer func() {
+		close(stop)
+		<-watched
+		pc.SetReadDeadline(time.Time{})
+	}()
+
+	buf := make([]byte, MaxMessageSize+1) // one more, to notice oversized datagrams
+	out := make([]byte, 0, MaxMessageSize)
+	errs := 0
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || s.isClosed() {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("relay: serve: %w", err)
+			}
+			s.ctr.readErrors.Add(1)
+			if errs++; errs >= maxReadErrors {
+				return fmt.Errorf("relay: serve: %d read errors in a row, last: %w", errs, err)
+			}
+			s.log.Warn("read error", "err", err)
+			continue
+		}
+		errs = 0
+		out = s.handle(pc, buf[:n], from, out[:0])
+	}
+}
+
+// watch unblocks Serve's read when ctx is done or the Server closes, by
+// moving pc's read deadline into the past. It returns when stop closes.
+func (s *Server) watch(ctx context.Context, pc net.PacketConn, stop <-chan struct{}, watched chan<- struct{}) {
+	defer close(watched)
+	select {
+	case <-ctx.Done():
+	case <-s.done:
+	case <-stop:
+		return
+	}
+	pc.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (s *Server) isClosed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// sweepLoop drops expired records every sweepInterval until Close.
+func (s *Server) sweepLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			s.sweepLocked(s.now())
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *Server) sweepLocked(now time.Time) {
+	s.lastSweep = now
+	if n := s.store.sweep(now); n > 0 {
+		s.ctr.swept.Add(uint64(n))
+	}
+}
+
+// handle answers one datagram, encoding the reply into out, which it
+// returns for reuse.
+func (s *Server) handle(pc net.PacketConn, b []byte, from net.Addr, out []byte) []byte {
+	m, err := parseMessage(b)
+	if errors.Is(err, errUnknownType) {
+		s.ctr.unknownType.Add(1)
+		return out
+	}
+	src, ok := addrPortOf(from)
+	if err != nil || !ok {
+		s.ctr.malformed.Add(1)
+		return out
+	}
+	var reply message
+	switch m.typ {
+	case msgRegister:
+		reply = s.register(&m, src)
+	case msgLookup:
+		reply = s.lookup(&m)
+	default:
+		// Replies sent to a relay are not for it.
+		s.ctr.unknownType.Add(1)
+		return out
+	}
+	out = reply.append(out)
+	if _, err := pc.WriteTo(out, from); err != nil {
+		s.ctr.sendErrors.Add(1)
+		s.log.Debug("send failed", "to", src, "err", err)
+	}
+	return out
+}
+
+// register verifies and stores a registration and returns the reply.
+func (s *Server) register(m *message, src netip.AddrPort) message {
+	now := s.now()
+	rec, err := ParseRecord(m.record, now)
+	r := reason(0)
+	switch {
+	case errors.Is(err, ErrBadSignature):
+		r = reasonBadSignature
+	case errors.Is(err, ErrExpired):
+		r = reasonExpired
+	case err != nil:
+		r = reasonMalformed
+	case rec.Expires.After(now.Add(s.maxTTL+clockSkew)) || rec.SignedAt.After(now.Add(clockSkew)):
+		r = reasonFuture
+	default:
+		r = s.storeRecord(rec, m.record, now)
+	}
+	if r != 0 {
+		s.ctr.refused[r].Add(1)
+		s.log.Debug("registration refused", "id", identity.ID(m.record[:idLen]).Short(), "from", src, "reason", r.String())
+		return message{typ: msgRefused, nonce: m.nonce, reason: r, now: now}
+	}
+	s.ctr.accepted.Add(1)
+	return message{typ: msgRegisterAck, nonce: m.nonce, expires: rec.Expires, observed: src}
+}
+
+// storeRecord keeps rec unless the relay holds a newer live record for the
+// same ID or is full; it returns the refusal reason, or 0.
+func (s *Server) storeRecord(rec Record, raw []byte, now time.Time) reason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.store.get(rec.ID)
+	if old != nil && now.Before(old.rec.Expires) {
+		// An expired record is treated as absent whether or not it has
+		// been swept yet, so the outcome does not depend on sweep timing.
+		switch {
+		case rec.SignedAt.Before(old.rec.SignedAt):
+			return reasonStale
+		case rec.SignedAt.Equal(old.rec.SignedAt):
+			if !bytes.Equal(raw, old.raw) {
+				return reasonStale
+			}
+			return 0 // a retransmission: acknowledge it again
+		}
+	}
+	if old == nil && s.store.len() >= s.maxRecords {
+		if now.Sub(s.lastSweep) >= time.Second {
+			s.sweepLocked(now)
+		}
+		if s.store.len() >= s.maxRecords {
+			return reasonFull
+		}
+	}
+	s.store.put(&entry{idStr: rec.ID.String(), rec: rec, raw: bytes.Clone(raw)})
+	return 0
+}
+
+// lookup answers a Lookup.
+func (s *Server) lookup(m *message) message {
+	reply := message{typ: msgLookupReply, nonce: m.nonce}
+	q, err := identity.ParsePrefix(m.query)
+	if err != nil {
+		reply.status = statusBadRequest
+	} else {
+		s.mu.Lock()
+		var e *entry
+		e, reply.status = s.store.lookup(q, s.now())
+		if e != nil {
+			reply.record = e.raw // immutable once stored
+		}
+		s.mu.Unlock()
+	}
+	s.ctr.lookups[reply.status].Add(1)
+	return reply
+}
+
+// addrPortOf returns a datagram's source as an address with IPv4-mapped
+// IPv6 addresses unmapped, as a dual-stack socket reports IPv4 peers.
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	var ap netip.AddrPort
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap = u.AddrPort()
+	} else if a != nil {
+		var err error
+		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
+			return netip.AddrPort{}, false
+		}
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+	return ap, validEndpoint(ap)
+}
+
+// Stats is a snapshot of a Server's counters since NewServer.
+type Stats struct {
+	Records int // records held, including expired ones not yet swept
+
+	Accepted            uint64 // registrations stored or refreshed
+	RefusedMalformed    uint64 // refused: the record does not parse
+	RefusedBadSignature uint64 // refused: signature does not verify
+	RefusedExpired      uint64 // refused: already expired
+	RefusedFuture       uint64 // refused: expiry beyond MaxTTL, or signed in the future
+	RefusedStale        uint64 // refused: older than the stored record (rollback)
+	RefusedFull         uint64 // refused: a new ID while MaxRecords are held
+
+	LookupsFound      uint64
+	LookupsNotFound   uint64
+	LookupsAmbiguous  uint64
+	LookupsBadRequest uint64
+
+	Malformed   uint64 // datagrams that are not well-formed relay messages; not answered
+	UnknownType uint64 // relay messages of a type the server does not handle; ignored
+	Swept       uint64 // expired records removed
+	SendErrors  uint64 // replies the PacketConn failed to send
+	ReadErrors  uint64 // failed reads other than the socket closing
+}
+
+// Stats returns the server's counters. It is safe to call at any time,
+// including after Close.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	n := s.store.len()
+	s.mu.Unlock()
+	c := &s.ctr
+	return Stats{
+		Records:             n,
+		Accepted:            c.accepted.Load(),
+		RefusedMalformed:    c.refused[reasonMalformed].Load(),
+		RefusedBadSignature: c.refused[reasonBadSignature].Load(),
+		RefusedExpired:      c.refused[reasonExpired].Load(),
+		RefusedFuture:       c.refused[reasonFuture].Load(),
+		RefusedStale:        c.refused[reasonStale].Load(),
+		RefusedFull:         c.refused[reasonFull].Load(),
+		LookupsFound:        c.lookups[statusFound].Load(),
+		LookupsNotFound:     c.lookups[statusNotFound].Load(),
+		LookupsAmbiguous:    c.lookups[statusAmbiguous].Load(),
+		LookupsBadRequest:   c.lookups[statusBadRequest].Load(),
+		Malformed:           c.malformed.Load(),
+		UnknownType:         c.unknownType.Load(),
+		Swept:               c.swept.Load(),
+		SendErrors:          c.sendErrors.Load(),
+		ReadErrors:          c.readErrors.Load(),
+	}
+}
+
+// LogValue implements slog.LogValuer: the counters as one group, so a
+// stats line stays on one line.
+func (st Stats) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Int("records", st.Records),
+		slog.Uint64("accepted", st.Accepted),
+		slog.Uint64("refused_malformed", st.RefusedMalformed),
+		slog.Uint64("refused_bad_signature", st.RefusedBadSignature),
+		slog.Uint64("refused_expired", st.RefusedExpired),
+		slog.Uint64("refused_future", st.RefusedFuture),
+		slog.Uint64("refused_stale", st.RefusedStale),
+		slog.Uint64("refused_full", st.RefusedFull),
+		slog.Uint64("lookups_found", st.LookupsFound),
+		slog.Uint64("lookups_not_found", st.LookupsNotFound),
+		slog.Uint64("lookups_ambiguous", st.LookupsAmbiguous),
+		slog.Uint64("lookups_bad_request", st.LookupsBadRequest),
+		slog.Uint64("malformed", st.Malformed),
+		slog.Uint64("unknown_type", st.UnknownType),
+		slog.Uint64("swept", st.Swept),
+		slog.Uint64("send_errors", st.SendErrors),
+		slog.Uint64("read_errors", st.ReadErrors),
+	)
+}

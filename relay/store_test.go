@@ -1,0 +1,89 @@
+package relay
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"portal/identity"
+)
+
+// fakeEntry is an entry under a crafted ID string: the store indexes
+// idStr, so prefix behaviour can be tested without grinding keys.
+func fakeEntry(n byte, idStr string, expires time.Time) *entry {
+	return &entry{idStr: idStr, rec: Record{ID: identity.ID{0: n}, Expires: expires}}
+}
+
+func TestStoreLookup(t *testing.T) {
+	live, dead := t0.Add(time.Minute), t0
+	s := newStore()
+	entries := []*entry{
+		fakeEntry(1, "abcdefghjk", live),
+		fakeEntry(2, "abcdefgzzz", live),
+		fakeEntry(3, "abcdeqqqqq", live),
+		fakeEntry(4, "zzzzzzaaaa", dead), // expired at t0
+		fakeEntry(5, "yyyyyyaaaa", live),
+		fakeEntry(6, "yyyyyyaabb", dead),
+	}
+	for _, e := range entries {
+		s.put(e)
+	}
+	tests := []struct {
+		query  string
+		want   *entry
+		status status
+	}{
+		{"abcdef", nil, statusAmbiguous},
+		{"abcdefg", nil, statusAmbiguous},
+		{"abcdefgh", entries[0], statusFound},
+		{"abcdefgz", entries[1], statusFound},
+		{"abcdeq", entries[2], statusFound},
+		{"abcdefghjk", entries[0], statusFound},
+		{"abcdefghjz", nil, statusNotFound},
+		{"zzzzzz", nil, statusNotFound}, // only an expired match
+		{"yyyyyy", entries[4], statusFound},
+		{"qqqqqq", nil, statusNotFound},
+	}
+	for _, tt := range tests {
+		got, status := s.lookup(tt.query, t0)
+		if got != tt.want || status != tt.status {
+			t.Errorf("lookup(%q) = %v, %v; want %v, %v", tt.query, got, status, tt.want, tt.status)
+		}
+	}
+
+	if n := s.sweep(t0); n != 2 {
+		t.Errorf("sweep removed %d, want 2", n)
+	}
+	if got, want := s.len(), 4; got != want {
+		t.Errorf("len after sweep = %d, want %d", got, want)
+	}
+	s.remove(entries[1])
+	if got, status := s.lookup("abcdef", t0); got != entries[0] || status != statusFound {
+		t.Errorf("after remove: lookup = %v, %v; want the remaining entry", got, status)
+	}
+	// Replacing an entry keeps one entry per ID in both indexes.
+	repl := fakeEntry(1, "abcdefghjk", live)
+	s.put(repl)
+	if got, _ := s.lookup("abcdefghjk", t0); got != repl || s.len() != 3 || len(s.byShort["abcdef"]) != 1 {
+		t.Errorf("after replace: lookup = %v, len %d, bucket %d; want the new entry, 3, 1", got, s.len(), len(s.byShort["abcdef"]))
+	}
+}
+
+// BenchmarkStoreLookup measures a prefix lookup in a full store.
+func BenchmarkStoreLookup(b *testing.B) {
+	s := newStore()
+	var ids []string
+	for i := range DefaultMaxRecords {
+		var id identity.ID
+		copy(id[:], fmt.Sprintf("%08d-key-%024d", i, i*7919))
+		for j := range id {
+			id[j] ^= byte(i * (j + 13))
+		}
+		e := &entry{idStr: id.String(), rec: Record{ID: id, Expires: t0.Add(time.Hour)}}
+		s.put(e)
+		ids = append(ids, e.idStr)
+	}
+	for i := 0; b.Loop(); i++ {
+		s.lookup(ids[i%len(ids)][:identity.ShortIDLen+1], t0)
+	}
+}

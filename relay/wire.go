@@ -1,0 +1,313 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// The relay protocol runs over UDP, one message per datagram, on the same
+// socket that carries the Portal's WireGuard traffic.
+//
+// Flow (this version: registration and lookup only):
+//
+//	Portal ── Register{nonce, record} ─────▶ relay   verifies, stores ID → record
+//	Portal ◀── RegisterAck{nonce, expires, observed} │ or Refused{nonce, reason, relay time}
+//	Portal ── Lookup{nonce, query, padding} ─▶ relay
+//	Portal ◀── LookupReply{nonce, status, record}
+//
+// A Portal puts the observed address from the ack first in its next record.
+// Replies echo the request's random nonce, so an off-path sender that does
+// not see the request cannot forge a reply. Every reply is at most as long as
+// the request it answers (Lookup is padded to the size of the largest
+// LookupReply), so a spoofed source address gains no amplification.
+//
+// Every message starts with a 5-byte header:
+//
+//	[0:3] magic "ptl"
+//	[3]   ProtocolVersion
+//	[4]   message type
+//
+// A WireGuard message starts with its type 1..4 followed by three zero
+// bytes, so the two never collide (see IsRelayMessage). Integers are
+// big-endian. Times are unsigned milliseconds since the Unix epoch and must
+// fit in an int64. An address ("addr" below) is
+//
+//	[0]   family: 4 or 6
+//	[1:n] the IP: 4 bytes for family 4, 16 for family 6 (never an
+//	      IPv4-mapped IPv6 address; those are sent as family 4)
+//	[n:n+2] port, never 0
+//
+// and must not be an unspecified or multicast address.
+//
+// A record (see Record and ParseRecord) is, in order:
+//
+//	id        32  the Portal ID, an Ed25519 public key
+//	signed-at  8  time
+//	expires    8  time, not before signed-at
+//	count      1  number of endpoints, 0..8
+//	endpoints     count addrs; the observed endpoint first when known
+//	name-len   1  0..64
+//	name          UTF-8, no control characters
+//	signature 64  Ed25519 by id over "portal-relay-record-v1" (recordContext)
+//	              followed by every byte above
+//
+// A message with trailing bytes, a bad field, or more than MaxMessageSize
+// bytes is malformed and answered with nothing. Messages of an unknown type
+// are ignored, so that newer Portals can talk to older relays.
+
+// ProtocolVersion is the fourth byte of every relay message. It changes only
+// when the wire format changes incompatibly; new message types do not
+// change it.
+const ProtocolVersion = 0x01
+
+// MaxMessageSize is the largest relay message in bytes; larger datagrams are
+// malformed. The messages of this version take at most 352 bytes (a Lookup);
+// the rest is room for later message types within a 1280-byte IPv6 MTU.
+const MaxMessageSize = 1200
+
+// magic is the first three bytes of every relay message.
+const magic = "ptl"
+
+// msgType is the fifth byte of a relay message. Each constant's comment is
+// the layout of what follows the header.
+type msgType byte
+
+const (
+	// msgRegister (Portal → relay): nonce[16] record[...].
+	msgRegister msgType = 0x01
+	// msgRegisterAck (relay → Portal): nonce[16] expires[8] observed(addr),
+	// where observed is the source address of the Register datagram and
+	// expires is the accepted record's expiry.
+	msgRegisterAck msgType = 0x02
+	// msgLookup (Portal → relay): nonce[16] query-len[1] query zeros...,
+	// padded with zero bytes to exactly lookupLen (352) bytes in all.
+	// query-len is at most 52; the query is a full Portal ID or a prefix
+	// of at least 6 characters, else the reply is statusBadRequest.
+	msgLookup msgType = 0x03
+	// msgLookupReply (relay → Portal): nonce[16] status[1] record[...]; the
+	// record, exactly as its owner signed it, is present only with
+	// statusFound.
+	msgLookupReply msgType = 0x04
+	// msgRefused (relay → Portal): nonce[16] reason[1] relay-time[8],
+	// answering a Register that was not stored; relay-time is the relay's
+	// clock, for diagnosing clock skew.
+	msgRefused msgType = 0x05
+
+	// Types 0x06 and up are reserved for hole punching and forwarding.
+)
+
+// status is the outcome of a lookup in a LookupReply.
+type status byte
+
+const (
+	statusFound      status = 0x01 // exactly one live record matches
+	statusNotFound   status = 0x02 // none matches
+	statusAmbiguous  status = 0x03 // more than one matches the prefix
+	statusBadRequest status = 0x04 // the query is not a valid ID or prefix
+)
+
+func (s status) String() string {
+	switch s {
+	case statusFound:
+		return "found"
+	case statusNotFound:
+		return "not found"
+	case statusAmbiguous:
+		return "ambiguous"
+	case statusBadRequest:
+		return "bad request"
+	}
+	return fmt.Sprintf("status(%d)", byte(s))
+}
+
+// reason says why a relay refused a registration.
+type reason byte
+
+const (
+	reasonMalformed    reason = 0x01 // the record does not parse
+	reasonBadSignature reason = 0x02 // not signed by the key that is its ID
+	reasonExpired      reason = 0x03 // expired by the relay's clock
+	reasonFuture       reason = 0x04 // expiry beyond the relay's maximum lifetime, or signed in the future
+	reasonStale        reason = 0x05 // older than the record the relay holds for that ID
+	reasonFull         reason = 0x06 // the relay holds its maximum number of records
+)
+
+func (r reason) String() string {
+	switch r {
+	case reasonMalformed:
+		return "malformed"
+	case reasonBadSignature:
+		return "bad signature"
+	case reasonExpired:
+		return "expired"
+	case reasonFuture:
+		return "too far in the future"
+	case reasonStale:
+		return "older than the stored record"
+	case reasonFull:
+		return "relay full"
+	}
+	return fmt.Sprintf("reason(%d)", byte(r))
+}
+
+const (
+	headerLen    = 5
+	nonceLen     = 16
+	idLen        = 32
+	timeLen      = 8
+	sigLen       = 64
+	maxEndpoints = 8
+	maxNameLen   = 64
+	maxAddrLen   = 1 + 16 + 2
+	maxQueryLen  = 52 // identity.IDLen
+	// minRecordLen and maxRecordLen bound an encoded record.
+	minRecordLen = idLen + 2*timeLen + 1 + 1 + sigLen
+	maxRecordLen = minRecordLen + maxEndpoints*maxAddrLen + maxNameLen
+	// lookupLen is the size of every Lookup: the size of the largest
+	// LookupReply, so that answering never amplifies.
+	lookupLen = headerLen + nonceLen + 1 + maxRecordLen
+)
+
+// errMalformed reports a message that does not follow the layout.
+var errMalformed = errors.New("relay: malformed message")
+
+// IsRelayMessage reports whether b starts like a relay message of this
+// protocol version. It only looks at the first five bytes, so it is cheap
+// enough for a demultiplexer to call on every datagram; the message may
+// still turn out to be malformed.
+func IsRelayMessage(b []byte) bool {
+	return len(b) >= headerLen && string(b[:3]) == magic && b[3] == ProtocolVersion
+}
+
+// message is any relay message, decoded. Which fields are used depends on
+// typ; the others are zero.
+type message struct {
+	typ      msgType
+	nonce    [nonceLen]byte
+	record   []byte         // register, lookupReply with statusFound; aliases the input
+	query    string         // lookup
+	status   status         // lookupReply
+	reason   reason         // refused
+	expires  time.Time      // registerAck
+	observed netip.AddrPort // registerAck
+	now      time.Time      // refused: the relay's clock
+}
+
+// parseMessage decodes a relay message. It checks the layout only: records
+// are verified by ParseRecord and queries by the server. Messages of an
+// unknown type return their type and errUnknownType.
+func parseMessage(b []byte) (message, error) {
+	var m message
+	if len(b) > MaxMessageSize || !IsRelayMessage(b) {
+		return m, errMalformed
+	}
+	m.typ = msgType(b[4])
+	r := reader{b: b[headerLen:]}
+	switch m.typ {
+	case msgRegister, msgRegisterAck, msgLookup, msgLookupReply, msgRefused:
+		copy(m.nonce[:], r.bytes(nonceLen))
+	default:
+		return message{typ: m.typ}, errUnknownType
+	}
+	switch m.typ {
+	case msgRegister:
+		m.record = r.record()
+	case msgRegisterAck:
+		m.expires = r.time()
+		m.observed = r.addr()
+	case msgLookup:
+		if len(b) != lookupLen {
+			return message{}, errMalformed
+		}
+		n := int(r.byte())
+		if n > maxQueryLen {
+			r.fail()
+		}
+		m.query = string(r.bytes(n))
+		for _, c := range r.rest() {
+			if c != 0 {
+				r.fail()
+			}
+		}
+	case msgLookupReply:
+		m.status = status(r.byte())
+		switch m.status {
+		case statusFound:
+			m.record = r.record()
+		case statusNotFound, statusAmbiguous, statusBadRequest:
+		default:
+			r.fail()
+		}
+	case msgRefused:
+		m.reason = reason(r.byte())
+		if m.reason < reasonMalformed || m.reason > reasonFull {
+			r.fail()
+		}
+		m.now = r.time()
+	}
+	if !r.done() {
+		return message{}, errMalformed
+	}
+	return m, nil
+}
+
+// errUnknownType is returned by parseMessage for a well-formed header with a
+// message type this version does not know.
+var errUnknownType = errors.New("relay: unknown message type")
+
+// append encodes m after dst. The fields must be valid for m.typ (as
+// parseMessage would return them).
+func (m *message) append(dst []byte) []byte {
+	start := len(dst)
+	dst = append(dst, magic...)
+	dst = append(dst, ProtocolVersion, byte(m.typ))
+	dst = append(dst, m.nonce[:]...)
+	switch m.typ {
+	case msgRegister:
+		dst = append(dst, m.record...)
+	case msgRegisterAck:
+		dst = appendTime(dst, m.expires)
+		dst = appendAddr(dst, m.observed)
+	case msgLookup:
+		dst = append(dst, byte(len(m.query)))
+		dst = append(dst, m.query...)
+		for len(dst)-start < lookupLen {
+			dst = append(dst, 0)
+		}
+	case msgLookupReply:
+		dst = append(dst, byte(m.status))
+		if m.status == statusFound {
+			dst = append(dst, m.record...)
+		}
+	case msgRefused:
+		dst = append(dst, byte(m.reason))
+		dst = appendTime(dst, m.now)
+	}
+	return dst
+}
+
+func appendTime(dst []byte, t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(dst, uint64(max(t.UnixMilli(), 0)))
+}
+
+// appendAddr encodes an address; IPv4-mapped IPv6 addresses become family 4.
+func appendAddr(dst []byte, ap netip.AddrPort) []byte {
+	ip := ap.Addr().Unmap()
+	if ip.Is4() {
+		dst = append(dst, 4)
+	} else {
+		dst = append(dst, 6)
+	}
+	dst = append(dst, ip.AsSlice()...)
+	return binary.BigEndian.AppendUint16(dst, ap.Port())
+}
+
+// validEndpoint reports whether ap can be sent as an addr: a port, an IP
+// that is neither unspecified nor multicast, and no zone.
+func validEndpoint(ap netip.AddrPort) bool {
+	ip := ap.Addr()
+	return ip.IsValid() && ap.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() && ip.Zone() == ""
+}
