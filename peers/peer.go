@@ -277,11 +277,15 @@ func scanPeers(rows *sql.Rows) ([]Peer, error) {
 }
 
 // ResolvePeer records the key of a peer stored under a prefix, as a lookup
-// by that prefix found it. The peer stays unverified: the owner gave only a
+// by that prefix found it, with the name the peer declares for itself
+// (validated; an invalid one is dropped). The peer stays unverified: the owner gave only a
 // prefix, so the key is trusted on first use. It fails with ErrNotFound when
 // no stored prefix is a prefix of key's ID (the owner may have removed it
 // meanwhile), and with ErrConflict when that ID is already stored.
-func (s *Store) ResolvePeer(ctx context.Context, prefix string, key identity.ID) (Peer, error) {
+func (s *Store) ResolvePeer(ctx context.Context, prefix string, key identity.ID, declaredName string) (Peer, error) {
+	if ValidateName(declaredName) != nil {
+		declaredName = ""
+	}
 	full := key.String()
 	var out Peer
 	err := s.write(ctx, func(tx *sql.Tx) error {
@@ -297,6 +301,7 @@ func (s *Store) ResolvePeer(ctx context.Context, prefix string, key identity.ID)
 		}
 		p := matches[0]
 		p.ID, p.Key, p.Verified, p.UpdatedAt = full, key, false, fromMillis(s.nowMillis())
+		p.DeclaredName = declaredName
 		if _, err := tx.ExecContext(ctx, `DELETE FROM peers WHERE id = ?`, prefix); err != nil {
 			return err
 		}

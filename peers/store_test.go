@@ -270,14 +270,14 @@ func TestResolvePeerStaysUnverified(t *testing.T) {
 	if _, _, err := s.PutPeer(ctx, id.Short(), ptr("Erin")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ResolvePeer(ctx, id.Short(), newID(t)); !errors.Is(err, ErrNotFound) {
+	if _, err := s.ResolvePeer(ctx, id.Short(), newID(t), ""); !errors.Is(err, ErrNotFound) {
 		t.Errorf("resolving to a key that does not match the prefix = %v, want ErrNotFound", err)
 	}
-	p, err := s.ResolvePeer(ctx, id.Short(), id)
+	p, err := s.ResolvePeer(ctx, id.Short(), id, "erin-box")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.ID != id.String() || p.Key != id || p.Verified || p.Name != "Erin" {
+	if p.ID != id.String() || p.Key != id || p.Verified || p.Name != "Erin" || p.DeclaredName != "erin-box" {
 		t.Errorf("resolved = %+v, want key known, unverified, name kept", p)
 	}
 	if err := s.SetDeclaredName(ctx, id, "Erin's box"); err != nil {
@@ -287,7 +287,7 @@ func TestResolvePeerStaysUnverified(t *testing.T) {
 	if err != nil || got.DisplayName() != "Erin" || got.DeclaredName != "Erin's box" {
 		t.Errorf("after SetDeclaredName: %+v, %v; want the owner's name to win", got, err)
 	}
-	if _, err := s.ResolvePeer(ctx, id.Short(), id); err == nil {
+	if _, err := s.ResolvePeer(ctx, id.Short(), id, ""); err == nil {
 		t.Error("resolving an already resolved peer succeeded")
 	}
 }

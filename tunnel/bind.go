@@ -38,6 +38,9 @@ type Bind struct {
 
 var _ conn.Bind = (*Bind)(nil)
 
+// socketBuffer is the UDP socket's send and receive buffer size.
+const socketBuffer = 7 << 20
+
 // newBind opens the UDP socket on port (0 picks one), dual-stack when the
 // host has IPv6.
 func newBind(port uint16, control func([]byte, netip.AddrPort)) (*Bind, error) {
@@ -45,6 +48,11 @@ func newBind(port uint16, control func([]byte, netip.AddrPort)) (*Bind, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: listen udp port %d: %w", port, err)
 	}
+	// The default socket buffers (about 200 kB) overflow under a burst of
+	// full-size datagrams; every overflow is a loss that the inner TCP
+	// pays for with a retransmission timeout. The kernel caps these at
+	// net.core.{r,w}mem_max unless the process may exceed it.
+	growSocketBuffers(c, socketBuffer)
 	return &Bind{conn: c, control: control, closed: true}, nil
 }
 

@@ -31,10 +31,13 @@ const (
 	// sessionLifetime is how long after a handshake a WireGuard session
 	// stays usable (RejectAfterTime): a peer is reachable within it.
 	sessionLifetime = 180 * time.Second
-	statusCacheTTL  = 250 * time.Millisecond
-	// handshakeDefer is how long the Portal with the larger WireGuard key
-	// waits before starting a handshake itself (see startHandshake).
-	handshakeDefer = 300 * time.Millisecond
+	statusCacheTTL  = 50 * time.Millisecond
+	// handshakeDelayFirst and handshakeDelaySecond are how long after
+	// SetPeer the Portal with the smaller and with the larger WireGuard key
+	// start a handshake that nothing else started (see
+	// startHandshakeLocked).
+	handshakeDelayFirst  = 200 * time.Millisecond
+	handshakeDelaySecond = 600 * time.Millisecond
 )
 
 // Config configures a Tunnel.
@@ -82,6 +85,11 @@ type Tunnel struct {
 	stack     *netStack
 	dev       *device.Device
 
+	peers struct {
+		sync.Mutex                        // guards byID and orders every peer change on the device
+		byID       map[identity.ID]uint64 // peers on the device → generation of their last SetPeer
+		gen        uint64
+	}
 	status struct {
 		sync.Mutex // guards the cached device status
 		at         time.Time
@@ -107,6 +115,7 @@ func New(cfg Config) (t *Tunnel, err error) {
 	}
 	self := cfg.Key.ID()
 	t = &Tunnel{self: self, addr: self.OverlayAddr(), keepalive: cfg.Keepalive, log: cfg.Log}
+	t.peers.byID = map[identity.ID]uint64{}
 	if t.bind, err = newBind(cfg.Port, cfg.Control); err != nil {
 		return nil, err
 	}
@@ -147,53 +156,76 @@ func (t *Tunnel) SetPeer(id identity.ID, endpoint netip.AddrPort) error {
 	if id == t.self {
 		return errors.New("tunnel: cannot add this Portal as its own peer")
 	}
+	t.peers.Lock()
+	defer t.peers.Unlock()
 	if err := t.dev.IpcSet(setPeerConfig(id, endpoint)); err != nil {
 		return fmt.Errorf("tunnel: set peer %s: %w", id.Short(), err)
 	}
+	t.peers.gen++
+	t.peers.byID[id] = t.peers.gen
 	t.invalidateStatus()
 	if endpoint.IsValid() {
-		t.startHandshake(id)
+		t.startHandshakeLocked(id, t.peers.gen)
 	}
 	return nil
 }
 
-// startHandshake turns on the peer's persistent keepalive, which sends a
-// keepalive at once and so starts a handshake without waiting for data.
+// startHandshakeLocked makes sure a handshake with a newly set peer does
+// not wait for WireGuard's 5 s retry: when a Portal's first initiation
+// reached a peer that had not added it yet, the peer drops it, and the
+// initiator tries again only 5 s later. So, a moment after SetPeer, if no
+// session came up meanwhile, the Portal starts a handshake itself.
 //
-// When two Portals add each other within one round trip, both would start
-// a handshake, each would answer the other's initiation and drop its own,
-// and neither would complete until WireGuard's 5 s retry. So the Portal
-// with the smaller WireGuard key starts at once and the other only after
-// handshakeDefer, and only if no handshake completed meanwhile.
-func (t *Tunnel) startHandshake(id identity.ID) {
+// Not at once: two initiations that cross on the wire (both Portals
+// adding each other at the same moment, or one sending data while the
+// other starts) each replace the other's handshake state, and neither
+// completes until the retry. Data sent right after pairing completes a
+// handshake within a round trip, so waiting first avoids crossing it, and
+// the two Portals wait for different times (by key order) so that their
+// own starts do not cross either. t.peers must be held.
+func (t *Tunnel) startHandshakeLocked(id identity.ID, gen uint64) {
 	mine, theirs := t.self.WireGuardKey(), id.WireGuardKey()
-	kick := func() {
-		if t.closed.Load() {
-			return
-		}
-		t.invalidateStatus()
-		if st, ok := t.PeerStatus(id); ok && st.Reachable {
-			return
-		}
-		// Off then on: wireguard-go sends a keepalive when it turns on.
-		for _, ka := range []time.Duration{0, t.keepalive} {
-			if err := t.dev.IpcSet(keepaliveConfig(id, ka)); err != nil {
-				t.log.Debug("start handshake", "peer", id.Short(), "err", err)
-				return
-			}
-		}
+	delay := handshakeDelayFirst
+	if bytes.Compare(mine[:], theirs[:]) > 0 {
+		delay = handshakeDelaySecond
 	}
-	if bytes.Compare(mine[:], theirs[:]) < 0 {
-		kick()
+	time.AfterFunc(delay, func() {
+		t.peers.Lock()
+		defer t.peers.Unlock()
+		if t.peers.byID[id] == gen && !t.reachable(id) {
+			t.kickLocked(id)
+		}
+	})
+}
+
+// kickLocked turns the keepalive off and on: wireguard-go sends a
+// keepalive, and so a handshake initiation, when it turns on.
+func (t *Tunnel) kickLocked(id identity.ID) {
+	if t.closed.Load() {
 		return
 	}
-	time.AfterFunc(handshakeDefer, kick)
+	for _, ka := range []time.Duration{0, t.keepalive} {
+		if err := t.dev.IpcSet(keepaliveConfig(id, ka)); err != nil {
+			t.log.Debug("start handshake", "peer", id.Short(), "err", err)
+			return
+		}
+	}
+}
+
+// reachable reads the device's status afresh.
+func (t *Tunnel) reachable(id identity.ID) bool {
+	t.invalidateStatus()
+	st, ok := t.PeerStatus(id)
+	return ok && st.Reachable
 }
 
 // RemovePeer removes the peer at once: its session keys are dropped, so no
 // packet from it is accepted and none is sent to it. Removing an unknown
 // peer is not an error.
 func (t *Tunnel) RemovePeer(id identity.ID) error {
+	t.peers.Lock()
+	defer t.peers.Unlock()
+	delete(t.peers.byID, id)
 	if err := t.dev.IpcSet(removePeerConfig(id)); err != nil {
 		return fmt.Errorf("tunnel: remove peer %s: %w", id.Short(), err)
 	}

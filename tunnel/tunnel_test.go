@@ -225,3 +225,32 @@ func TestIsWireGuard(t *testing.T) {
 		}
 	}
 }
+
+// TestLatePeerStartsHandshake covers pairing order: the caller's first
+// initiation reaches a Portal that has not added it yet and is dropped;
+// when that Portal adds the caller, it starts a handshake itself, so the
+// caller does not wait for WireGuard's 5 s retry.
+func TestLatePeerStartsHandshake(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	echoServer(t, b)
+	if err := a.tun.SetPeer(b.key.ID(), b.endpoint()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := dialOverlay(ctx, a, b)
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let the first initiation be dropped: the order under test
+	if err := b.tun.SetPeer(a.key.ID(), a.endpoint()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-dialed; err != nil {
+		t.Fatalf("dial after the peer added us late: %v (want it before WireGuard's 5 s retry)", err)
+	}
+}

@@ -23,8 +23,9 @@ import (
 	"portal/identity"
 )
 
-// portaldBin is the portald binary the tests run as real child processes.
-var portaldBin string
+// portaldBin and relayBin are the binaries the tests run as real child
+// processes.
+var portaldBin, relayBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "portald-test")
@@ -32,9 +33,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	portaldBin = filepath.Join(dir, "portald")
-	if out, err := exec.Command("go", "build", "-o", portaldBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build portald: %v\n%s", err, out)
+	portaldBin, relayBin = filepath.Join(dir, "portald"), filepath.Join(dir, "portal-relay")
+	if out, err := exec.Command("go", "build", "-o", dir, ".", "../portal-relay").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -58,10 +59,11 @@ var apiAddrRE = regexp.MustCompile(`msg="portald running".* api=(\S+)`)
 
 // startDaemon runs portald on dataDir with the API on a free loopback port
 // and waits until it serves. The process is killed at test cleanup.
-func startDaemon(t *testing.T, dataDir string) *daemon {
+func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, done: make(chan struct{})}
-	d.cmd = exec.Command(portaldBin, "run", "--data", dataDir, "--api", "127.0.0.1:0", "--name", "test portal")
+	args := append([]string{"run", "--data", dataDir, "--api", "127.0.0.1:0", "--udp", "0", "--name", "test portal"}, extra...)
+	d.cmd = exec.Command(portaldBin, args...)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

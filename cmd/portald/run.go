@@ -8,16 +8,23 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"portal/acl"
 	"portal/api"
+	"portal/forwarder"
 	"portal/identity"
 	"portal/peers"
+	"portal/relay"
+	"portal/tunnel"
 )
 
 const (
@@ -31,12 +38,13 @@ const (
 
 // runConfig is what `portald run` was asked to do.
 type runConfig struct {
-	dataDir  string
-	apiAddr  string
-	udpPort  int
-	relays   []string
-	name     string
-	logLevel slog.Level
+	dataDir     string
+	apiAddr     string
+	udpPort     int
+	relays      []string
+	name        string
+	logLevel    slog.Level
+	callTimeout time.Duration
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -48,10 +56,16 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	c.Var(&relays, "relay", "rendezvous/relay server HOST:PORT; repeatable")
 	name := c.String("name", "", "this Portal's display name (default: the host name)")
 	logLevel := c.String("log-level", "info", "debug, info, warn or error")
+	callTimeout := c.String("call-timeout", "10s", "call_peer: longest wait for a peer's response headers")
 	if _, err := c.parse(args, 0); err != nil {
 		return err
 	}
 	cfg := runConfig{dataDir: *dataDir, apiAddr: *apiAddr, relays: relays, name: *name}
+	timeout, err := time.ParseDuration(*callTimeout)
+	if err != nil || timeout <= 0 {
+		return usagef("--call-timeout %q: want a positive duration such as 10s", *callTimeout)
+	}
+	cfg.callTimeout = timeout
 	port, err := strconv.Atoi(*udp)
 	if err != nil || port < 0 || port > 65535 {
 		return usagef("--udp %q: want a port number 0-65535", *udp)
@@ -118,11 +132,68 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 	})
 
+	tun, rc, err := startTunnel(cfg, key, log)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() { tun.Close() })
+	ov := newOverlay(store, tun, rc, log.With("component", "overlay"))
+	if err := ov.load(ctx); err != nil {
+		return err
+	}
+	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	var bgWG sync.WaitGroup
+	closers = append(closers, func() { stopBg(); bgWG.Wait() })
+	bgWG.Add(1)
+	go func() { defer bgWG.Done(); ov.run(bg) }()
+	if rc != nil {
+		bgWG.Add(1)
+		go func() { defer bgWG.Done(); rc.Run(bg) }()
+	}
+
+	fwd, err := forwarder.New(forwarder.Config{
+		Self:        key,
+		Directory:   store,
+		Dial:        tun.DialContext,
+		CallTimeout: cfg.callTimeout,
+		Log:         log.With("component", "forwarder"),
+	})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, fwd.Close)
+	ingress, err := acl.NewIngress(acl.IngressConfig{
+		Self:       key,
+		PeerByAddr: ov.PeerByAddr,
+		App:        store.App,
+		Log:        log.With("component", "ingress"),
+	})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, ingress.Close)
+	overlayLn, err := tun.Listen(80)
+	if err != nil {
+		return err
+	}
+	ingressSrv := &http.Server{
+		Handler:           ingress,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go ingressSrv.Serve(overlayLn)
+	closers = append(closers, func() { shutdownServer(ingressSrv, "ingress", log) })
+
 	handler, err := api.New(api.Config{
-		Store: store,
-		Self:  key.ID(),
-		Name:  cfg.name,
-		Log:   log.With("component", "api"),
+		Store:       store,
+		Self:        key.ID(),
+		Name:        cfg.name,
+		Log:         log.With("component", "api"),
+		CallPeer:    fwd,
+		Status:      ov.Status,
+		PeerChanged: ov.PeerChanged,
 	})
 	if err != nil {
 		return err
@@ -144,7 +215,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	log.Info("portald running",
 		"id", key.ID().String(), "short_id", key.ID().Short(), "name", cfg.name,
 		"api", ln.Addr().String(), "overlay", key.ID().OverlayAddr().String(),
-		"data", cfg.dataDir, "udp", cfg.udpPort, "relays", len(cfg.relays))
+		"data", cfg.dataDir, "udp", tun.Port(), "relays", len(cfg.relays))
 
 	select {
 	case <-ctx.Done():
@@ -152,17 +223,63 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	case err := <-serveErr:
 		return fmt.Errorf("internal API: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("internal API did not drain in time; closing", "timeout", shutdownTimeout, "err", err)
-		srv.Close()
-	}
+	shutdownServer(srv, "internal API", log)
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("internal API", "err", err)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// shutdownServer lets in-flight requests finish, for shutdownTimeout at
+// most, then closes what is left.
+func shutdownServer(srv *http.Server, name string, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn(name+" did not drain in time; closing", "timeout", shutdownTimeout, "err", err)
+		srv.Close()
+	}
+}
+
+// startTunnel brings up the WireGuard tunnel on the --udp port and, when
+// relays were given, the rendezvous client that shares its socket.
+func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger) (*tunnel.Tunnel, *relay.Client, error) {
+	// The client needs the tunnel to send and the tunnel hands it what it
+	// receives, so the tunnel starts first and finds the client here.
+	var client atomic.Pointer[relay.Client]
+	control := func(b []byte, from netip.AddrPort) {
+		if rc := client.Load(); rc != nil && relay.IsRelayMessage(b) {
+			rc.HandlePacket(b, from)
+		}
+	}
+	tun, err := tunnel.New(tunnel.Config{
+		Key:     key,
+		Port:    uint16(cfg.udpPort),
+		Control: control,
+		Log:     log.With("component", "tunnel"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(cfg.relays) == 0 {
+		log.Warn("no --relay given: peers are found only when they reach this Portal first")
+		return tun, nil, nil
+	}
+	rc, err := relay.NewClient(relay.ClientConfig{
+		Key:            key,
+		Name:           cfg.name,
+		Relays:         cfg.relays,
+		Send:           tun.SendControl,
+		LocalEndpoints: func() []netip.AddrPort { return localEndpoints(tun.Port()) },
+		Log:            log.With("component", "rendezvous"),
+	})
+	if err != nil {
+		tun.Close()
+		return nil, nil, err
+	}
+	client.Store(rc)
+	return tun, rc, nil
 }
 
 // defaultDataDir is $XDG_DATA_HOME/portald, else ~/.local/share/portald.

@@ -1,0 +1,498 @@
+package acl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"portal/identity"
+	"portal/peers"
+)
+
+// Defaults for the zero values of IngressConfig fields.
+const (
+	DefaultSkew           = 30 * time.Second
+	DefaultDigestMax      = 64 << 10
+	DefaultNonceCacheSize = 65536
+)
+
+// IngressConfig configures an Ingress. Fields marked required must be set;
+// the zero value of every other field means its documented default.
+type IngressConfig struct {
+	// Self is this Portal's key: its ID, short ID and domain fill the
+	// portal.* template variables, and pair keys are derived from it.
+	// Required.
+	Self *identity.Key
+	// PeerByAddr returns the peer whose overlay address is addr, the
+	// source address of a connection from the tunnel (which WireGuard has
+	// authenticated). It reports false for an address that is no known
+	// peer's or whose peer has no known key. It must be safe for concurrent
+	// use and fast: it runs on every request. Required.
+	PeerByAddr func(addr netip.Addr) (peers.Peer, bool)
+	// App returns the installed app called name, or an error wrapping
+	// peers.ErrNotFound. *peers.Store's App method fits. Required.
+	App func(ctx context.Context, name string) (peers.App, error)
+	// Skew is how far a signature's created time may be from now, either
+	// way. Zero means DefaultSkew (30 s).
+	Skew time.Duration
+	// DigestMax is the largest body checked against a Content-Digest the
+	// signature covers; a covered digest on a larger body is refused
+	// (401). Zero means DefaultDigestMax (64 KiB), the forwarder's
+	// default threshold.
+	DigestMax int64
+	// NonceCacheSize is how many unexpired nonces are remembered per peer.
+	// A peer that reaches it gets 429 for new requests until old nonces
+	// expire (2×Skew after they were seen). Zero means
+	// DefaultNonceCacheSize (65536).
+	NonceCacheSize int
+	// Transport carries requests to the apps' upstreams. Nil means a new
+	// *http.Transport with no HTTP proxy (never http.DefaultTransport,
+	// whose proxy settings come from the environment).
+	Transport http.RoundTripper
+	// Log receives refusals (debug, or info at a limited rate) and upstream
+	// failures. Required.
+	Log *slog.Logger
+}
+
+// Ingress is the receiving side of call_peer: an http.Handler, served on the
+// tunnel's listener (TCP port 80 of the overlay address), that admits
+// signed requests from peers and forwards them to the app they name. It
+// applies, in order (see design §2 "Receiving side"):
+//
+//  1. the peer: the connection's source address must be a known peer's
+//     (401 unknown_peer); the request must carry a valid signature by that
+//     peer (401 bad_signature) with a nonce not seen in the replay window
+//     (401 replay; 429 too_many_requests when the peer's nonce cache is
+//     full); a covered Content-Digest must match the body (401 bad_digest);
+//  2. the app: the first label of Host must name an installed app (404
+//     no_such_app);
+//  3. the path: it must be absolute and free of ".." segments (400
+//     bad_path); the cleaned path selects the app's rule, longest prefix
+//     first;
+//  4. the rule: public and peer admit the peer, private answers 401
+//     private;
+//  5. the headers: every X-Ptl-* the peer sent, and the signature headers,
+//     are removed; the rule's header templates are rendered and set;
+//  6. the request is proxied to the app's upstream, streamed, upgrades
+//     included (502 app_unreachable when the app cannot be reached).
+//
+// Every refusal is a JSON error {"error": "...", "code": "..."}. Ingress
+// is safe for concurrent use; it starts no goroutines of its own.
+type Ingress struct {
+	// Fixed after NewIngress.
+	selfVars   Vars // the portal.* fields
+	self       *identity.Key
+	peerByAddr func(netip.Addr) (peers.Peer, bool)
+	app        func(context.Context, string) (peers.App, error)
+	skew       time.Duration
+	digestMax  int64
+	log        *slog.Logger
+	transport  http.RoundTripper
+	proxy      *httputil.ReverseProxy
+	nonces     *nonceStore
+	infoLog    *logLimiter
+	now        func() time.Time // time.Now; replaced in tests
+
+	keysMu sync.Mutex
+	keys   map[identity.ID]identity.PairKey // guarded by keysMu
+
+	appsMu sync.RWMutex
+	apps   map[string]*compiledApp // guarded by appsMu; by app name
+}
+
+// compiledApp is an installed app with its manifest parsed and its upstream
+// URL checked, valid for the install identified by updatedAt.
+type compiledApp struct {
+	updatedAt time.Time
+	meta      *Meta
+	upstream  *url.URL
+}
+
+// Cache bounds; past them a cache starts over. Real Portals have far fewer
+// peers and apps.
+const (
+	maxCachedKeys = 4096
+	maxCachedApps = 1024
+)
+
+// NewIngress validates cfg and returns an Ingress.
+func NewIngress(cfg IngressConfig) (*Ingress, error) {
+	switch {
+	case cfg.Self == nil:
+		return nil, errors.New("acl: IngressConfig.Self is required")
+	case cfg.PeerByAddr == nil:
+		return nil, errors.New("acl: IngressConfig.PeerByAddr is required")
+	case cfg.App == nil:
+		return nil, errors.New("acl: IngressConfig.App is required")
+	case cfg.Log == nil:
+		return nil, errors.New("acl: IngressConfig.Log is required")
+	case cfg.Skew < 0:
+		return nil, fmt.Errorf("acl: IngressConfig.Skew %v is negative", cfg.Skew)
+	case cfg.DigestMax < 0:
+		return nil, fmt.Errorf("acl: IngressConfig.DigestMax %d is negative", cfg.DigestMax)
+	case cfg.NonceCacheSize < 0:
+		return nil, fmt.Errorf("acl: IngressConfig.NonceCacheSize %d is negative", cfg.NonceCacheSize)
+	}
+	id := cfg.Self.ID()
+	in := &Ingress{
+		selfVars: Vars{
+			ClientType:    "peer",
+			PortalID:      id.String(),
+			PortalShortID: id.Short(),
+			PortalDomain:  id.Domain(),
+		},
+		self:       cfg.Self,
+		peerByAddr: cfg.PeerByAddr,
+		app:        cfg.App,
+		skew:       cfg.Skew,
+		digestMax:  cfg.DigestMax,
+		log:        cfg.Log,
+		transport:  cfg.Transport,
+		infoLog:    &logLimiter{per: 10 * time.Second, max: 20},
+		now:        time.Now,
+		keys:       make(map[identity.ID]identity.PairKey),
+		apps:       make(map[string]*compiledApp),
+	}
+	if in.skew == 0 {
+		in.skew = DefaultSkew
+	}
+	if in.digestMax == 0 {
+		in.digestMax = DefaultDigestMax
+	}
+	size := cfg.NonceCacheSize
+	if size == 0 {
+		size = DefaultNonceCacheSize
+	}
+	in.nonces = newNonceStore(2*in.skew, size, time.Now())
+	if in.transport == nil {
+		in.transport = &http.Transport{
+			Proxy: nil, // apps are local; never an environment-configured proxy
+			DialContext: (&net.Dialer{
+				Timeout:   10 * time.Second,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   false,
+			DisableCompression:  true, // pass bodies through as the app encodes them
+			WriteBufferSize:     64 << 10,
+			ReadBufferSize:      64 << 10,
+		}
+	}
+	in.proxy = &httputil.ReverseProxy{
+		Rewrite:      in.rewrite,
+		Transport:    in.transport,
+		BufferPool:   newBufferPool(),
+		ErrorHandler: in.proxyError,
+		ErrorLog:     slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
+	}
+	return in, nil
+}
+
+// Close closes idle connections to the apps' upstreams (when the Transport
+// can). Requests in flight finish; the Ingress stays usable.
+func (in *Ingress) Close() {
+	if c, ok := in.transport.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// admitted is an admitted request's state, passed from ServeHTTP to the
+// proxy's hooks through the request context.
+type admitted struct {
+	peer     peers.Peer
+	app      string
+	upstream *url.URL
+	// path and rawPath are the path the app receives: the cleaned path,
+	// with the peer's escaping (rawPath) when cleaning changed nothing.
+	path, rawPath string
+	headers       []Header
+	vars          Vars
+}
+
+type admittedKey struct{}
+
+// ServeHTTP admits or refuses one request from a peer; see Ingress.
+func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	now := in.now()
+
+	// 1. Who is calling, and did they sign this request?
+	src, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "unknown_peer", "the connection has no IP source address", "", "remote", r.RemoteAddr)
+		return
+	}
+	peer, ok := in.peerByAddr(src.Addr().Unmap())
+	if !ok || !peer.HasKey() {
+		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "unknown_peer", "the source address is not a known peer's", "", "source", src.Addr())
+		return
+	}
+	short := peer.Key.Short()
+	key, err := in.pairKey(peer.Key)
+	if err != nil {
+		in.refuse(w, slog.LevelWarn, http.StatusUnauthorized, "unknown_peer", "the peer's key is unusable", short, "err", err)
+		return
+	}
+	sig, err := identity.VerifyRequest(r, peer.Key, key, now, in.skew)
+	if err != nil {
+		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "bad_signature", "the request signature is missing or invalid", short, "err", err)
+		return
+	}
+	switch in.nonces.check(peer.Key, sig.Nonce, now) {
+	case nonceReplay:
+		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "replay", "the request nonce was already used", short)
+		return
+	case nonceFull:
+		in.refuse(w, slog.LevelInfo, http.StatusTooManyRequests, "too_many_requests", "too many requests from this peer; retry later", short)
+		return
+	}
+	if sig.CoversDigest {
+		if err := identity.CheckContentDigest(r, in.digestMax); err != nil {
+			in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "bad_digest", "the body does not match its signed Content-Digest", short, "err", err)
+			return
+		}
+	} else {
+		// An uncovered digest is unverified: the app must not mistake it
+		// for a checked one.
+		r.Header.Del("Content-Digest")
+	}
+
+	// 2. Which app?
+	name := appName(r.Host)
+	if name == "" {
+		in.refuse(w, slog.LevelInfo, http.StatusNotFound, "no_such_app", "the Host does not name an app", short, "host", r.Host)
+		return
+	}
+	app, err := in.app(r.Context(), name)
+	switch {
+	case errors.Is(err, peers.ErrNotFound):
+		in.refuse(w, slog.LevelInfo, http.StatusNotFound, "no_such_app", "no app "+name+" is installed here", short)
+		return
+	case err != nil:
+		in.log.Error("ingress: looking up the app failed", "peer", short, "app", name, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "looking up the app failed")
+		return
+	}
+	ca, err := in.compiled(app)
+	if err != nil {
+		in.log.Error("ingress: installed app is unusable", "app", name, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "the app's installation is broken")
+		return
+	}
+
+	// 3. Which rule?
+	clean, err := cleanPath(r.URL.Path)
+	if err != nil {
+		in.refuse(w, slog.LevelInfo, http.StatusBadRequest, "bad_path", err.Error(), short, "app", name)
+		return
+	}
+	rule := ca.meta.Match(clean)
+
+	// 4. Admitted?
+	if rule == nil || (rule.Access != AccessPublic && rule.Access != AccessPeer) {
+		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "private", "this path is private to the Portal's owner", short, "app", name)
+		return
+	}
+
+	// 5 and 6 happen in rewrite.
+	a := &admitted{peer: peer, app: name, upstream: ca.upstream, path: clean, headers: rule.Headers}
+	if clean == r.URL.Path {
+		a.rawPath = r.URL.RawPath // keep the peer's escaping, e.g. of %2F
+	}
+	a.vars = in.selfVars
+	a.vars.ClientID = peer.Key.String()
+	a.vars.ClientName = peer.DisplayName()
+	in.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), admittedKey{}, a)))
+}
+
+// rewrite is the proxy's Rewrite hook: it routes an admitted request to the
+// app and sets its identity headers. The proxy has already removed the
+// hop-by-hop headers (keeping Connection/Upgrade for an upgrade) and any
+// Forwarded/X-Forwarded-* the peer sent. None are added: to the app, the
+// caller is X-Ptl-Client-Id, not an overlay address.
+func (in *Ingress) rewrite(pr *httputil.ProxyRequest) {
+	a := pr.In.Context().Value(admittedKey{}).(*admitted)
+	out := pr.Out
+	u := a.upstream
+	out.URL = &url.URL{
+		Scheme: u.Scheme,
+		Host:   u.Host,
+		// The proxy re-encodes queries it considers unparsable; the app
+		// gets the query exactly as the peer's app sent it.
+		RawQuery:   pr.In.URL.RawQuery,
+		ForceQuery: pr.In.URL.ForceQuery,
+	}
+	out.URL.Path, out.URL.RawPath = joinPath(u, a.path, a.rawPath)
+	// Out.Host stays the Host the peer used, <app>.<our short id>.portal,
+	// as a reverse proxy in front of the app would pass it.
+	for k := range out.Header {
+		if isPtlHeader(k) || strings.EqualFold(k, "Signature") || strings.EqualFold(k, "Signature-Input") {
+			delete(out.Header, k)
+		}
+	}
+	for _, h := range a.headers {
+		out.Header[h.Name] = []string{h.Value.Render(a.vars)}
+	}
+}
+
+// proxyError is the proxy's ErrorHandler: the app could not be reached or
+// failed before its response headers.
+func (in *Ingress) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	attrs := []any{"err", err}
+	if a, ok := r.Context().Value(admittedKey{}).(*admitted); ok {
+		attrs = append(attrs, "peer", a.peer.Key.Short(), "app", a.app)
+	}
+	if r.Context().Err() != nil {
+		in.log.Debug("ingress: peer went away", attrs...)
+	} else {
+		in.log.Log(r.Context(), in.infoLog.level(slog.LevelWarn), "ingress: app unreachable", attrs...)
+	}
+	writeError(w, http.StatusBadGateway, "app_unreachable", "the app cannot be reached")
+}
+
+// refuse answers a refused request and logs why. Refusals a peer can cause
+// at will are logged at debug, or at the given higher level only while the
+// rate limit allows, so a hostile peer cannot flood the log.
+func (in *Ingress) refuse(w http.ResponseWriter, level slog.Level, status int, code, msg, peerShort string, attrs ...any) {
+	if level > slog.LevelDebug {
+		level = in.infoLog.level(level)
+	}
+	if in.log.Enabled(context.Background(), level) {
+		attrs = append([]any{"status", status, "code", code, "peer", peerShort}, attrs...)
+		in.log.Log(context.Background(), level, "ingress refused: "+msg, attrs...)
+	}
+	writeError(w, status, code, msg)
+}
+
+// pairKey returns the cached pair key with peer, deriving it on first use.
+func (in *Ingress) pairKey(peer identity.ID) (identity.PairKey, error) {
+	in.keysMu.Lock()
+	k, ok := in.keys[peer]
+	in.keysMu.Unlock()
+	if ok {
+		return k, nil
+	}
+	k, err := in.self.PairKey(peer)
+	if err != nil {
+		return identity.PairKey{}, err
+	}
+	in.keysMu.Lock()
+	if len(in.keys) >= maxCachedKeys {
+		clear(in.keys)
+	}
+	in.keys[peer] = k
+	in.keysMu.Unlock()
+	return k, nil
+}
+
+// compiled returns app's parsed manifest and upstream, compiling them once
+// per install (name and UpdatedAt), never per request.
+func (in *Ingress) compiled(app peers.App) (*compiledApp, error) {
+	in.appsMu.RLock()
+	ca := in.apps[app.Name]
+	in.appsMu.RUnlock()
+	if ca != nil && ca.updatedAt.Equal(app.UpdatedAt) {
+		return ca, nil
+	}
+	in.appsMu.Lock()
+	defer in.appsMu.Unlock()
+	// Another request may have compiled it meanwhile.
+	if ca := in.apps[app.Name]; ca != nil && ca.updatedAt.Equal(app.UpdatedAt) {
+		return ca, nil
+	}
+	meta, err := ParseMeta(app.Meta)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(app.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", app.Upstream, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("upstream %q: want http(s)://host[:port][/base]", app.Upstream)
+	}
+	if len(in.apps) >= maxCachedApps {
+		clear(in.apps)
+	}
+	ca = &compiledApp{updatedAt: app.UpdatedAt, meta: meta, upstream: u}
+	in.apps[app.Name] = ca
+	return ca, nil
+}
+
+// appName returns the first label of host, lower-cased, or "" when it
+// cannot be an app name (1-63 of a-z 0-9 _ -).
+func appName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	label, _, _ := strings.Cut(host, ".")
+	if label == "" || len(label) > 63 {
+		return ""
+	}
+	label = strings.ToLower(label)
+	for i := 0; i < len(label); i++ {
+		c := label[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return ""
+		}
+	}
+	return label
+}
+
+// cleanPath returns the decoded request path p in the form Match needs:
+// "." segments and repeated slashes removed, a trailing slash kept. It
+// refuses a path that is not absolute, has a ".." segment (even one that
+// would stay inside the root: a peer has no reason to send one, and
+// refusing beats guessing how the app would resolve it) or holds a control
+// character.
+func cleanPath(p string) (string, error) {
+	if !strings.HasPrefix(p, "/") {
+		return "", errors.New("the request path must be absolute")
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x20 || c == 0x7f {
+			return "", errors.New("the request path holds a control character")
+		}
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == ".." {
+			return "", errors.New(`the request path has a ".." segment`)
+		}
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean, nil
+}
+
+// joinPath appends the request path to the upstream's base path, with one
+// slash between them; rawPath, when set, is the escaped form of path.
+func joinPath(base *url.URL, p, rawPath string) (string, string) {
+	if base.Path == "" || base.Path == "/" {
+		return p, rawPath
+	}
+	joined := strings.TrimSuffix(base.Path, "/") + p
+	if rawPath == "" && base.RawPath == "" {
+		return joined, ""
+	}
+	if rawPath == "" {
+		rawPath = (&url.URL{Path: p}).EscapedPath()
+	}
+	return joined, strings.TrimSuffix(base.EscapedPath(), "/") + rawPath
+}
+
+// isPtlHeader reports whether name starts with "X-Ptl-", in any case.
+func isPtlHeader(name string) bool {
+	return len(name) >= len("X-Ptl-") && strings.EqualFold(name[:len("X-Ptl-")], "X-Ptl-")
+}

@@ -1,0 +1,118 @@
+package acl
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"portal/identity"
+)
+
+// nonceResult is the outcome of nonceStore.check.
+type nonceResult uint8
+
+const (
+	nonceFresh  nonceResult = iota // first time seen: recorded
+	nonceReplay                    // already seen within the window
+	nonceFull                      // the peer's cache is full of unexpired nonces
+)
+
+// nonceStore remembers the request nonces each peer used within the replay
+// window, so a captured request cannot be sent again while its created
+// time is still acceptable. A request is accepted only while |now-created|
+// <= skew, so two acceptances of one signed request are at most 2×skew
+// apart: entries expire after ttl = 2×skew and not before.
+//
+// Each peer has its own bound, max unexpired nonces. When a peer's cache is
+// full, its new nonces are refused (the request gets 429) rather than
+// evicting unexpired ones, which would reopen the replay window; other
+// peers are unaffected. Worst-case memory is about 100 bytes per nonce, so
+// max 65536 costs at most ~6.5 MB per peer that sends at that rate.
+//
+// Times are measured on the monotonic clock from the store's creation, so a
+// wall-clock step cannot expire entries early.
+type nonceStore struct {
+	ttl   time.Duration // fixed
+	max   int           // fixed
+	epoch time.Time     // fixed; monotonic reference
+
+	mu        sync.Mutex
+	peers     map[identity.ID]*peerNonces // guarded by mu
+	lastSweep time.Duration               // guarded by mu; since epoch
+}
+
+// peerNonces is one peer's nonces in arrival order, which is also expiry
+// order. Guarded by nonceStore.mu.
+type peerNonces struct {
+	seen  map[string]time.Duration // nonce → expiry (since epoch)
+	queue []nonceEntry             // queue[head:] unexpired candidates, oldest first
+	head  int
+}
+
+type nonceEntry struct {
+	nonce  string
+	expiry time.Duration
+}
+
+func newNonceStore(ttl time.Duration, max int, now time.Time) *nonceStore {
+	return &nonceStore{ttl: ttl, max: max, epoch: now, peers: make(map[identity.ID]*peerNonces)}
+}
+
+// check records nonce for peer at now and reports whether it is fresh, a
+// replay, or refused because the peer's cache is full. Safe for concurrent
+// use.
+func (s *nonceStore) check(peer identity.ID, nonce string, now time.Time) nonceResult {
+	t := now.Sub(s.epoch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t-s.lastSweep >= s.ttl {
+		s.sweepLocked(t)
+	}
+	p := s.peers[peer]
+	if p == nil {
+		p = &peerNonces{seen: make(map[string]time.Duration)}
+		s.peers[peer] = p
+	}
+	p.expireLocked(t)
+	if _, ok := p.seen[nonce]; ok {
+		return nonceReplay
+	}
+	if len(p.seen) >= s.max {
+		return nonceFull
+	}
+	// The nonce usually points into the whole Signature-Input value;
+	// keep only its own bytes.
+	nonce = strings.Clone(nonce)
+	exp := t + s.ttl
+	p.seen[nonce] = exp
+	p.queue = append(p.queue, nonceEntry{nonce: nonce, expiry: exp})
+	return nonceFresh
+}
+
+// sweepLocked expires every peer's old nonces and forgets peers with none
+// left, so peers that went quiet cost nothing. It runs at most once per ttl.
+func (s *nonceStore) sweepLocked(t time.Duration) {
+	for id, p := range s.peers {
+		p.expireLocked(t)
+		if len(p.seen) == 0 {
+			delete(s.peers, id)
+		}
+	}
+	s.lastSweep = t
+}
+
+// expireLocked drops the nonces whose expiry is at or before t.
+func (p *peerNonces) expireLocked(t time.Duration) {
+	for p.head < len(p.queue) && p.queue[p.head].expiry <= t {
+		delete(p.seen, p.queue[p.head].nonce)
+		p.queue[p.head] = nonceEntry{}
+		p.head++
+	}
+	// Reuse the slice's front once half of it is spent.
+	if p.head > 0 && p.head >= len(p.queue)/2 {
+		n := copy(p.queue, p.queue[p.head:])
+		clear(p.queue[n:])
+		p.queue = p.queue[:n]
+		p.head = 0
+	}
+}

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"portal/api"
+	"portal/identity"
+	"portal/peers"
+	"portal/relay"
+	"portal/tunnel"
+)
+
+const (
+	// lookupTimeout bounds one rendezvous lookup.
+	lookupTimeout = 5 * time.Second
+	// refreshInterval is how often every peer is looked up again, so that
+	// a peer whose address changed is found again.
+	refreshInterval = 30 * time.Second
+	// retryInterval is how soon a failed lookup is tried again: a peer
+	// that restarts registers again within seconds.
+	retryInterval = 2 * time.Second
+)
+
+// overlay connects the store to the tunnel and the rendezvous client: it
+// keeps the WireGuard device's peers equal to the store's peers with a known
+// key, resolves peers paired by prefix, and keeps their endpoints fresh. It
+// also answers the ingress's question "which peer has this overlay address".
+type overlay struct {
+	store *peers.Store
+	tun   *tunnel.Tunnel
+	relay *relay.Client // nil when no --relay was given
+	log   *slog.Logger
+
+	mu        sync.Mutex // guards the fields below, and orders device changes with removals
+	byAddr    map[netip.Addr]peers.Peer
+	endpoints map[identity.ID]netip.AddrPort // endpoint last given to the device
+	pending   map[string]bool                // peer IDs (full or prefix) to look up now
+	wake      chan struct{}
+}
+
+func newOverlay(store *peers.Store, tun *tunnel.Tunnel, rc *relay.Client, log *slog.Logger) *overlay {
+	return &overlay{
+		store: store, tun: tun, relay: rc, log: log,
+		byAddr:    map[netip.Addr]peers.Peer{},
+		endpoints: map[identity.ID]netip.AddrPort{},
+		pending:   map[string]bool{},
+		wake:      make(chan struct{}, 1),
+	}
+}
+
+// load gives the device every stored peer with a key and queues a lookup of
+// every peer.
+func (o *overlay) load(ctx context.Context) error {
+	all, err := o.store.Peers(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, p := range all {
+		o.PeerChanged(p, false)
+	}
+	return nil
+}
+
+// PeerChanged applies a store change to the device. It is api.Config's
+// PeerChanged hook.
+func (o *overlay) PeerChanged(p peers.Peer, removed bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if removed {
+		if p.HasKey() {
+			if err := o.tun.RemovePeer(p.Key); err != nil {
+				o.log.Error("remove peer from the tunnel", "peer", p.ShortID(), "err", err)
+			}
+			delete(o.byAddr, p.Key.OverlayAddr())
+			delete(o.endpoints, p.Key)
+		}
+		delete(o.pending, p.ID)
+		return
+	}
+	if p.HasKey() {
+		if _, known := o.byAddr[p.Key.OverlayAddr()]; !known {
+			if err := o.tun.SetPeer(p.Key, o.endpoints[p.Key]); err != nil {
+				o.log.Error("add peer to the tunnel", "peer", p.ShortID(), "err", err)
+				return
+			}
+		}
+		o.byAddr[p.Key.OverlayAddr()] = p
+	}
+	o.pending[p.ID] = true
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// PeerByAddr is the peer whose overlay address is addr; the ingress uses it
+// to name the caller of a request that came through the tunnel.
+func (o *overlay) PeerByAddr(addr netip.Addr) (peers.Peer, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p, ok := o.byAddr[addr]
+	return p, ok
+}
+
+// Status is the API's view of a peer's tunnel state.
+func (o *overlay) Status(id identity.ID) api.PeerStatus {
+	st, ok := o.tun.PeerStatus(id)
+	out := api.PeerStatus{Path: "none"}
+	if !ok {
+		return out
+	}
+	out.Reachable, out.LastHandshake, out.RxBytes, out.TxBytes = st.Reachable, st.LastHandshake, st.RxBytes, st.TxBytes
+	if st.Endpoint.IsValid() {
+		out.Endpoint = st.Endpoint.String()
+	}
+	if st.Reachable {
+		out.Path = "direct"
+	}
+	return out
+}
+
+// run looks peers up at the rendezvous servers: those queued by a change at
+// once, all of them every refreshInterval. It returns when ctx is done.
+func (o *overlay) run(ctx context.Context) {
+	if o.relay == nil {
+		return
+	}
+	tick := time.NewTicker(refreshInterval)
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		case <-tick.C:
+			o.mu.Lock()
+			for _, p := range o.byAddr {
+				o.pending[p.ID] = true
+			}
+			o.mu.Unlock()
+			if all, err := o.store.Peers(ctx, ""); err == nil {
+				o.mu.Lock()
+				for _, p := range all {
+					o.pending[p.ID] = true
+				}
+				o.mu.Unlock()
+			}
+		}
+		o.mu.Lock()
+		batch := o.pending
+		o.pending = map[string]bool{}
+		o.mu.Unlock()
+		for id := range batch {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o.lookup(ctx, id)
+			}()
+		}
+	}
+}
+
+// requeue queues a lookup again, unless the daemon is stopping.
+func (o *overlay) requeue(ctx context.Context, query string) {
+	if ctx.Err() != nil {
+		return
+	}
+	o.mu.Lock()
+	o.pending[query] = true
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// lookup finds one peer (a full ID or a prefix) at the rendezvous servers
+// and applies what it learned: the key of a prefix, the peer's own name,
+// its endpoint.
+func (o *overlay) lookup(ctx context.Context, query string) {
+	if _, err := o.store.Peer(ctx, query); err != nil {
+		return // removed meanwhile
+	}
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	rec, err := o.relay.Lookup(lctx, query)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		o.log.Debug("lookup failed; retrying", "peer", query[:identity.ShortIDLen], "in", retryInterval, "err", err)
+		time.AfterFunc(retryInterval, func() { o.requeue(ctx, query) })
+		return
+	}
+	p, err := o.store.Peer(ctx, query)
+	if err != nil {
+		return // removed meanwhile
+	}
+	if !p.HasKey() {
+		if p, err = o.store.ResolvePeer(ctx, p.ID, rec.ID, rec.Name); err != nil {
+			o.log.Warn("resolve peer", "prefix", query, "err", err)
+			return
+		}
+		o.log.Info("peer resolved by prefix (unverified: trusted on first use)", "prefix", query, "id", rec.ID.String())
+	} else if p.Key != rec.ID {
+		return
+	}
+	if rec.Name != "" && rec.Name != p.DeclaredName {
+		if err := o.store.SetDeclaredName(ctx, rec.ID, rec.Name); err == nil {
+			p.DeclaredName = rec.Name
+		}
+	}
+	var endpoint netip.AddrPort
+	if len(rec.Endpoints) > 0 {
+		endpoint = rec.Endpoints[0]
+	}
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	// The store is the truth: a peer removed while we looked is not added
+	// back to the device.
+	if _, err := o.store.Peer(ctx, rec.ID.String()); err != nil {
+		return
+	}
+	_, known := o.byAddr[rec.ID.OverlayAddr()]
+	if !known || (endpoint.IsValid() && o.endpoints[rec.ID] != endpoint) {
+		if err := o.tun.SetPeer(rec.ID, endpoint); err != nil {
+			o.log.Error("set peer endpoint", "peer", rec.ID.Short(), "err", err)
+			return
+		}
+		if endpoint.IsValid() {
+			o.endpoints[rec.ID] = endpoint
+			o.log.Info("peer endpoint", "peer", rec.ID.Short(), "endpoint", endpoint.String())
+		}
+	}
+	o.byAddr[rec.ID.OverlayAddr()] = p
+}
+
+// localEndpoints are this host's unicast addresses with the tunnel's port,
+// for peers on the same network.
+func localEndpoints(port uint16) []netip.AddrPort {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.AddrPort
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := pfx.Addr().Unmap()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ip, port))
+	}
+	return out
+}

@@ -1,0 +1,452 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"portal/api"
+)
+
+// echoMeta is the manifest of the test app installed on both Portals.
+const echoMeta = `{"name":"echo","paths":{
+	"":{"access":"private"},
+	"/api/peer/":{"access":"peer","headers":{
+		"X-Ptl-Client-Type":"{{ auth.client_type }}","X-Ptl-Client-Id":"{{ auth.client_id }}",
+		"X-Ptl-Client-Name":"{{auth.client_name}}","X-Ptl-Portal":"{{ portal.domain }}"}}}}`
+
+// echoReport is what the test app says it received.
+type echoReport struct {
+	Method  string      `json:"method"`
+	Path    string      `json:"path"`
+	Query   string      `json:"query"`
+	Header  http.Header `json:"header"`
+	SHA256  string      `json:"sha256"`
+	Length  int64       `json:"length"`
+	Host    string      `json:"host"`
+	Payload string      `json:"payload,omitempty"`
+}
+
+// testApp is the app behind a Portal: it reports what it got, hashes
+// uploads, streams downloads and echoes upgraded connections.
+type testApp struct {
+	srv      *http.Server
+	url      string
+	requests atomic.Int64
+}
+
+func startTestApp(t *testing.T) *testApp {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &testApp{url: "http://" + ln.Addr().String()}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/peer/ws", func(w http.ResponseWriter, r *http.Request) {
+		a.requests.Add(1)
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "want an upgrade", http.StatusBadRequest)
+			return
+		}
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		rw.Flush()
+		io.Copy(c, rw)
+	})
+	mux.HandleFunc("/api/peer/download", func(w http.ResponseWriter, r *http.Request) {
+		a.requests.Add(1)
+		n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		io.Copy(w, io.LimitReader(patternReader(7), n))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		a.requests.Add(1)
+		h := sha256.New()
+		n, _ := io.Copy(h, r.Body)
+		rep := echoReport{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Header: r.Header,
+			SHA256: hex.EncodeToString(h.Sum(nil)), Length: n, Host: r.Host}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-From-App", "yes")
+		w.WriteHeader(http.StatusTeapot)
+		json.NewEncoder(w).Encode(rep)
+	})
+	a.srv = &http.Server{Handler: mux}
+	go a.srv.Serve(ln)
+	t.Cleanup(func() { a.srv.Close() })
+	return a
+}
+
+// patternReader is a deterministic byte stream: both ends can hash it.
+func patternReader(seed uint64) io.Reader {
+	var s [32]byte
+	s[0] = byte(seed)
+	return rand.NewChaCha8(s)
+}
+
+func shaOf(r io.Reader) (string, int64) {
+	h := sha256.New()
+	n, _ := io.Copy(h, r)
+	return hex.EncodeToString(h.Sum(nil)), n
+}
+
+// relayProc is a running portal-relay.
+type relayProc struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+var relayAddrRE = regexp.MustCompile(`msg="portal-relay running".* listen=(\S+)`)
+
+func startRelay(t *testing.T) *relayProc {
+	t.Helper()
+	cmd := exec.Command(relayBin, "run", "--listen", "127.0.0.1:0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(stderr)
+	addr := make(chan string, 1)
+	go func() {
+		for sc.Scan() {
+			if m := relayAddrRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return &relayProc{cmd: cmd, addr: a}
+	case <-time.After(20 * time.Second):
+		t.Fatal("portal-relay did not start")
+		return nil
+	}
+}
+
+// caller sends call_peer requests from a chosen loopback source address.
+func caller(src string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, Proxy: nil}}
+}
+
+func callPeer(t *testing.T, c *http.Client, d *daemon, peerID, path string, body io.Reader, hdr http.Header) (*http.Response, error) {
+	t.Helper()
+	req, err := http.NewRequest("POST", "http://"+d.addr+"/internal/call_peer/"+peerID+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	return c.Do(req)
+}
+
+// pairedPortals starts a relay and two Portals with the echo app, pairs them
+// through the CLI (A adds B by full ID, B adds A by short ID) and returns
+// when pairing commands returned.
+func pairedPortals(t *testing.T) (a, b *daemon, appA, appB *testApp, dataA, dataB string, rel *relayProc) {
+	t.Helper()
+	rel = startRelay(t)
+	dataA, dataB = t.TempDir(), t.TempDir()
+	extra := []string{"--relay", rel.addr, "--udp", "0", "--call-timeout", "3s"}
+	a = startDaemon(t, dataA, append(extra, "--name", "alice-portal")...)
+	b = startDaemon(t, dataB, append(extra, "--name", "bob-portal")...)
+	appA, appB = startTestApp(t), startTestApp(t)
+	meta := filepath.Join(t.TempDir(), "app_meta.json")
+	os.WriteFile(meta, []byte(echoMeta), 0o600)
+	for _, x := range []struct {
+		d   *daemon
+		app *testApp
+	}{{a, appA}, {b, appB}} {
+		if out, errs, code := x.d.cli("apps", "add", "echo", "--meta", meta, "--upstream", x.app.url, "--source", "127.0.0.1"); code != 0 {
+			t.Fatalf("apps add: %s %s", out, errs)
+		}
+	}
+	return a, b, appA, appB, dataA, dataB, rel
+}
+
+func TestOverlayEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	a, b, _, appB, dataA, dataB, rel := pairedPortals(t)
+	idA, _, _ := a.state()
+	idB, _, _ := b.state()
+
+	paired := time.Now()
+	if out, errs, code := a.cli("peers", "add", idB, "--name", "Bob"); code != 0 {
+		t.Fatalf("A peers add: %s %s", out, errs)
+	}
+	if out, errs, code := b.cli("peers", "add", idA[:6], "--name", "Alice"); code != 0 {
+		t.Fatalf("B peers add: %s %s", out, errs)
+	}
+	c := caller("127.0.0.1")
+	var first time.Duration
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err := callPeer(t, c, a, idB, "/api/peer/ping", strings.NewReader("x"), nil)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusTeapot {
+				first = time.Since(paired)
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no successful call within 20 s of pairing (last: %v %v)", resp, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("pairing to first successful call_peer: %v", first)
+
+	t.Run("peer status comes from the device", func(t *testing.T) {
+		_, body := a.request("GET", "/protected/peers/"+idB, "")
+		var p api.Peer
+		json.Unmarshal(body, &p)
+		if !p.IsReachable || p.Path != "direct" || p.Endpoint == nil || p.LastHandshake == nil || p.RxBytes == 0 || p.TxBytes == 0 {
+			t.Errorf("A's view of B after a call = %s; want reachable, direct, with an endpoint, a handshake and bytes both ways", body)
+		}
+		out, _, code := a.cli("status")
+		if code != 0 || !strings.Contains(out, "1 reachable") || !strings.Contains(out, "direct") {
+			t.Errorf("portald status = %q", out)
+		}
+	})
+
+	t.Run("request arrives unchanged, identity headers set", func(t *testing.T) {
+		hdr := http.Header{"X-Custom": {"hello"}, "X-Ptl-Client-Id": {"spoofed"}, "X-Ptl-Foo": {"spoofed"}, "Content-Type": {"text/plain"}}
+		body := "hello through the overlay"
+		resp, err := callPeer(t, c, a, idB, "/api/peer/echo/a%2Fb?x=1&y=%20z", strings.NewReader(body), hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rep echoReport
+		json.NewDecoder(resp.Body).Decode(&rep)
+		wantSHA, _ := shaOf(strings.NewReader(body))
+		checks := []struct{ what, got, want string }{
+			{"status", strconv.Itoa(resp.StatusCode), "418"},
+			{"response header", resp.Header.Get("X-From-App"), "yes"},
+			{"method", rep.Method, "POST"},
+			{"path", rep.Path, "/api/peer/echo/a%2Fb"},
+			{"query", rep.Query, "x=1&y=%20z"},
+			{"body", rep.SHA256, wantSHA},
+			{"end-to-end header", rep.Header.Get("X-Custom"), "hello"},
+			{"content type", rep.Header.Get("Content-Type"), "text/plain"},
+			{"X-Ptl-Client-Type", rep.Header.Get("X-Ptl-Client-Type"), "peer"},
+			{"X-Ptl-Client-Id", rep.Header.Get("X-Ptl-Client-Id"), idA},
+			{"X-Ptl-Client-Name", rep.Header.Get("X-Ptl-Client-Name"), "Alice"},
+			{"template header", rep.Header.Get("X-Ptl-Portal"), idB[:6] + ".portal"},
+			{"spoofed header", rep.Header.Get("X-Ptl-Foo"), ""},
+			{"host", rep.Host, "echo." + idB[:6] + ".portal"},
+		}
+		for _, ck := range checks {
+			if ck.got != ck.want {
+				t.Errorf("%s = %q, want %q", ck.what, ck.got, ck.want)
+			}
+		}
+		if v := rep.Header.Values("X-Ptl-Client-Id"); len(v) != 1 {
+			t.Errorf("X-Ptl-Client-Id values = %q, want exactly one", v)
+		}
+	})
+
+	t.Run("refusals", func(t *testing.T) {
+		meta := filepath.Join(t.TempDir(), "notes.json")
+		os.WriteFile(meta, []byte(`{"name":"notes","paths":{"":{"access":"peer"}}}`), 0o600)
+		if out, errs, code := a.cli("apps", "add", "notes", "--meta", meta, "--upstream", "http://127.0.0.1:9", "--source", "127.0.0.2"); code != 0 {
+			t.Fatalf("apps add notes: %s %s", out, errs)
+		}
+		tests := []struct {
+			name, src, path string
+			status          int
+		}{
+			{"private path", "127.0.0.1", "/private/x", http.StatusUnauthorized},
+			{"app not installed on the peer", "127.0.0.2", "/x", http.StatusNotFound},
+			{"unknown source", "127.0.0.3", "/api/peer/echo", http.StatusForbidden},
+		}
+		for _, tt := range tests {
+			resp, err := callPeer(t, caller(tt.src), a, idB, tt.path, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Errorf("%s: status %d, want %d", tt.name, resp.StatusCode, tt.status)
+			}
+		}
+	})
+
+	t.Run("256 MiB each way, streamed", func(t *testing.T) {
+		const size = 256 << 20
+		wantSHA, _ := shaOf(io.LimitReader(patternReader(7), size))
+		start := time.Now()
+		// Upload: chunked (unknown length), hashed by the peer's app.
+		resp, err := callPeer(t, c, a, idB, "/api/peer/upload", io.NopCloser(io.LimitReader(patternReader(7), size)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep echoReport
+		json.NewDecoder(resp.Body).Decode(&rep)
+		resp.Body.Close()
+		if rep.Length != size || rep.SHA256 != wantSHA {
+			t.Errorf("upload: peer got %d bytes sha %s, want %d sha %s", rep.Length, rep.SHA256, size, wantSHA)
+		}
+		t.Logf("upload 256 MiB: %v", time.Since(start))
+		start = time.Now()
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/internal/call_peer/%s/api/peer/download?n=%d", a.addr, idB, size), nil)
+		resp, err = c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotSHA, n := shaOf(resp.Body)
+		resp.Body.Close()
+		if n != size || gotSHA != wantSHA {
+			t.Errorf("download: got %d bytes sha %s, want %d sha %s", n, gotSHA, size, wantSHA)
+		}
+		t.Logf("download 256 MiB: %v", time.Since(start))
+	})
+
+	t.Run("websocket upgrade echo", func(t *testing.T) {
+		conn, err := net.Dial("tcp", a.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(conn, "GET /internal/call_peer/%s/api/peer/ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", idB, a.addr)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade status %d, want 101", resp.StatusCode)
+		}
+		for i := range 3 {
+			msg := fmt.Sprintf("frame %d over the overlay\n", i)
+			conn.Write([]byte(msg))
+			line, err := br.ReadString('\n')
+			if err != nil || line != msg {
+				t.Fatalf("echo %q, %v; want %q", line, err, msg)
+			}
+		}
+	})
+
+	// Restart both daemons (new UDP ports): they find each other again
+	// without re-pairing. The new daemons belong to the whole test, not to
+	// a subtest, so this step is not a t.Run.
+	a.stop()
+	b.stop()
+	a = startDaemon(t, dataA, "--relay", rel.addr, "--udp", "0", "--call-timeout", "3s")
+	b = startDaemon(t, dataB, "--relay", rel.addr, "--udp", "0", "--call-timeout", "3s")
+	restarted := time.Now()
+	waitForCall(t, a, idB, 20*time.Second)
+	waitForCall(t, b, idA, 20*time.Second)
+	t.Logf("after restarting both: calls both ways work after %v", time.Since(restarted))
+
+	t.Run("removed caller is cut off", func(t *testing.T) {
+		if out, errs, code := b.cli("peers", "rm", idA); code != 0 {
+			t.Fatalf("B peers rm: %s %s", out, errs)
+		}
+		before := appB.requests.Load()
+		start := time.Now()
+		for {
+			resp, err := callPeer(t, c, a, idB, "/api/peer/echo", nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout {
+				t.Logf("call after removal: %d after %v", resp.StatusCode, time.Since(start))
+				break
+			}
+			if time.Since(start) > 15*time.Second {
+				t.Fatalf("call still answered %d 15 s after removal", resp.StatusCode)
+			}
+		}
+		if got := appB.requests.Load(); got != before {
+			t.Errorf("the receiver's app got %d requests after the caller was removed", got-before)
+		}
+	})
+}
+
+// waitForCall polls call_peer from d to peer until the peer's app answers.
+func waitForCall(t *testing.T, d *daemon, peer string, limit time.Duration) {
+	t.Helper()
+	c := caller("127.0.0.1")
+	deadline := time.Now().Add(limit)
+	for {
+		resp, err := callPeer(t, c, d, peer, "/api/peer/ping", nil, nil)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusTeapot {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			var st []api.Peer
+			_, body := d.request("GET", "/protected/peers", "")
+			json.Unmarshal(body, &st)
+			t.Fatalf("no successful call to %s within %v; peers: %s", peer[:6], limit, bytes.TrimSpace(body))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestShortIDPairingIsUnverified(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	a, b, _, _, _, _, _ := pairedPortals(t)
+	idA, _, _ := a.state()
+	idB, _, _ := b.state()
+	a.cli("peers", "add", idB)
+	b.cli("peers", "add", idA[:6])
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := b.request("GET", "/protected/peers/"+idA[:6], "")
+		var p api.Peer
+		json.Unmarshal(body, &p)
+		if p.ID == idA {
+			if p.Verified || p.PublicBytesB64 == nil {
+				t.Errorf("resolved short-ID peer = %s, want unverified with its key", body)
+			}
+			if p.Name != "alice-portal" {
+				t.Errorf("name = %q, want the name the peer declares (alice-portal)", p.Name)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("short ID not resolved within 10 s: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, body := a.request("GET", "/protected/peers/"+idB, "")
+	var p api.Peer
+	json.Unmarshal(body, &p)
+	if !p.Verified {
+		t.Errorf("full-ID peer = %s, want verified", body)
+	}
+}

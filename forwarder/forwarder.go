@@ -1,0 +1,417 @@
+package forwarder
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"portal/identity"
+	"portal/peers"
+)
+
+// Defaults for the zero values of Config fields.
+const (
+	DefaultCallTimeout = 10 * time.Second
+	DefaultIdleTimeout = 60 * time.Second
+	DefaultDigestMax   = 64 << 10
+)
+
+// PathPrefix is the API path under which the Forwarder is mounted.
+const PathPrefix = "/internal/call_peer/"
+
+// Directory is how the Forwarder finds the calling app and the peer.
+// *peers.Store satisfies it. Its methods must be safe for concurrent use.
+type Directory interface {
+	// AppBySource returns the app that owns the source address addr, or an
+	// error wrapping peers.ErrNotFound.
+	AppBySource(ctx context.Context, addr netip.Addr) (peers.App, error)
+	// Peer returns the one peer that query (a full ID or a normalized
+	// prefix) names, or an error wrapping peers.ErrNotFound or
+	// peers.ErrAmbiguous.
+	Peer(ctx context.Context, query string) (peers.Peer, error)
+}
+
+// Config configures a Forwarder. Fields marked required must be set; the
+// zero value of every other field means its documented default.
+type Config struct {
+	// Self is this Portal's key: requests are signed as Self.ID() with the
+	// pair key of Self and the peer. Required.
+	Self *identity.Key
+	// Directory looks up the calling app and the peer. Required.
+	Directory Directory
+	// Dial opens a connection through the tunnel to address, which is
+	// "[<peer overlay IPv6>]:80"; network is "tcp". It is the only way the
+	// Forwarder reaches a peer: there is no fallback to the host network.
+	// The context bounds the dial only (it is cancelled when Dial returns);
+	// Dial must not tie the connection's lifetime to it. Required.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// CallTimeout bounds the time to connect to the peer and, once the
+	// request is written, the time until its response headers arrive.
+	// Zero means DefaultCallTimeout (10 s).
+	CallTimeout time.Duration
+	// IdleTimeout closes a connection to a peer on which nothing was read
+	// or written for this long, including while a body streams; there is
+	// no total deadline for bodies. Zero means DefaultIdleTimeout (60 s).
+	IdleTimeout time.Duration
+	// DigestMax is the largest request body, of known length, that is
+	// buffered to send with a Content-Digest the signature covers; larger
+	// and chunked bodies stream uncovered. Zero means DefaultDigestMax
+	// (64 KiB); negative disables digests.
+	DigestMax int64
+	// Log receives call failures (warn) and refusals (debug). Required.
+	Log *slog.Logger
+}
+
+// Forwarder serves call_peer. It is safe for concurrent use. After Close it
+// keeps working, but no longer holds idle connections from before.
+type Forwarder struct {
+	// Fixed after New.
+	self        *identity.Key
+	selfID      identity.ID
+	dir         Directory
+	dial        func(ctx context.Context, network, address string) (net.Conn, error)
+	callTimeout time.Duration
+	idleTimeout time.Duration
+	digestMax   int64
+	log         *slog.Logger
+	transport   *http.Transport
+	proxy       *httputil.ReverseProxy
+
+	keysMu sync.Mutex
+	keys   map[identity.ID]identity.PairKey // guarded by keysMu; derived pair keys
+}
+
+// maxCachedKeys bounds the pair-key cache; past it the cache starts over.
+// Real Portals have far fewer peers.
+const maxCachedKeys = 4096
+
+// New validates cfg and returns a Forwarder.
+func New(cfg Config) (*Forwarder, error) {
+	switch {
+	case cfg.Self == nil:
+		return nil, errors.New("forwarder: Config.Self is required")
+	case cfg.Directory == nil:
+		return nil, errors.New("forwarder: Config.Directory is required")
+	case cfg.Dial == nil:
+		return nil, errors.New("forwarder: Config.Dial is required (without it requests would leave over the host network)")
+	case cfg.Log == nil:
+		return nil, errors.New("forwarder: Config.Log is required")
+	case cfg.CallTimeout < 0:
+		return nil, fmt.Errorf("forwarder: Config.CallTimeout %v is negative", cfg.CallTimeout)
+	case cfg.IdleTimeout < 0:
+		return nil, fmt.Errorf("forwarder: Config.IdleTimeout %v is negative", cfg.IdleTimeout)
+	}
+	f := &Forwarder{
+		self:        cfg.Self,
+		selfID:      cfg.Self.ID(),
+		dir:         cfg.Directory,
+		dial:        cfg.Dial,
+		callTimeout: cfg.CallTimeout,
+		idleTimeout: cfg.IdleTimeout,
+		digestMax:   cfg.DigestMax,
+		log:         cfg.Log,
+		keys:        make(map[identity.ID]identity.PairKey),
+	}
+	if f.callTimeout == 0 {
+		f.callTimeout = DefaultCallTimeout
+	}
+	if f.idleTimeout == 0 {
+		f.idleTimeout = DefaultIdleTimeout
+	}
+	if f.digestMax == 0 {
+		f.digestMax = DefaultDigestMax
+	}
+	f.transport = &http.Transport{
+		Proxy:                 nil, // never an HTTP proxy: the tunnel is the only way out
+		DialContext:           f.dialPeer,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: f.callTimeout,
+		ForceAttemptHTTP2:     false,
+		// Pass bodies through as the peer encoded them; with compression
+		// on, the Transport would ask for gzip and decode it itself.
+		DisableCompression: true,
+		WriteBufferSize:    64 << 10,
+		ReadBufferSize:     64 << 10,
+	}
+	f.proxy = &httputil.ReverseProxy{
+		Rewrite:      f.rewrite,
+		Transport:    callTransport{f.transport},
+		BufferPool:   newBufferPool(),
+		ErrorHandler: f.proxyError,
+		// FlushInterval 0: the proxy flushes each write itself for
+		// responses of unknown length and event streams, and batches the
+		// rest (perf-notes §2).
+		ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
+	}
+	return f, nil
+}
+
+// Close closes the idle connections to peers. Requests in flight finish.
+func (f *Forwarder) Close() {
+	f.transport.CloseIdleConnections()
+}
+
+// call is the state of one call_peer request, passed from ServeHTTP to the
+// proxy's hooks through the request context.
+type call struct {
+	app     string     // calling app's name
+	peer    peers.Peer // resolved peer, with a known key
+	key     identity.PairKey
+	path    string // decoded path for the peer
+	rawPath string // the same, with the app's escaping
+	// err is set by rewrite when the request must not be sent; the
+	// transport then fails the request with it.
+	err error
+}
+
+type callKey struct{}
+
+func callFrom(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+// ServeHTTP forwards one call_peer request; see the package doc for the
+// checks and statuses. It parses the peer ID and path from r.URL itself, so
+// it works under any router as long as the path starts with PathPrefix.
+func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	src, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		f.refuse(w, http.StatusForbidden, "unknown_app", "the calling app cannot be identified: no IP source address", "remote", r.RemoteAddr)
+		return
+	}
+	app, err := f.dir.AppBySource(ctx, src.Addr().Unmap())
+	switch {
+	case errors.Is(err, peers.ErrNotFound):
+		f.refuse(w, http.StatusForbidden, "unknown_app", "no installed app has the source address "+src.Addr().Unmap().String(), "source", src.Addr())
+		return
+	case err != nil:
+		f.fail(w, http.StatusInternalServerError, "internal", "looking up the calling app failed", err)
+		return
+	}
+
+	idPart, escPath, ok := splitCallPath(r.URL.EscapedPath())
+	if !ok {
+		f.refuse(w, http.StatusNotFound, "not_found", "call_peer paths are "+PathPrefix+"{peer-id}/{path}", "app", app.Name)
+		return
+	}
+	rawID, err := url.PathUnescape(idPart)
+	if err != nil {
+		f.refuse(w, http.StatusUnprocessableEntity, "invalid_id", "malformed peer id", "app", app.Name)
+		return
+	}
+	prefix, err := identity.ParsePrefix(rawID)
+	if err != nil {
+		f.refuse(w, http.StatusUnprocessableEntity, "invalid_id", err.Error(), "app", app.Name)
+		return
+	}
+	path, err := url.PathUnescape(escPath)
+	if err != nil {
+		f.refuse(w, http.StatusBadRequest, "bad_path", "malformed path escaping", "app", app.Name)
+		return
+	}
+
+	peer, err := f.dir.Peer(ctx, prefix)
+	switch {
+	case errors.Is(err, peers.ErrNotFound):
+		f.refuse(w, http.StatusNotFound, "not_found", "no peer matches "+prefix, "app", app.Name)
+		return
+	case errors.Is(err, peers.ErrAmbiguous):
+		f.refuse(w, http.StatusConflict, "ambiguous", prefix+" matches more than one peer; give more characters", "app", app.Name)
+		return
+	case errors.Is(err, peers.ErrInvalid):
+		f.refuse(w, http.StatusUnprocessableEntity, "invalid_id", err.Error(), "app", app.Name)
+		return
+	case err != nil:
+		f.fail(w, http.StatusInternalServerError, "internal", "looking up the peer failed", err)
+		return
+	}
+	if !peer.HasKey() {
+		f.refuse(w, http.StatusBadGateway, "unreachable", "peer "+peer.ShortID()+" is not resolved yet: its key is unknown", "app", app.Name, "peer", peer.ShortID())
+		return
+	}
+	key, err := f.pairKey(peer.Key)
+	if err != nil {
+		f.fail(w, http.StatusBadGateway, "unreachable", "peer "+peer.ShortID()+" has an unusable key", err)
+		return
+	}
+
+	c := &call{app: app.Name, peer: peer, key: key, path: path, rawPath: escPath}
+	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, callKey{}, c)))
+}
+
+// splitCallPath splits an escaped request path
+// "/internal/call_peer/{id}/{rest...}" into the escaped id and the escaped
+// path for the peer, "/" + rest.
+func splitCallPath(escaped string) (id, path string, ok bool) {
+	rest, ok := strings.CutPrefix(escaped, PathPrefix)
+	if !ok {
+		return "", "", false
+	}
+	id, rest, _ = strings.Cut(rest, "/")
+	return id, "/" + rest, true
+}
+
+// pairKey returns the cached pair key with peer, deriving it on first use.
+func (f *Forwarder) pairKey(peer identity.ID) (identity.PairKey, error) {
+	f.keysMu.Lock()
+	k, ok := f.keys[peer]
+	f.keysMu.Unlock()
+	if ok {
+		return k, nil
+	}
+	k, err := f.self.PairKey(peer)
+	if err != nil {
+		return identity.PairKey{}, err
+	}
+	f.keysMu.Lock()
+	if len(f.keys) >= maxCachedKeys {
+		clear(f.keys)
+	}
+	f.keys[peer] = k
+	f.keysMu.Unlock()
+	return k, nil
+}
+
+// errReadBody marks a failure to read the app's request body.
+var errReadBody = errors.New("reading the request body")
+
+// rewrite is the proxy's Rewrite hook. The proxy has already removed the
+// hop-by-hop headers (keeping Connection/Upgrade for an upgrade request)
+// and the X-Forwarded-* and Forwarded headers.
+func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
+	c := callFrom(pr.In.Context())
+	out := pr.Out
+	out.URL = &url.URL{
+		Scheme: "http",
+		// One host per peer, so the Transport pools connections per peer.
+		Host:    "[" + c.peer.Key.OverlayAddr().String() + "]:80",
+		Path:    c.path,
+		RawPath: c.rawPath,
+		// The proxy re-encodes queries it considers unparsable (with ';',
+		// for instance); the contract is the same query, so restore it.
+		// Nothing on this side interprets the query.
+		RawQuery:   pr.In.URL.RawQuery,
+		ForceQuery: pr.In.URL.ForceQuery,
+	}
+	out.Host = c.app + "." + c.peer.Key.Short() + ".portal"
+	for k := range out.Header {
+		if reservedHeader(k) {
+			delete(out.Header, k)
+		}
+	}
+	if f.digestMax > 0 {
+		if _, err := identity.SetContentDigest(out, f.digestMax); err != nil {
+			c.err = fmt.Errorf("%w: %w", errReadBody, err)
+			return
+		}
+	}
+	if err := identity.SignRequest(out, f.selfID, c.key, time.Now(), newNonce()); err != nil {
+		c.err = err
+	}
+}
+
+// reservedHeader reports whether an app-sent header must not reach the
+// peer: X-Ptl-* (identity headers are the receiving Portal's to set) and
+// the headers the forwarder itself sets for the signature. Header names
+// are compared case-insensitively, since a handler may see non-canonical
+// keys.
+func reservedHeader(name string) bool {
+	if len(name) >= len("X-Ptl-") && strings.EqualFold(name[:len("X-Ptl-")], "X-Ptl-") {
+		return true
+	}
+	return strings.EqualFold(name, "Signature") || strings.EqualFold(name, "Signature-Input") ||
+		strings.EqualFold(name, "Content-Digest")
+}
+
+// newNonce returns 128 random bits in unpadded base64url (22 characters).
+func newNonce() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// callTransport is the proxy's Transport: it refuses a request that
+// rewrite could not prepare, and otherwise sends it through the tunnel.
+type callTransport struct{ base *http.Transport }
+
+func (t callTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if c := callFrom(r.Context()); c != nil && c.err != nil {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, c.err
+	}
+	return t.base.RoundTrip(r)
+}
+
+// dialPeer is the Transport's DialContext: Config.Dial bounded by
+// CallTimeout, with the connection wrapped in the idle deadline.
+func (f *Forwarder) dialPeer(ctx context.Context, network, address string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.callTimeout)
+	defer cancel()
+	conn, err := f.dial(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return newIdleConn(conn, f.idleTimeout), nil
+}
+
+// proxyError is the proxy's ErrorHandler: the exchange with the peer failed
+// before the response headers were relayed.
+func (f *Forwarder) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	c := callFrom(r.Context())
+	attrs := []any{"err", err}
+	if c != nil {
+		attrs = append(attrs, "app", c.app, "peer", c.peer.ShortID())
+	}
+	switch {
+	case errors.Is(err, errReadBody):
+		f.log.Debug("call_peer: reading the app's body failed", attrs...)
+		writeError(w, http.StatusBadRequest, "bad_request", "reading the request body failed")
+	case r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded):
+		// The app went away; nobody reads this answer.
+		f.log.Debug("call_peer: caller cancelled", attrs...)
+		writeError(w, http.StatusBadGateway, "unreachable", "the call was cancelled")
+	case isTimeout(err):
+		f.log.Warn("call_peer: peer timed out", attrs...)
+		writeError(w, http.StatusGatewayTimeout, "timeout", "the peer did not answer in time")
+	default:
+		f.log.Warn("call_peer: peer unreachable", attrs...)
+		writeError(w, http.StatusBadGateway, "unreachable", "the peer cannot be reached")
+	}
+}
+
+// isTimeout reports whether err is a deadline or timeout.
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// refuse answers a request the Forwarder will not send, logging at debug.
+func (f *Forwarder) refuse(w http.ResponseWriter, status int, code, msg string, attrs ...any) {
+	f.log.Debug("call_peer refused", append([]any{"status", status, "code", code, "reason", msg}, attrs...)...)
+	writeError(w, status, code, msg)
+}
+
+// fail answers with an error caused by something other than the request.
+func (f *Forwarder) fail(w http.ResponseWriter, status int, code, msg string, err error) {
+	f.log.Warn("call_peer failed", "status", status, "code", code, "reason", msg, "err", err)
+	writeError(w, status, code, msg)
+}

@@ -1,0 +1,75 @@
+package identity
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+
+	"golang.org/x/crypto/curve25519"
+	"golang.org/x/crypto/hkdf"
+)
+
+// pairKeySalt domain-separates the pairwise signing key from every other use
+// of the X25519 shared secret (WireGuard derives its own keys from it in its
+// Noise handshake). Changing it invalidates every request signature.
+const pairKeySalt = "portal-httpsig-v1"
+
+// PairKey is the symmetric key two Portals share for signing HTTP requests
+// to each other (see SignRequest). Both Portals derive the same PairKey from
+// their own private key and the other's ID, without any exchange.
+//
+// A PairKey is secret. Formatting it with the fmt package (any verb) prints
+// only "identity.PairKey(…)", never the key bytes.
+type PairKey [32]byte
+
+// PairKey derives the key this Portal shares with peer:
+//
+//	HKDF-SHA256(secret = X25519(k.WireGuardPrivateKey(), peer.WireGuardKey()),
+//	            salt   = "portal-httpsig-v1",
+//	            info   = the two 32-byte IDs, the smaller (bytewise) first)
+//
+// Ordering the IDs in info makes the result symmetric: A.PairKey(B.ID()) ==
+// B.PairKey(A.ID()). The result differs for every pair of Portals. It fails
+// when peer is not a valid key (the X25519 output is all zero), which never
+// happens for an ID from ParseID. The derivation costs an X25519 scalar
+// multiplication, so callers that sign many requests should cache the key
+// per peer. Safe for concurrent use.
+func (k *Key) PairKey(peer ID) (PairKey, error) {
+	priv := k.WireGuardPrivateKey()
+	defer clear(priv[:])
+	pub := peer.WireGuardKey()
+	shared, err := curve25519.X25519(priv[:], pub[:])
+	if err != nil {
+		// X25519 reports an all-zero output (a low-order or zero public
+		// key): such a secret is known to everyone.
+		return PairKey{}, fmt.Errorf("identity: pair key with %s: %w", peer.Short(), err)
+	}
+	defer clear(shared)
+	self := k.ID()
+	info := make([]byte, 0, 2*len(self))
+	if bytes.Compare(self[:], peer[:]) <= 0 {
+		info = append(append(info, self[:]...), peer[:]...)
+	} else {
+		info = append(append(info, peer[:]...), self[:]...)
+	}
+	var out PairKey
+	r := hkdf.New(sha256.New, shared, []byte(pairKeySalt), info)
+	if _, err := io.ReadFull(r, out[:]); err != nil {
+		// HKDF-SHA256 can produce up to 8160 bytes; 32 never fails.
+		return PairKey{}, fmt.Errorf("identity: pair key with %s: %w", peer.Short(), err)
+	}
+	return out, nil
+}
+
+// String returns "identity.PairKey(…)": never the key.
+func (p PairKey) String() string { return "identity.PairKey(…)" }
+
+// GoString implements fmt.GoStringer with the same redacted text as String.
+func (p PairKey) GoString() string { return p.String() }
+
+// Format implements fmt.Formatter so that every verb, including %x and %d
+// (which would otherwise print the bytes of an array), prints String().
+func (p PairKey) Format(f fmt.State, verb rune) {
+	io.WriteString(f, p.String())
+}
