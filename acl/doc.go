@@ -15,8 +15,19 @@
 //     peer-chosen values can never inject header lines (Template.Render);
 //   - selects the rule for a request path by longest prefix (Meta.Match).
 //
-// The receiving HTTP ingress, which applies these rules to requests from
-// peers, will live here later. The package depends only on the standard
-// library and has no package-level mutable state: a parsed Meta is
-// immutable and safe for concurrent use.
+// # Ingress
+//
+// [Ingress] is the receiving side of call_peer: the http.Handler that
+// portald serves on its overlay address, TCP 80, inside the tunnel. It
+// names the caller by the connection's source overlay address (WireGuard
+// proved it), verifies the RFC 9421 signature and its nonce, picks the app
+// by the first label of Host, applies the path rules above, replaces every
+// X-Ptl-* header with the rendered templates, and reverse-proxies to the
+// app's upstream, streamed.
+//
+// # Imports
+//
+// acl imports identity/ (signatures) and peers/ (the Peer and App types it
+// is handed); never forwarder/ or tunnel/. A parsed Meta is immutable and
+// safe for concurrent use; the package has no package-level mutable state.
 package acl
