@@ -335,11 +335,8 @@ func (in *Ingress) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Path, out.URL.RawPath = joinPath(u, a.path, a.rawPath)
 	// Out.Host stays the Host the peer used, <app>.<our short id>.portal,
 	// as a reverse proxy in front of the app would pass it.
-	for k := range out.Header {
-		if isPtlHeader(k) || strings.EqualFold(k, "Signature") || strings.EqualFold(k, "Signature-Input") {
-			delete(out.Header, k)
-		}
-	}
+	dropUntrusted(out.Header)
+	dropUntrusted(out.Trailer)
 	for _, h := range a.headers {
 		out.Header[h.Name] = []string{h.Value.Render(a.vars)}
 	}
@@ -495,4 +492,18 @@ func joinPath(base *url.URL, p, rawPath string) (string, string) {
 // isPtlHeader reports whether name starts with "X-Ptl-", in any case.
 func isPtlHeader(name string) bool {
 	return len(name) >= len("X-Ptl-") && strings.EqualFold(name[:len("X-Ptl-")], "X-Ptl-")
+}
+
+// dropUntrusted removes from a peer's headers (or trailers) every X-Ptl-*
+// and the signature headers, and every name with an underscore: CGI, WSGI,
+// Rack and PHP map both "_" and "-" to "_", so X_Ptl_Client_Id would reach
+// such an app as the identity header the core vouches for. (nginx drops
+// underscored names by default for the same reason.)
+func dropUntrusted(h http.Header) {
+	for k := range h {
+		if isPtlHeader(k) || strings.ContainsRune(k, '_') ||
+			strings.EqualFold(k, "Signature") || strings.EqualFold(k, "Signature-Input") {
+			delete(h, k)
+		}
+	}
 }

@@ -253,6 +253,9 @@ func TestIngressHappyPath(t *testing.T) {
 	req.Header.Set("X-Ptl-Client-Id", "spoofed")
 	req.Header.Set("X-Ptl-Client-Name", "Mallory")
 	req.Header["x-ptl-evil"] = []string{"spoofed"}
+	// Underscored names reach CGI/WSGI apps as the identity headers.
+	req.Header["X_Ptl_Client_Name"] = []string{"Mallory"}
+	req.Header["X_Custom"] = []string{"dropped"}
 	req.Header.Set("X-Custom", "kept")
 	req.Header.Set("X-Forwarded-For", "10.6.6.6")
 	s := e.admit(t, nil, req)
@@ -279,6 +282,9 @@ func TestIngressHappyPath(t *testing.T) {
 		}
 	}
 	for k := range s.Header {
+		if strings.ContainsRune(k, '_') {
+			t.Errorf("upstream got underscored header %s: %q", k, s.Header[k])
+		}
 		if isPtlHeader(k) && want[k] == "" {
 			t.Errorf("upstream got unexpected header %s: %q", k, s.Header[k])
 		}

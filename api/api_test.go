@@ -156,6 +156,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"id padding bits", "PUT", "/protected/peers", `{"id":"` + badPadding + `"}`, nil, 422, "invalid_id"},
 		{"id not a point", "PUT", "/protected/peers", `{"id":"` + nonPointID(t) + `"}`, nil, 422, "invalid_id"},
 		{"own id", "PUT", "/protected/peers", `{"id":"` + a.self.String() + `"}`, nil, 422, "invalid_id"},
+		{"own short id", "PUT", "/protected/peers", `{"id":"` + a.self.Short() + `"}`, nil, 422, "invalid_id"},
 		{"name too long", "PUT", "/protected/peers", `{"id":"` + full + `","name":"` + strings.Repeat("x", 65) + `"}`, nil, 422, "invalid_name"},
 		{"name control char", "PUT", "/protected/peers", `{"id":"` + full + `","name":"a\u0007b"}`, nil, 422, "invalid_name"},
 		{"ambiguous prefix put", "PUT", "/protected/peers", `{"id":"qqqqqq","name":"x"}`, nil, 409, "ambiguous"},

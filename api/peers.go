@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -100,8 +101,8 @@ func (h *Handler) putPeer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if query == h.cfg.Self.String() {
-		writeError(w, http.StatusUnprocessableEntity, "invalid_id", "that is this Portal's own ID")
+	if strings.HasPrefix(h.cfg.Self.String(), query) {
+		writeError(w, http.StatusUnprocessableEntity, "invalid_id", "that is this Portal's own ID or a prefix of it")
 		return
 	}
 	if req.Name != nil {

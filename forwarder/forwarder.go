@@ -133,12 +133,15 @@ func New(cfg Config) (*Forwarder, error) {
 		f.digestMax = DefaultDigestMax
 	}
 	f.transport = &http.Transport{
-		Proxy:                 nil, // never an HTTP proxy: the tunnel is the only way out
-		DialContext:           f.dialPeer,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: f.callTimeout,
-		ForceAttemptHTTP2:     false,
+		Proxy:               nil, // never an HTTP proxy: the tunnel is the only way out
+		DialContext:         f.dialPeer,
+		MaxIdleConnsPerHost: 64,
+		// A peer's answer is hostile input: its headers are capped as
+		// tightly as the API's own requests (Go's default is 10 MB).
+		MaxResponseHeaderBytes: 64 << 10,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  f.callTimeout,
+		ForceAttemptHTTP2:      false,
 		// Pass bodies through as the peer encoded them; with compression
 		// on, the Transport would ask for gzip and decode it itself.
 		DisableCompression: true,

@@ -21,8 +21,9 @@ const (
 	// refreshInterval is how often every peer is looked up again, so that
 	// a peer whose address changed is found again.
 	refreshInterval = 30 * time.Second
-	// retryInterval is how soon a failed lookup is tried again: a peer
-	// that restarts registers again within seconds.
+	// retryInterval is how soon a failed lookup is first tried again: a
+	// peer that restarts registers again within seconds. Each further
+	// failure doubles it, up to refreshInterval.
 	retryInterval = 2 * time.Second
 )
 
@@ -36,10 +37,16 @@ type overlay struct {
 	relay *relay.Client // nil when no --relay was given
 	log   *slog.Logger
 
-	mu        sync.Mutex // guards the fields below, and orders device changes with removals
-	byAddr    map[netip.Addr]peers.Peer
+	// addrMu guards byAddr, which the ingress reads on every request; it
+	// is never held across slow work.
+	addrMu sync.RWMutex
+	byAddr map[netip.Addr]peers.Peer
+
+	mu        sync.Mutex                     // guards the fields below, and orders device changes with removals
 	endpoints map[identity.ID]netip.AddrPort // endpoint last given to the device
 	pending   map[string]bool                // peer IDs (full or prefix) to look up now
+	busy      map[string]bool                // being looked up, or waiting for a retry
+	failures  map[string]int                 // consecutive failed lookups
 	wake      chan struct{}
 }
 
@@ -49,6 +56,8 @@ func newOverlay(store *peers.Store, tun *tunnel.Tunnel, rc *relay.Client, log *s
 		byAddr:    map[netip.Addr]peers.Peer{},
 		endpoints: map[identity.ID]netip.AddrPort{},
 		pending:   map[string]bool{},
+		busy:      map[string]bool{},
+		failures:  map[string]int{},
 		wake:      make(chan struct{}, 1),
 	}
 }
@@ -76,35 +85,45 @@ func (o *overlay) PeerChanged(p peers.Peer, removed bool) {
 			if err := o.tun.RemovePeer(p.Key); err != nil {
 				o.log.Error("remove peer from the tunnel", "peer", p.ShortID(), "err", err)
 			}
-			delete(o.byAddr, p.Key.OverlayAddr())
+			o.setAddr(p, true)
 			delete(o.endpoints, p.Key)
 		}
 		delete(o.pending, p.ID)
+		delete(o.failures, p.ID)
 		return
 	}
 	if p.HasKey() {
-		if _, known := o.byAddr[p.Key.OverlayAddr()]; !known {
+		if _, known := o.PeerByAddr(p.Key.OverlayAddr()); !known {
 			if err := o.tun.SetPeer(p.Key, o.endpoints[p.Key]); err != nil {
 				o.log.Error("add peer to the tunnel", "peer", p.ShortID(), "err", err)
 				return
 			}
 		}
-		o.byAddr[p.Key.OverlayAddr()] = p
+		o.setAddr(p, false)
 	}
 	o.pending[p.ID] = true
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	o.wakeLocked()
 }
 
 // PeerByAddr is the peer whose overlay address is addr; the ingress uses it
 // to name the caller of a request that came through the tunnel.
 func (o *overlay) PeerByAddr(addr netip.Addr) (peers.Peer, bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.addrMu.RLock()
+	defer o.addrMu.RUnlock()
 	p, ok := o.byAddr[addr]
 	return p, ok
+}
+
+// setAddr records (or, with removed, forgets) a keyed peer by its overlay
+// address.
+func (o *overlay) setAddr(p peers.Peer, removed bool) {
+	o.addrMu.Lock()
+	defer o.addrMu.Unlock()
+	if removed {
+		delete(o.byAddr, p.Key.OverlayAddr())
+	} else {
+		o.byAddr[p.Key.OverlayAddr()] = p
+	}
 }
 
 // Status is the API's view of a peer's tunnel state.
@@ -140,11 +159,6 @@ func (o *overlay) run(ctx context.Context) {
 			return
 		case <-o.wake:
 		case <-tick.C:
-			o.mu.Lock()
-			for _, p := range o.byAddr {
-				o.pending[p.ID] = true
-			}
-			o.mu.Unlock()
 			if all, err := o.store.Peers(ctx, ""); err == nil {
 				o.mu.Lock()
 				for _, p := range all {
@@ -154,27 +168,57 @@ func (o *overlay) run(ctx context.Context) {
 			}
 		}
 		o.mu.Lock()
-		batch := o.pending
-		o.pending = map[string]bool{}
+		var batch []string
+		for id := range o.pending {
+			if !o.busy[id] { // one lookup or retry per peer at a time; a busy one waits here
+				o.busy[id] = true
+				batch = append(batch, id)
+				delete(o.pending, id)
+			}
+		}
 		o.mu.Unlock()
-		for id := range batch {
+		for _, id := range batch {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				o.lookup(ctx, id)
+				o.finish(ctx, id, o.lookup(ctx, id))
 			}()
 		}
 	}
 }
 
-// requeue queues a lookup again, unless the daemon is stopping.
-func (o *overlay) requeue(ctx context.Context, query string) {
-	if ctx.Err() != nil {
+// finish ends a lookup: a failed one is retried after a backoff, and the
+// peer stays busy until then so that no second retry loop starts.
+func (o *overlay) finish(ctx context.Context, query string, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if ok || ctx.Err() != nil {
+		delete(o.busy, query)
+		delete(o.failures, query)
+		if o.pending[query] {
+			o.wakeLocked()
+		}
 		return
 	}
+	o.failures[query]++
+	delay := retryInterval << min(o.failures[query]-1, 4)
+	delay = min(delay, refreshInterval)
+	time.AfterFunc(delay, func() { o.requeue(ctx, query) })
+}
+
+// requeue queues a lookup again, unless the daemon is stopping.
+func (o *overlay) requeue(ctx context.Context, query string) {
 	o.mu.Lock()
-	o.pending[query] = true
-	o.mu.Unlock()
+	defer o.mu.Unlock()
+	delete(o.busy, query)
+	if ctx.Err() == nil {
+		o.pending[query] = true
+		o.wakeLocked()
+	}
+}
+
+// wakeLocked makes run look at pending now.
+func (o *overlay) wakeLocked() {
 	select {
 	case o.wake <- struct{}{}:
 	default:
@@ -183,38 +227,35 @@ func (o *overlay) requeue(ctx context.Context, query string) {
 
 // lookup finds one peer (a full ID or a prefix) at the rendezvous servers
 // and applies what it learned: the key of a prefix, the peer's own name,
-// its endpoint.
-func (o *overlay) lookup(ctx context.Context, query string) {
+// its endpoint. It reports false when the lookup should be retried.
+func (o *overlay) lookup(ctx context.Context, query string) bool {
 	if _, err := o.store.Peer(ctx, query); err != nil {
-		return // removed meanwhile
+		return true // removed meanwhile
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	rec, err := o.relay.Lookup(lctx, query)
 	if err != nil {
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() == nil {
+			o.log.Debug("lookup failed; will retry", "peer", query[:identity.ShortIDLen], "err", err)
 		}
-		o.log.Debug("lookup failed; retrying", "peer", query[:identity.ShortIDLen], "in", retryInterval, "err", err)
-		time.AfterFunc(retryInterval, func() { o.requeue(ctx, query) })
-		return
+		return false
 	}
 	p, err := o.store.Peer(ctx, query)
 	if err != nil {
-		return // removed meanwhile
+		return true // removed meanwhile
 	}
 	if !p.HasKey() {
-		if p, err = o.store.ResolvePeer(ctx, p.ID, rec.ID, rec.Name); err != nil {
+		if _, err = o.store.ResolvePeer(ctx, p.ID, rec.ID, rec.Name); err != nil {
 			o.log.Warn("resolve peer", "prefix", query, "err", err)
-			return
+			return true
 		}
 		o.log.Info("peer resolved by prefix (unverified: trusted on first use)", "prefix", query, "id", rec.ID.String())
 	} else if p.Key != rec.ID {
-		return
-	}
-	if rec.Name != "" && rec.Name != p.DeclaredName {
-		if err := o.store.SetDeclaredName(ctx, rec.ID, rec.Name); err == nil {
-			p.DeclaredName = rec.Name
+		return true
+	} else if rec.Name != "" && rec.Name != p.DeclaredName {
+		if err := o.store.SetDeclaredName(ctx, rec.ID, rec.Name); err != nil {
+			o.log.Debug("declared name", "peer", rec.ID.Short(), "err", err)
 		}
 	}
 	var endpoint netip.AddrPort
@@ -225,22 +266,24 @@ func (o *overlay) lookup(ctx context.Context, query string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	// The store is the truth: a peer removed while we looked is not added
-	// back to the device.
-	if _, err := o.store.Peer(ctx, rec.ID.String()); err != nil {
-		return
+	// back to the device, and the owner's latest name wins.
+	p, err = o.store.Peer(ctx, rec.ID.String())
+	if err != nil || p.Key != rec.ID {
+		return true
 	}
-	_, known := o.byAddr[rec.ID.OverlayAddr()]
+	_, known := o.PeerByAddr(rec.ID.OverlayAddr())
 	if !known || (endpoint.IsValid() && o.endpoints[rec.ID] != endpoint) {
 		if err := o.tun.SetPeer(rec.ID, endpoint); err != nil {
 			o.log.Error("set peer endpoint", "peer", rec.ID.Short(), "err", err)
-			return
+			return false
 		}
 		if endpoint.IsValid() {
 			o.endpoints[rec.ID] = endpoint
 			o.log.Info("peer endpoint", "peer", rec.ID.Short(), "endpoint", endpoint.String())
 		}
 	}
-	o.byAddr[rec.ID.OverlayAddr()] = p
+	o.setAddr(p, false)
+	return true
 }
 
 // localEndpoints are this host's unicast addresses with the tunnel's port,

@@ -183,8 +183,8 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	go ingressSrv.Serve(overlayLn)
-	closers = append(closers, func() { shutdownServer(ingressSrv, "ingress", log) })
+	ingressErr := make(chan error, 1)
+	go func() { ingressErr <- ingressSrv.Serve(limitPerSource(overlayLn, maxConnsPerPeer)) }()
 
 	handler, err := api.New(api.Config{
 		Store:       store,
@@ -217,15 +217,37 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		"api", ln.Addr().String(), "overlay", key.ID().OverlayAddr().String(),
 		"data", cfg.dataDir, "udp", tun.Port(), "relays", len(cfg.relays))
 
+	var failure error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "reason", context.Cause(ctx))
 	case err := <-serveErr:
-		return fmt.Errorf("internal API: %w", err)
+		failure = fmt.Errorf("internal API: %w", err)
+		serveErr <- err
+	case err := <-ingressErr:
+		failure = fmt.Errorf("overlay ingress: %w", err)
+		ingressErr <- err
 	}
-	shutdownServer(srv, "internal API", log)
-	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Warn("internal API", "err", err)
+	// Both servers drain at once; the deferred closers then stop the
+	// lookups, the tunnel and the store, in that order.
+	var drain sync.WaitGroup
+	for _, s := range []struct {
+		srv  *http.Server
+		name string
+		errc chan error
+	}{{srv, "internal API", serveErr}, {ingressSrv, "overlay ingress", ingressErr}} {
+		drain.Add(1)
+		go func() {
+			defer drain.Done()
+			shutdownServer(s.srv, s.name, log)
+			if err := <-s.errc; err != nil && !errors.Is(err, http.ErrServerClosed) && failure == nil {
+				log.Warn(s.name, "err", err)
+			}
+		}()
+	}
+	drain.Wait()
+	if failure != nil {
+		return failure
 	}
 	log.Info("stopped")
 	return nil
