@@ -32,6 +32,9 @@ const (
 	// stays usable (RejectAfterTime): a peer is reachable within it.
 	sessionLifetime = 180 * time.Second
 	statusCacheTTL  = 50 * time.Millisecond
+	// maintainInterval is how often the tunnel turns on the persistent
+	// keepalive of peers whose session came up (see maintain).
+	maintainInterval = 2 * time.Second
 	// handshakeDelayFirst and handshakeDelaySecond are how long after
 	// SetPeer the Portal with the smaller and with the larger WireGuard key
 	// start a handshake that nothing else started (see
@@ -89,7 +92,12 @@ type Tunnel struct {
 		sync.Mutex                        // guards byID and orders every peer change on the device
 		byID       map[identity.ID]uint64 // peers on the device → generation of their last SetPeer
 		gen        uint64
+		keepalive  map[identity.ID]bool // persistent keepalive is on
 	}
+	// stop and done end the maintenance goroutine (see maintain).
+	stop chan struct{}
+	done chan struct{}
+
 	status struct {
 		sync.Mutex // guards the cached device status
 		at         time.Time
@@ -116,6 +124,8 @@ func New(cfg Config) (t *Tunnel, err error) {
 	self := cfg.Key.ID()
 	t = &Tunnel{self: self, addr: self.OverlayAddr(), keepalive: cfg.Keepalive, log: cfg.Log}
 	t.peers.byID = map[identity.ID]uint64{}
+	t.peers.keepalive = map[identity.ID]bool{}
+	t.stop, t.done = make(chan struct{}), make(chan struct{})
 	if t.bind, err = newBind(cfg.Port, cfg.Control); err != nil {
 		return nil, err
 	}
@@ -128,6 +138,7 @@ func New(cfg Config) (t *Tunnel, err error) {
 		Verbosef: func(format string, args ...any) { wgLog.Debug(fmt.Sprintf(format, args...)) },
 		Errorf:   func(format string, args ...any) { wgLog.Warn(fmt.Sprintf(format, args...)) },
 	})
+	go t.maintain()
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -210,6 +221,39 @@ func (t *Tunnel) kickLocked(id identity.ID) {
 			return
 		}
 	}
+	t.peers.keepalive[id] = true
+}
+
+// maintain turns on the persistent keepalive of every peer whose session
+// is up, so that the NAT mappings on the path stay open while the peer is
+// idle. It waits for the session because turning the keepalive on sends a
+// keepalive at once, which without a session would start a handshake that
+// could cross one from the peer (see startHandshakeLocked). It runs until
+// Close.
+func (t *Tunnel) maintain() {
+	defer close(t.done)
+	tick := time.NewTicker(maintainInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+		}
+		t.peers.Lock()
+		t.invalidateStatus()
+		all, err := t.deviceStatus() // one read of the device for all peers
+		for id := range t.peers.byID {
+			st, ok := all[id.WireGuardKey()]
+			if err != nil || !ok || t.peers.keepalive[id] || st.lastHandshake.IsZero() || time.Since(st.lastHandshake) >= sessionLifetime {
+				continue
+			}
+			if err := t.dev.IpcSet(keepaliveConfig(id, t.keepalive)); err == nil {
+				t.peers.keepalive[id] = true
+			}
+		}
+		t.peers.Unlock()
+	}
 }
 
 // reachable reads the device's status afresh.
@@ -226,6 +270,7 @@ func (t *Tunnel) RemovePeer(id identity.ID) error {
 	t.peers.Lock()
 	defer t.peers.Unlock()
 	delete(t.peers.byID, id)
+	delete(t.peers.keepalive, id)
 	if err := t.dev.IpcSet(removePeerConfig(id)); err != nil {
 		return fmt.Errorf("tunnel: remove peer %s: %w", id.Short(), err)
 	}
@@ -323,6 +368,8 @@ func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
 func (t *Tunnel) Close() error {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
+		close(t.stop)
+		<-t.done
 		if t.dev != nil {
 			t.dev.Close() // closes the stack (tun.Device) and the Bind
 		} else {

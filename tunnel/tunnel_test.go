@@ -254,3 +254,36 @@ func TestLatePeerStartsHandshake(t *testing.T) {
 		t.Fatalf("dial after the peer added us late: %v (want it before WireGuard's 5 s retry)", err)
 	}
 }
+
+// TestKeepaliveAfterSession checks that a session that came up from data
+// alone gets the persistent keepalive that keeps NAT mappings open.
+func TestKeepaliveAfterSession(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	pair(t, a, b)
+	echoServer(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := dialOverlay(ctx, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for _, n := range []struct {
+		self *node
+		peer identity.ID
+	}{{a, b.key.ID()}, {b, a.key.ID()}} {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			n.self.tun.invalidateStatus()
+			all, err := n.self.tun.deviceStatus()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if all[n.peer.WireGuardKey()].keepalive == DefaultKeepalive {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("keepalive towards %s not on after 10 s: %+v", n.peer.Short(), all[n.peer.WireGuardKey()])
+			}
+		}
+	}
+}

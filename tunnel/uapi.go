@@ -51,6 +51,7 @@ type wgStatus struct {
 	endpoint      netip.AddrPort
 	lastHandshake time.Time
 	rx, tx        uint64
+	keepalive     time.Duration
 }
 
 // parseStatus reads the UAPI "get" text into a map keyed by WireGuard
@@ -101,6 +102,10 @@ func parseStatus(text string) (map[[32]byte]wgStatus, error) {
 			st.rx, err = strconv.ParseUint(value, 10, 64)
 		case "tx_bytes":
 			st.tx, err = strconv.ParseUint(value, 10, 64)
+		case "persistent_keepalive_interval":
+			var sec uint64
+			sec, err = strconv.ParseUint(value, 10, 16)
+			st.keepalive = time.Duration(sec) * time.Second
 		}
 		if err != nil {
 			return nil, fmt.Errorf("tunnel: parse device status %s: %w", key, err)

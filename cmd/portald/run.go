@@ -45,6 +45,7 @@ type runConfig struct {
 	name        string
 	logLevel    slog.Level
 	callTimeout time.Duration
+	keepalive   time.Duration
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -57,6 +58,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	name := c.String("name", "", "this Portal's display name (default: the host name)")
 	logLevel := c.String("log-level", "info", "debug, info, warn or error")
 	callTimeout := c.String("call-timeout", "10s", "call_peer: longest wait for a peer's response headers")
+	keepalive := c.String("keepalive", tunnel.DefaultKeepalive.String(), "WireGuard keepalive towards connected peers; keeps NAT mappings open")
 	if _, err := c.parse(args, 0); err != nil {
 		return err
 	}
@@ -66,6 +68,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return usagef("--call-timeout %q: want a positive duration such as 10s", *callTimeout)
 	}
 	cfg.callTimeout = timeout
+	if cfg.keepalive, err = time.ParseDuration(*keepalive); err != nil || cfg.keepalive < time.Second || cfg.keepalive > time.Hour {
+		return usagef("--keepalive %q: want a duration from 1s to 1h, such as 25s", *keepalive)
+	}
 	port, err := strconv.Atoi(*udp)
 	if err != nil || port < 0 || port > 65535 {
 		return usagef("--udp %q: want a port number 0-65535", *udp)
@@ -276,10 +281,11 @@ func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger) (*tunnel.Tu
 		}
 	}
 	tun, err := tunnel.New(tunnel.Config{
-		Key:     key,
-		Port:    uint16(cfg.udpPort),
-		Control: control,
-		Log:     log.With("component", "tunnel"),
+		Key:       key,
+		Port:      uint16(cfg.udpPort),
+		Keepalive: cfg.keepalive,
+		Control:   control,
+		Log:       log.With("component", "tunnel"),
 	})
 	if err != nil {
 		return nil, nil, err
