@@ -48,6 +48,12 @@
 // in an ack is taken on the relay's word; a lying relay can only add an
 // address to the Portal's own record.
 //
+// The server protects itself: each source IP (an IPv6 /64) has a token
+// bucket, checked before a message is parsed or its signature verified, and
+// messages over it are dropped unanswered and counted (see
+// ServerConfig.RatePerSource); the limiter tracks a bounded number of
+// sources, and the store a bounded number of records (MaxRecords).
+//
 // # Imports
 //
 // relay imports only identity of this module. It holds no owner data and no

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"net/netip"
 	"time"
 
 	"portal/identity"
@@ -40,3 +41,12 @@ func (s *Server) sweepNow() {
 	defer s.mu.Unlock()
 	s.sweepLocked(s.now())
 }
+
+// allowFrom runs the rate limit for a message from ip at the server's
+// clock, as the read loop does before parsing, so that tests can feed many
+// sources without as many real addresses.
+func (s *Server) allowFrom(ip netip.Addr) bool { return s.allow(ip) }
+
+// sweepSources runs the limiter's sweep once, at the server's clock, and
+// returns how many sources it forgot.
+func (s *Server) sweepSources() int { return s.limiter.sweep(s.now()) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -46,6 +47,24 @@ type ServerConfig struct {
 	// registrations for new IDs are refused (and counted) while known IDs
 	// may still refresh. Zero means DefaultMaxRecords; negative is an error.
 	MaxRecords int
+	// RatePerSource is how many messages per second one source may send,
+	// sustained, and BurstPerSource how many it may send at once; a source
+	// is an IPv4 address or an IPv6 /64, whatever the port, since a
+	// household behind a NAT shares one. Messages over the limit are
+	// dropped before they are parsed, without a reply, counted in
+	// Stats.RateLimited and logged at info level at most once a minute per
+	// source. Zero means DefaultRatePerSource (50) and DefaultBurstPerSource
+	// (100); a negative RatePerSource turns limiting off. RatePerSource
+	// below one message an hour, a negative BurstPerSource or one above a
+	// million is an error.
+	RatePerSource  float64
+	BurstPerSource int
+	// MaxSources is the most sources the rate limiter tracks; beyond it, a
+	// new source evicts the least recently seen of 8 tracked sources
+	// picked at random. Sources that sent nothing for a minute are
+	// forgotten. Zero means DefaultMaxSources;
+	// negative is an error.
+	MaxSources int
 	// Now is the relay's clock. Nil means time.Now.
 	Now func() time.Time
 }
@@ -60,6 +79,7 @@ type Server struct {
 	maxTTL     time.Duration
 	maxRecords int
 	now        func() time.Time
+	limiter    *limiter // nil when rate limiting is off
 
 	ctr serverCounters
 
@@ -86,6 +106,7 @@ type serverCounters struct {
 	swept       atomic.Uint64
 	sendErrors  atomic.Uint64
 	readErrors  atomic.Uint64
+	rateLimited atomic.Uint64
 }
 
 // NewServer checks cfg and returns a Server with an empty store. It starts
@@ -98,6 +119,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("relay: ServerConfig.MaxTTL %v is negative", cfg.MaxTTL)
 	case cfg.MaxRecords < 0:
 		return nil, fmt.Errorf("relay: ServerConfig.MaxRecords %d is negative", cfg.MaxRecords)
+	case math.IsNaN(cfg.RatePerSource) || math.IsInf(cfg.RatePerSource, 0) ||
+		cfg.RatePerSource > 0 && cfg.RatePerSource < minRatePerSource:
+		return nil, fmt.Errorf("relay: ServerConfig.RatePerSource %v is not a rate between one message an hour and infinity", cfg.RatePerSource)
+	case cfg.BurstPerSource < 0 || cfg.BurstPerSource > maxBurstPerSource:
+		return nil, fmt.Errorf("relay: ServerConfig.BurstPerSource %d is not between 0 and %d", cfg.BurstPerSource, maxBurstPerSource)
+	case cfg.MaxSources < 0:
+		return nil, fmt.Errorf("relay: ServerConfig.MaxSources %d is negative", cfg.MaxSources)
 	}
 	s := &Server{
 		log:        cfg.Log,
@@ -117,6 +145,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.now = time.Now
 	}
 	s.lastSweep = s.now()
+	if cfg.RatePerSource >= 0 {
+		rate, burst, sources := cfg.RatePerSource, cfg.BurstPerSource, cfg.MaxSources
+		if rate == 0 {
+			rate = DefaultRatePerSource
+		}
+		if burst == 0 {
+			burst = DefaultBurstPerSource
+		}
+		if sources == 0 {
+			sources = DefaultMaxSources
+		}
+		s.limiter = newLimiter(rate, burst, sources, s.lastSweep)
+	}
 	s.wg.Add(1)
 	go s.sweepLoop()
 	return s, nil
@@ -217,9 +258,13 @@ func (s *Server) sweepLoop() {
 		case <-s.done:
 			return
 		case <-t.C:
+			now := s.now()
 			s.mu.Lock()
-			s.sweepLocked(s.now())
+			s.sweepLocked(now)
 			s.mu.Unlock()
+			if s.limiter != nil {
+				s.limiter.sweep(now)
+			}
 		}
 	}
 }
@@ -232,14 +277,18 @@ func (s *Server) sweepLocked(now time.Time) {
 }
 
 // handle answers one datagram, encoding the reply into out, which it
-// returns for reuse.
+// returns for reuse. The rate limit comes first: parsing is cheap, but a
+// Register costs a signature verification.
 func (s *Server) handle(pc net.PacketConn, b []byte, from net.Addr, out []byte) []byte {
+	src, ok := addrPortOf(from)
+	if ok && !s.allow(src.Addr()) {
+		return out
+	}
 	m, err := parseMessage(b)
 	if errors.Is(err, errUnknownType) {
 		s.ctr.unknownType.Add(1)
 		return out
 	}
-	src, ok := addrPortOf(from)
 	if err != nil || !ok {
 		s.ctr.malformed.Add(1)
 		return out
@@ -261,6 +310,32 @@ func (s *Server) handle(pc net.PacketConn, b []byte, from net.Addr, out []byte) 
 		s.log.Debug("send failed", "to", src, "err", err)
 	}
 	return out
+}
+
+// allow reports whether a message from ip is within its source's rate
+// limit, and counts and logs it when it is not.
+func (s *Server) allow(ip netip.Addr) bool {
+	if s.limiter == nil {
+		return true
+	}
+	v := s.limiter.allow(ip, s.now())
+	if v.allowed {
+		return true
+	}
+	s.ctr.rateLimited.Add(1)
+	if v.log {
+		s.log.Info("source rate limited", "source", sourceString(ip), "dropped", v.dropped)
+	}
+	return false
+}
+
+// sourceString names ip's rate-limited source: the address, or the /64.
+func sourceString(ip netip.Addr) string {
+	key := sourceKey(ip)
+	if key.Is6() {
+		return netip.PrefixFrom(key, 64).String()
+	}
+	return key.String()
 }
 
 // register verifies and stores a registration and returns the reply.
@@ -358,6 +433,7 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 // Stats is a snapshot of a Server's counters since NewServer.
 type Stats struct {
 	Records int // records held, including expired ones not yet swept
+	Sources int // sources the rate limiter tracks
 
 	Accepted            uint64 // registrations stored or refreshed
 	RefusedMalformed    uint64 // refused: the record does not parse
@@ -377,6 +453,7 @@ type Stats struct {
 	Swept       uint64 // expired records removed
 	SendErrors  uint64 // replies the PacketConn failed to send
 	ReadErrors  uint64 // failed reads other than the socket closing
+	RateLimited uint64 // datagrams dropped, unread, over their source's rate limit
 }
 
 // Stats returns the server's counters. It is safe to call at any time,
@@ -385,9 +462,14 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	n := s.store.len()
 	s.mu.Unlock()
+	sources := 0
+	if s.limiter != nil {
+		sources = s.limiter.len()
+	}
 	c := &s.ctr
 	return Stats{
 		Records:             n,
+		Sources:             sources,
 		Accepted:            c.accepted.Load(),
 		RefusedMalformed:    c.refused[reasonMalformed].Load(),
 		RefusedBadSignature: c.refused[reasonBadSignature].Load(),
@@ -404,6 +486,7 @@ func (s *Server) Stats() Stats {
 		Swept:               c.swept.Load(),
 		SendErrors:          c.sendErrors.Load(),
 		ReadErrors:          c.readErrors.Load(),
+		RateLimited:         c.rateLimited.Load(),
 	}
 }
 
@@ -412,6 +495,7 @@ func (s *Server) Stats() Stats {
 func (st Stats) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Int("records", st.Records),
+		slog.Int("sources", st.Sources),
 		slog.Uint64("accepted", st.Accepted),
 		slog.Uint64("refused_malformed", st.RefusedMalformed),
 		slog.Uint64("refused_bad_signature", st.RefusedBadSignature),
@@ -428,5 +512,6 @@ func (st Stats) LogValue() slog.Value {
 		slog.Uint64("swept", st.Swept),
 		slog.Uint64("send_errors", st.SendErrors),
 		slog.Uint64("read_errors", st.ReadErrors),
+		slog.Uint64("rate_limited", st.RateLimited),
 	)
 }

@@ -2,11 +2,14 @@
 // register their signed, expiring records with it over UDP, and look each
 // other up by Portal ID or unique prefix (see package relay).
 //
-//	portal-relay run [--listen ADDR] [--log-level LEVEL]
+//	portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
 //
 // --listen (PORTAL_LISTEN, default ":51821") is the UDP address to serve;
 // --log-level (PORTAL_LOG_LEVEL, default info) is debug, info, warn or
-// error. A flag given on the command line wins over its variable. The relay
+// error; --rate (PORTAL_RATE, default 50) is how many messages per second
+// one source IP (an IPv6 /64) may send, sustained, negative for no limit,
+// and --burst (PORTAL_BURST, default 100) how many it may send at once. A
+// flag given on the command line wins over its variable. The relay
 // logs to stderr with log/slog, including a line
 // `msg="portal-relay running" listen=ADDR` with the bound address once it
 // serves and a stats line every minute. SIGINT or SIGTERM stops it cleanly.
@@ -23,6 +26,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,8 +40,8 @@ const (
 )
 
 const usage = `usage:
-  portal-relay run [--listen ADDR] [--log-level LEVEL]
-Flags also come from PORTAL_LISTEN and PORTAL_LOG_LEVEL.
+  portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
+Flags also come from PORTAL_LISTEN, PORTAL_LOG_LEVEL, PORTAL_RATE and PORTAL_BURST.
 Run 'portal-relay run -h' for the flags.`
 
 // usageError marks an error as a usage mistake: exit code 2.
@@ -94,6 +98,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(io.Discard) // parse errors become one-line usage errors
 	listen := fs.String("listen", envOr("PORTAL_LISTEN", defaultListen), "UDP address to serve (PORTAL_LISTEN)")
 	logLevel := fs.String("log-level", envOr("PORTAL_LOG_LEVEL", "info"), "debug, info, warn or error (PORTAL_LOG_LEVEL)")
+	rate := fs.String("rate", envOr("PORTAL_RATE", strconv.Itoa(relay.DefaultRatePerSource)),
+		"messages per second per source IP, sustained; negative for no limit (PORTAL_RATE)")
+	burst := fs.String("burst", envOr("PORTAL_BURST", strconv.Itoa(relay.DefaultBurstPerSource)),
+		"messages a source IP may send at once (PORTAL_BURST)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stderr, "usage of %s:\n", fs.Name())
@@ -113,10 +121,22 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg := relay.ServerConfig{Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+	var err error
+	if cfg.RatePerSource, err = strconv.ParseFloat(*rate, 64); err != nil || cfg.RatePerSource == 0 {
+		return usagef("--rate %q: want messages per second, or a negative number for no limit", *rate)
+	}
+	if cfg.BurstPerSource, err = strconv.Atoi(*burst); err != nil || cfg.BurstPerSource <= 0 {
+		return usagef("--burst %q: want a positive number of messages", *burst)
+	}
+	srv, err := relay.NewServer(cfg) // checks the relay's own bounds
+	if err != nil {
+		return usagef("--rate %s --burst %s: %v", *rate, *burst, err)
+	}
+	defer srv.Close()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return run(ctx, *listen, log)
+	return run(ctx, *listen, srv, cfg.Log)
 }
 
 // envOr returns the environment variable name, or def when it is unset.
@@ -127,19 +147,15 @@ func envOr(name, def string) string {
 	return def
 }
 
-// run serves on listen until ctx is done, logging stats every minute. It
-// closes the server before the socket, so that Serve has returned when the
-// socket goes.
-func run(ctx context.Context, listen string, log *slog.Logger) error {
+// run serves srv on listen until ctx is done, logging stats every minute.
+// It closes the server before the socket, so that Serve has returned when
+// the socket goes.
+func run(ctx context.Context, listen string, srv *relay.Server, log *slog.Logger) error {
 	pc, err := net.ListenPacket("udp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer pc.Close()
-	srv, err := relay.NewServer(relay.ServerConfig{Log: log})
-	if err != nil {
-		return err
-	}
 	defer srv.Close()
 
 	served := make(chan error, 1)

@@ -65,6 +65,12 @@ func TestCommandLine(t *testing.T) {
 		{"bad log level", []string{"run", "--log-level", "loud"}, nil, 2, "--log-level"},
 		{"bad listen address", []string{"run", "--listen", "nowhere"}, nil, 2, "--listen"},
 		{"bad listen address from the environment", []string{"run"}, map[string]string{"PORTAL_LISTEN": "nowhere"}, 2, "--listen"},
+		{"bad rate", []string{"run", "--rate", "fast"}, nil, 2, "--rate"},
+		{"zero rate", []string{"run", "--rate", "0"}, nil, 2, "--rate"},
+		{"rate below one an hour", []string{"run", "--rate", "0.0001"}, nil, 2, "--rate"},
+		{"bad burst", []string{"run", "--burst", "0"}, nil, 2, "--burst"},
+		{"bad burst from the environment", []string{"run"}, map[string]string{"PORTAL_BURST": "many"}, 2, "--burst"},
+		{"run help shows the rate", []string{"run", "-h"}, nil, 0, "-rate"},
 		{"port in use", []string{"run", "--listen", taken.LocalAddr().String()}, nil, 1, "listen"},
 	}
 	for _, tt := range tests {
@@ -217,7 +223,9 @@ func TestRunServesAndStops(t *testing.T) {
 		sig  syscall.Signal
 	}{
 		{"flags, SIGTERM", nil, []string{"run", "--listen", "127.0.0.1:0", "--log-level", "info"}, syscall.SIGTERM},
-		{"environment, SIGINT", []string{"PORTAL_LISTEN=127.0.0.1:0", "PORTAL_LOG_LEVEL=debug"}, []string{"run"}, syscall.SIGINT},
+		{"environment, SIGINT", []string{"PORTAL_LISTEN=127.0.0.1:0", "PORTAL_LOG_LEVEL=debug", "PORTAL_RATE=20", "PORTAL_BURST=40"}, []string{"run"}, syscall.SIGINT},
+		{"rate flags", nil, []string{"run", "--listen", "127.0.0.1:0", "--rate", "2.5", "--burst", "30"}, syscall.SIGTERM},
+		{"no rate limit", nil, []string{"run", "--listen", "127.0.0.1:0", "--rate", "-1"}, syscall.SIGTERM},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -241,6 +249,9 @@ func TestRunServesAndStops(t *testing.T) {
 			}
 			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 				t.Errorf("exit code %d after %v, want 0", code, tt.sig)
+			}
+			if log := p.logText(); !regexp.MustCompile(`msg="portal-relay stopped".* stats.rate_limited=0`).MatchString(log) {
+				t.Errorf("no stats line with the rate_limited counter in:\n%s", log)
 			}
 		})
 	}
