@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/httpx"
 	"portal/peers"
 )
 
@@ -103,8 +104,7 @@ type Ingress struct {
 	infoLog    *logLimiter
 	now        func() time.Time // time.Now; replaced in tests
 
-	keysMu sync.Mutex
-	keys   map[identity.ID]identity.PairKey // guarded by keysMu
+	keys *identity.PairKeys
 
 	appsMu sync.RWMutex
 	apps   map[string]*compiledApp // guarded by appsMu; by app name
@@ -118,12 +118,9 @@ type compiledApp struct {
 	upstream  *url.URL
 }
 
-// Cache bounds; past them a cache starts over. Real Portals have far fewer
-// peers and apps.
-const (
-	maxCachedKeys = 4096
-	maxCachedApps = 1024
-)
+// maxCachedApps bounds the compiled-app cache; past it the cache starts
+// over. Real Portals have far fewer apps.
+const maxCachedApps = 1024
 
 // NewIngress validates cfg and returns an Ingress.
 func NewIngress(cfg IngressConfig) (*Ingress, error) {
@@ -160,7 +157,7 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 		transport:  cfg.Transport,
 		infoLog:    &logLimiter{per: 10 * time.Second, max: 20},
 		now:        time.Now,
-		keys:       make(map[identity.ID]identity.PairKey),
+		keys:       identity.NewPairKeys(cfg.Self, 0),
 		apps:       make(map[string]*compiledApp),
 	}
 	if in.skew == 0 {
@@ -192,7 +189,7 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 	in.proxy = &httputil.ReverseProxy{
 		Rewrite:      in.rewrite,
 		Transport:    in.transport,
-		BufferPool:   newBufferPool(),
+		BufferPool:   httpx.NewBufferPool(),
 		ErrorHandler: in.proxyError,
 		ErrorLog:     slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
 	}
@@ -238,7 +235,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	short := peer.Key.Short()
-	key, err := in.pairKey(peer.Key)
+	key, err := in.keys.Get(peer.Key)
 	if err != nil {
 		in.refuse(w, slog.LevelWarn, http.StatusUnauthorized, "unknown_peer", "the peer's key is unusable", short, "err", err)
 		return
@@ -280,13 +277,13 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		in.log.Error("ingress: looking up the app failed", "peer", short, "app", name, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", "looking up the app failed")
+		httpx.WriteError(w, http.StatusInternalServerError, "internal", "looking up the app failed")
 		return
 	}
 	ca, err := in.compiled(app)
 	if err != nil {
 		in.log.Error("ingress: installed app is unusable", "app", name, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", "the app's installation is broken")
+		httpx.WriteError(w, http.StatusInternalServerError, "internal", "the app's installation is broken")
 		return
 	}
 
@@ -354,7 +351,7 @@ func (in *Ingress) proxyError(w http.ResponseWriter, r *http.Request, err error)
 	} else {
 		in.log.Log(r.Context(), in.infoLog.level(slog.LevelWarn), "ingress: app unreachable", attrs...)
 	}
-	writeError(w, http.StatusBadGateway, "app_unreachable", "the app cannot be reached")
+	httpx.WriteError(w, http.StatusBadGateway, "app_unreachable", "the app cannot be reached")
 }
 
 // refuse answers a refused request and logs why. Refusals a peer can cause
@@ -368,28 +365,7 @@ func (in *Ingress) refuse(w http.ResponseWriter, level slog.Level, status int, c
 		attrs = append([]any{"status", status, "code", code, "peer", peerShort}, attrs...)
 		in.log.Log(context.Background(), level, "ingress refused: "+msg, attrs...)
 	}
-	writeError(w, status, code, msg)
-}
-
-// pairKey returns the cached pair key with peer, deriving it on first use.
-func (in *Ingress) pairKey(peer identity.ID) (identity.PairKey, error) {
-	in.keysMu.Lock()
-	k, ok := in.keys[peer]
-	in.keysMu.Unlock()
-	if ok {
-		return k, nil
-	}
-	k, err := in.self.PairKey(peer)
-	if err != nil {
-		return identity.PairKey{}, err
-	}
-	in.keysMu.Lock()
-	if len(in.keys) >= maxCachedKeys {
-		clear(in.keys)
-	}
-	in.keys[peer] = k
-	in.keysMu.Unlock()
-	return k, nil
+	httpx.WriteError(w, status, code, msg)
 }
 
 // compiled returns app's parsed manifest and upstream, compiling them once

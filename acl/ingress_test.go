@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/httpx"
 	"portal/peers"
 )
 
@@ -238,7 +239,7 @@ func (e *ienv) admit(t *testing.T, client *http.Client, req *http.Request) upstr
 // codeOf decodes a JSON error and returns its code.
 func codeOf(t *testing.T, body []byte) string {
 	t.Helper()
-	var eb errorBody
+	var eb httpx.Error
 	if err := json.Unmarshal(body, &eb); err != nil || eb.Code == "" || eb.Error == "" {
 		t.Fatalf("body %q is not a JSON error: %v", body, err)
 	}

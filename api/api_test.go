@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"portal/identity"
+	"portal/internal/httpx"
 	"portal/peers"
 )
 
@@ -195,7 +196,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := a.snapshot(t)
 			status, body := a.call(t, tt.method, tt.path, tt.body, tt.hdr...)
-			var e errorBody
+			var e httpx.Error
 			if err := json.Unmarshal(body, &e); err != nil || e.Error == "" || e.Code == "" {
 				t.Errorf("body %q is not the JSON error shape (%v)", body, err)
 			}

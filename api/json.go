@@ -7,13 +7,9 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-)
 
-// errorBody is the shape of every error response.
-type errorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
+	"portal/internal/httpx"
+)
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
@@ -27,12 +23,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(append(b, '\n'))
 }
 
+// writeError writes the JSON error every API failure answers with.
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	b, _ := json.Marshal(errorBody{Error: msg, Code: code})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	httpx.WriteError(w, status, code, msg)
 }
 
 // requestError is a client error with its status and code, produced while

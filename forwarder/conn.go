@@ -1,11 +1,8 @@
 package forwarder
 
 import (
-	"encoding/json"
 	"errors"
 	"net"
-	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,42 +54,4 @@ func (c *idleConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errors.ErrUnsupported
-}
-
-// bufferPool lends the proxy 64 KiB copy buffers (perf-notes §2: the
-// default allocates 32 KiB per response).
-type bufferPool struct{ p sync.Pool }
-
-const copyBufferSize = 64 << 10
-
-func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any {
-		b := make([]byte, copyBufferSize)
-		return &b
-	}}}
-}
-
-func (b *bufferPool) Get() []byte { return *b.p.Get().(*[]byte) }
-
-func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) != copyBufferSize {
-		return
-	}
-	buf = buf[:copyBufferSize]
-	b.p.Put(&buf)
-}
-
-// errorBody is the JSON shape of every error the Forwarder answers itself.
-type errorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	b, _ := json.Marshal(errorBody{Error: msg, Code: code})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
 }

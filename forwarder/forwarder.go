@@ -13,10 +13,10 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"portal/identity"
+	"portal/internal/httpx"
 	"portal/peers"
 )
 
@@ -87,14 +87,8 @@ type Forwarder struct {
 	log         *slog.Logger
 	transport   *http.Transport
 	proxy       *httputil.ReverseProxy
-
-	keysMu sync.Mutex
-	keys   map[identity.ID]identity.PairKey // guarded by keysMu; derived pair keys
+	keys        *identity.PairKeys
 }
-
-// maxCachedKeys bounds the pair-key cache; past it the cache starts over.
-// Real Portals have far fewer peers.
-const maxCachedKeys = 4096
 
 // New validates cfg and returns a Forwarder.
 func New(cfg Config) (*Forwarder, error) {
@@ -121,7 +115,7 @@ func New(cfg Config) (*Forwarder, error) {
 		idleTimeout: cfg.IdleTimeout,
 		digestMax:   cfg.DigestMax,
 		log:         cfg.Log,
-		keys:        make(map[identity.ID]identity.PairKey),
+		keys:        identity.NewPairKeys(cfg.Self, 0),
 	}
 	if f.callTimeout == 0 {
 		f.callTimeout = DefaultCallTimeout
@@ -151,7 +145,7 @@ func New(cfg Config) (*Forwarder, error) {
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite:      f.rewrite,
 		Transport:    callTransport{f.transport},
-		BufferPool:   newBufferPool(),
+		BufferPool:   httpx.NewBufferPool(),
 		ErrorHandler: f.proxyError,
 		// FlushInterval 0: the proxy flushes each write itself for
 		// responses of unknown length and event streams, and batches the
@@ -246,7 +240,7 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.refuse(w, http.StatusBadGateway, "unreachable", "peer "+peer.ShortID()+" is not resolved yet: its key is unknown", "app", app.Name, "peer", peer.ShortID())
 		return
 	}
-	key, err := f.pairKey(peer.Key)
+	key, err := f.keys.Get(peer.Key)
 	if err != nil {
 		f.fail(w, http.StatusBadGateway, "unreachable", "peer "+peer.ShortID()+" has an unusable key", err)
 		return
@@ -266,27 +260,6 @@ func splitCallPath(escaped string) (id, path string, ok bool) {
 	}
 	id, rest, _ = strings.Cut(rest, "/")
 	return id, "/" + rest, true
-}
-
-// pairKey returns the cached pair key with peer, deriving it on first use.
-func (f *Forwarder) pairKey(peer identity.ID) (identity.PairKey, error) {
-	f.keysMu.Lock()
-	k, ok := f.keys[peer]
-	f.keysMu.Unlock()
-	if ok {
-		return k, nil
-	}
-	k, err := f.self.PairKey(peer)
-	if err != nil {
-		return identity.PairKey{}, err
-	}
-	f.keysMu.Lock()
-	if len(f.keys) >= maxCachedKeys {
-		clear(f.keys)
-	}
-	f.keys[peer] = k
-	f.keysMu.Unlock()
-	return k, nil
 }
 
 // errReadBody marks a failure to read the app's request body.
@@ -384,17 +357,17 @@ func (f *Forwarder) proxyError(w http.ResponseWriter, r *http.Request, err error
 	switch {
 	case errors.Is(err, errReadBody):
 		f.log.Debug("call_peer: reading the app's body failed", attrs...)
-		writeError(w, http.StatusBadRequest, "bad_request", "reading the request body failed")
+		httpx.WriteError(w, http.StatusBadRequest, "bad_request", "reading the request body failed")
 	case r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded):
 		// The app went away; nobody reads this answer.
 		f.log.Debug("call_peer: caller cancelled", attrs...)
-		writeError(w, http.StatusBadGateway, "unreachable", "the call was cancelled")
+		httpx.WriteError(w, http.StatusBadGateway, "unreachable", "the call was cancelled")
 	case isTimeout(err):
 		f.log.Warn("call_peer: peer timed out", attrs...)
-		writeError(w, http.StatusGatewayTimeout, "timeout", "the peer did not answer in time")
+		httpx.WriteError(w, http.StatusGatewayTimeout, "timeout", "the peer did not answer in time")
 	default:
 		f.log.Warn("call_peer: peer unreachable", attrs...)
-		writeError(w, http.StatusBadGateway, "unreachable", "the peer cannot be reached")
+		httpx.WriteError(w, http.StatusBadGateway, "unreachable", "the peer cannot be reached")
 	}
 }
 
@@ -410,11 +383,11 @@ func isTimeout(err error) bool {
 // refuse answers a request the Forwarder will not send, logging at debug.
 func (f *Forwarder) refuse(w http.ResponseWriter, status int, code, msg string, attrs ...any) {
 	f.log.Debug("call_peer refused", append([]any{"status", status, "code", code, "reason", msg}, attrs...)...)
-	writeError(w, status, code, msg)
+	httpx.WriteError(w, status, code, msg)
 }
 
 // fail answers with an error caused by something other than the request.
 func (f *Forwarder) fail(w http.ResponseWriter, status int, code, msg string, err error) {
 	f.log.Warn("call_peer failed", "status", status, "code", code, "reason", msg, "err", err)
-	writeError(w, status, code, msg)
+	httpx.WriteError(w, status, code, msg)
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/httpx"
 	"portal/peers"
 )
 
@@ -270,9 +271,9 @@ func TestForwardByFullIDAndPrefix(t *testing.T) {
 }
 
 // errorOf decodes the JSON error of a response.
-func errorOf(t *testing.T, status int, body []byte) errorBody {
+func errorOf(t *testing.T, status int, body []byte) httpx.Error {
 	t.Helper()
-	var eb errorBody
+	var eb httpx.Error
 	if err := json.Unmarshal(body, &eb); err != nil || eb.Code == "" || eb.Error == "" {
 		t.Fatalf("status %d: body %q is not a JSON error: %v", status, body, err)
 	}

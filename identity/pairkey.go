@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"sync"
 
 	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/hkdf"
@@ -72,4 +73,44 @@ func (p PairKey) GoString() string { return p.String() }
 // (which would otherwise print the bytes of an array), prints String().
 func (p PairKey) Format(f fmt.State, verb rune) {
 	io.WriteString(f, p.String())
+}
+
+// PairKeys caches the pair keys of one Portal with its peers, since each
+// derivation costs an X25519 multiplication. It is safe for concurrent use.
+type PairKeys struct {
+	self *Key
+	max  int
+
+	mu   sync.Mutex // guards keys
+	keys map[ID]PairKey
+}
+
+// NewPairKeys returns a cache of self's pair keys holding at most max
+// entries (past it, the cache starts over; max ≤ 0 means 4096).
+func NewPairKeys(self *Key, max int) *PairKeys {
+	if max <= 0 {
+		max = 4096
+	}
+	return &PairKeys{self: self, max: max, keys: map[ID]PairKey{}}
+}
+
+// Get returns the pair key with peer, deriving it on first use.
+func (c *PairKeys) Get(peer ID) (PairKey, error) {
+	c.mu.Lock()
+	k, ok := c.keys[peer]
+	c.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	k, err := c.self.PairKey(peer)
+	if err != nil {
+		return PairKey{}, err
+	}
+	c.mu.Lock()
+	if len(c.keys) >= c.max {
+		clear(c.keys)
+	}
+	c.keys[peer] = k
+	c.mu.Unlock()
+	return k, nil
 }

@@ -115,3 +115,29 @@ func TestPairKeyFormatHidesKey(t *testing.T) {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 }
+
+func TestPairKeysCache(t *testing.T) {
+	self, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewPairKeys(self, 2)
+	for range 5 {
+		peer, err := GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := self.PairKey(peer.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // derived, then cached
+			if got, err := c.Get(peer.ID()); err != nil || got != want {
+				t.Fatalf("Get = %v, %v; want the derived key", got, err)
+			}
+		}
+		if n := len(c.keys); n > 2 {
+			t.Fatalf("cache holds %d keys, max 2", n)
+		}
+	}
+}

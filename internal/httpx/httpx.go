@@ -1,0 +1,56 @@
+// Package httpx holds the small pieces of HTTP plumbing that the internal
+// API, the forwarder and the ingress share, so that every JSON error the
+// daemon writes has one shape and every proxy copies with one buffer size.
+// It imports nothing of ours.
+package httpx
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+)
+
+// Error is the JSON shape of every error the daemon answers itself:
+// {"error": "<human text>", "code": "<slug>"}.
+type Error struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// WriteError writes an Error with status.
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
+	b, _ := json.Marshal(Error{Error: msg, Code: code})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// CopyBufferSize is the size of the buffers a BufferPool lends.
+const CopyBufferSize = 64 << 10
+
+// BufferPool lends a reverse proxy 64 KiB copy buffers (perf-notes §2:
+// httputil.ReverseProxy otherwise allocates 32 KiB per response). It
+// implements httputil.BufferPool and is safe for concurrent use.
+type BufferPool struct{ p sync.Pool }
+
+// NewBufferPool returns an empty pool.
+func NewBufferPool() *BufferPool {
+	return &BufferPool{p: sync.Pool{New: func() any {
+		b := make([]byte, CopyBufferSize)
+		return &b
+	}}}
+}
+
+// Get returns a buffer of CopyBufferSize bytes.
+func (b *BufferPool) Get() []byte { return *b.p.Get().(*[]byte) }
+
+// Put takes back a buffer from Get; others are dropped.
+func (b *BufferPool) Put(buf []byte) {
+	if cap(buf) != CopyBufferSize {
+		return
+	}
+	buf = buf[:CopyBufferSize]
+	b.p.Put(&buf)
+}
