@@ -25,7 +25,7 @@ import (
 
 // portaldBin and relayBin are the binaries the tests run as real child
 // processes.
-var portaldBin, relayBin string
+var portaldBin, relayBin, guestbookBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "portald-test")
@@ -33,8 +33,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	portaldBin, relayBin = filepath.Join(dir, "portald"), filepath.Join(dir, "portal-relay")
-	if out, err := exec.Command("go", "build", "-o", dir, ".", "../portal-relay").CombinedOutput(); err != nil {
+	portaldBin, relayBin, guestbookBin = filepath.Join(dir, "portald"), filepath.Join(dir, "portal-relay"), filepath.Join(dir, "guestbook")
+	if out, err := exec.Command("go", "build", "-o", dir, ".", "../portal-relay", "../../examples/guestbook").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,11 +43,12 @@ type overlay struct {
 	addrMu sync.RWMutex
 	byAddr map[netip.Addr]peers.Peer
 
-	mu        sync.Mutex                     // guards the fields below, and orders device changes with removals
-	endpoints map[identity.ID]netip.AddrPort // endpoint last given to the device
-	pending   map[string]bool                // peer IDs (full or prefix) to look up now
-	busy      map[string]bool                // being looked up, or waiting for a retry
-	failures  map[string]int                 // consecutive failed lookups
+	mu        sync.Mutex                       // guards the fields below, and orders device changes with removals
+	endpoints map[identity.ID]netip.AddrPort   // endpoint last given to the device
+	pending   map[string]bool                  // peer IDs (full or prefix) to look up now
+	busy      map[string]bool                  // being looked up, or waiting for a retry
+	failures  map[string]int                   // consecutive failed lookups
+	tried     map[identity.ID][]netip.AddrPort // endpoints given to the device since the peer was last reachable
 	wake      chan struct{}
 }
 
@@ -58,6 +60,7 @@ func newOverlay(store *peers.Store, tun *tunnel.Tunnel, rc *relay.Client, log *s
 		pending:   map[string]bool{},
 		busy:      map[string]bool{},
 		failures:  map[string]int{},
+		tried:     map[identity.ID][]netip.AddrPort{},
 		wake:      make(chan struct{}, 1),
 	}
 }
@@ -87,6 +90,7 @@ func (o *overlay) PeerChanged(p peers.Peer, removed bool) {
 			}
 			o.setAddr(p, true)
 			delete(o.endpoints, p.Key)
+			delete(o.tried, p.Key)
 		}
 		delete(o.pending, p.ID)
 		delete(o.failures, p.ID)
@@ -227,7 +231,11 @@ func (o *overlay) wakeLocked() {
 
 // lookup finds one peer (a full ID or a prefix) at the rendezvous servers
 // and applies what it learned: the key of a prefix, the peer's own name,
-// its endpoint. It reports false when the lookup should be retried.
+// its endpoint. It reports false when the lookup should be retried: it
+// failed, or the peer is not reachable yet. While a peer stays
+// unreachable, each retry gives the device the next endpoint of the
+// peer's record (observed ones first, then local ones), so that one dead
+// candidate does not hold the pairing up.
 func (o *overlay) lookup(ctx context.Context, query string) bool {
 	if _, err := o.store.Peer(ctx, query); err != nil {
 		return true // removed meanwhile
@@ -258,11 +266,6 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 			o.log.Debug("declared name", "peer", rec.ID.Short(), "err", err)
 		}
 	}
-	var endpoint netip.AddrPort
-	if len(rec.Endpoints) > 0 {
-		endpoint = rec.Endpoints[0]
-	}
-
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	// The store is the truth: a peer removed while we looked is not added
@@ -270,6 +273,20 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 	p, err = o.store.Peer(ctx, rec.ID.String())
 	if err != nil || p.Key != rec.ID {
 		return true
+	}
+	st, _ := o.tun.PeerStatus(rec.ID)
+	var endpoint netip.AddrPort
+	switch {
+	case len(rec.Endpoints) == 0:
+	case st.Reachable && slices.Contains(rec.Endpoints, o.endpoints[rec.ID]):
+		endpoint = o.endpoints[rec.ID] // keep a working path
+		delete(o.tried, rec.ID)
+	default:
+		endpoint = nextCandidate(rec.Endpoints, o.tried[rec.ID])
+		if len(o.tried[rec.ID]) >= len(rec.Endpoints) || slices.Contains(o.tried[rec.ID], endpoint) {
+			o.tried[rec.ID] = nil // every candidate failed once: start over
+		}
+		o.tried[rec.ID] = append(o.tried[rec.ID], endpoint)
 	}
 	_, known := o.PeerByAddr(rec.ID.OverlayAddr())
 	if !known || (endpoint.IsValid() && o.endpoints[rec.ID] != endpoint) {
@@ -283,7 +300,18 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 		}
 	}
 	o.setAddr(p, false)
-	return true
+	return st.Reachable
+}
+
+// nextCandidate is the first endpoint of the record (observed ones come
+// first) not tried yet, or the first one when all were.
+func nextCandidate(endpoints, tried []netip.AddrPort) netip.AddrPort {
+	for _, e := range endpoints {
+		if !slices.Contains(tried, e) {
+			return e
+		}
+	}
+	return endpoints[0]
 }
 
 // localEndpoints are this host's unicast addresses with the tunnel's port,

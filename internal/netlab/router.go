@@ -105,6 +105,14 @@ func (l *Lab) Router(name string, kind NATKind) *Router {
 	// Bridged LAN-to-LAN frames, should br_netfilter show them to iptables
 	// despite the sysctl in setupNamespace (it may be loaded later).
 	l.iptablesIn(ns, "-A", "FORWARD", "-i", "lan", "-o", "lan", "-j", "ACCEPT")
+	// Unsolicited datagrams to the router itself are dropped silently, as
+	// home routers do. Dropping them in the filter table also keeps
+	// conntrack from confirming an entry for them: otherwise a peer's
+	// early punch would occupy the tuple (its addr:port → our WAN:port)
+	// and MASQUERADE would then have to move our own outbound flow to
+	// that peer to another port, breaking port preservation.
+	l.iptablesIn(ns, "-A", "INPUT", "-i", "wan", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+	l.iptablesIn(ns, "-A", "INPUT", "-i", "wan", "-j", "DROP")
 
 	return &Router{Name: name, Kind: kind, WAN: wan, LAN: lan, Netns: ns, lab: l, nextHost: gw.Next()}
 }

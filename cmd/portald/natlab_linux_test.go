@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"portal/api"
+	"portal/internal/netlab"
+)
+
+// labPortal is a portald with the guestbook app behind it, on a lab host.
+type labPortal struct {
+	t    *testing.T
+	host *netlab.Host
+	id   string
+}
+
+// run runs a command on the Portal's host and returns its output.
+func (p *labPortal) run(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := p.host.Command(ctx, name, args...).CombinedOutput()
+	return string(out), err
+}
+
+// startLabPortal starts portald (API on the host's own 127.0.0.1) and the
+// guestbook app on host, installs the app and waits until both serve.
+func startLabPortal(t *testing.T, host *netlab.Host, relay, name string) *labPortal {
+	t.Helper()
+	ctx := context.Background()
+	netlab.Start(t, host.Command(ctx, portaldBin, "run", "--data", t.TempDir(), "--api", "127.0.0.1:8480",
+		"--udp", "51820", "--relay", relay, "--name", name, "--call-timeout", "3s"))
+	gb := host.Command(ctx, guestbookBin, "--listen", "127.0.0.1:8080", "--core", "http://127.0.0.1:8480")
+	netlab.Start(t, gb)
+	p := &labPortal{t: t, host: host}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := p.run(portaldBin, "id")
+		if err == nil {
+			p.id = strings.TrimSpace(out)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("portald on %s did not start: %s %v", host.Name, out, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	meta, err := filepath.Abs("../../examples/guestbook/app_meta.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := p.run(portaldBin, "apps", "add", "guestbook", "--meta", meta, "--upstream", "http://127.0.0.1:8080", "--source", "127.0.0.1"); err != nil {
+		t.Fatalf("apps add on %s: %s %v", host.Name, out, err)
+	}
+	return p
+}
+
+// peer returns this Portal's view of the peer with the given ID.
+func (p *labPortal) peer(id string) api.Peer {
+	p.t.Helper()
+	out, err := p.run(portaldBin, "peers", "ls", "--json")
+	if err != nil {
+		p.t.Fatalf("peers ls on %s: %s %v", p.host.Name, out, err)
+	}
+	var list []api.Peer
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		p.t.Fatalf("peers ls on %s: %v: %s", p.host.Name, err, out)
+	}
+	for _, x := range list {
+		if x.ID == id {
+			return x
+		}
+	}
+	return api.Peer{}
+}
+
+// TestNATBothEndpointIndependentDirect: two Portals, each behind its own
+// endpoint-independent (port-preserving) NAT, with only a rendezvous
+// server on the public side, pair by ID and talk over a direct path: each
+// one's handshake opens its own NAT for the other's.
+func TestNATBothEndpointIndependentDirect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("NAT lab")
+	}
+	lab := netlab.New(t)
+	pub := lab.PublicHost("relay")
+	relay := pub.Addr.String() + ":51821"
+	netlab.Start(t, pub.Command(context.Background(), relayBin, "run", "--listen", relay))
+	ra, rb := lab.Router("ra", netlab.EndpointIndependent), lab.Router("rb", netlab.EndpointIndependent)
+	a := startLabPortal(t, ra.Host("a"), relay, "alice-portal")
+	b := startLabPortal(t, rb.Host("b"), relay, "bob-portal")
+
+	paired := time.Now()
+	if out, err := a.run(portaldBin, "peers", "add", b.id, "--name", "Bob"); err != nil {
+		t.Fatalf("A peers add: %s %v", out, err)
+	}
+	if out, err := b.run(portaldBin, "peers", "add", a.id[:6], "--name", "Alice"); err != nil {
+		t.Fatalf("B peers add: %s %v", out, err)
+	}
+	var first time.Duration
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, _ := a.run(guestbookBin, "sign", "http://127.0.0.1:8080", "hello through two NATs")
+		if strings.Contains(out, "HTTP 201") {
+			first = time.Since(paired)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no successful call within 30 s of pairing; last: %s", out)
+		}
+	}
+	t.Logf("EIM × EIM: pairing to first successful call_peer: %v", first)
+
+	out, err := b.run(guestbookBin, "entries", "http://127.0.0.1:8080")
+	if err != nil || !strings.Contains(out, "X-Ptl-Client-Name: Alice") || !strings.Contains(out, "X-Ptl-Client-Id: "+a.id) {
+		t.Errorf("B's guestbook: %s %v; want Alice's entry with her identity headers", out, err)
+	}
+	p := a.peer(b.id)
+	wantEndpoint := rb.WAN.String() + ":51820"
+	if p.Path != "direct" || p.Endpoint == nil || *p.Endpoint != wantEndpoint {
+		t.Errorf("A's view of B: path %q endpoint %v; want direct via B's NAT at %s", p.Path, deref(p.Endpoint), wantEndpoint)
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
+}
