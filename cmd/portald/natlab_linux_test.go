@@ -59,6 +59,20 @@ func startLabPortal(t *testing.T, host *netlab.Host, relay, name string) *labPor
 	return p
 }
 
+// waitForPath polls this Portal's view of peer until its path and
+// endpoint are as wanted (the device's status is read at most every
+// 50 ms, so a view taken right after a call may lag).
+func (p *labPortal) waitForPath(t *testing.T, id, path, endpoint string) {
+	t.Helper()
+	var got api.Peer
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got = p.peer(id); got.Path == path && deref(got.Endpoint) == endpoint {
+			return
+		}
+	}
+	t.Errorf("%s's view of %s: path %q endpoint %s; want %s via %s", p.host.Name, id[:6], got.Path, deref(got.Endpoint), path, endpoint)
+}
+
 // peer returns this Portal's view of the peer with the given ID.
 func (p *labPortal) peer(id string) api.Peer {
 	p.t.Helper()
@@ -95,34 +109,91 @@ func TestNATBothEndpointIndependentDirect(t *testing.T) {
 	b := startLabPortal(t, rb.Host("b"), relay, "bob-portal")
 
 	paired := time.Now()
+	pairLab(t, a, b)
+	a.waitForCall(t, 30*time.Second)
+	t.Logf("EIM × EIM: pairing to first successful call_peer: %v", time.Since(paired))
+
+	out, err := b.run(guestbookBin, "entries", "http://127.0.0.1:8080")
+	if err != nil || !strings.Contains(out, "X-Ptl-Client-Name: Alice") || !strings.Contains(out, "X-Ptl-Client-Id: "+a.id) {
+		t.Errorf("B's guestbook: %s %v; want Alice's entry with her identity headers", out, err)
+	}
+	a.waitForPath(t, b.id, "direct", rb.WAN.String()+":51820") // through B's NAT
+}
+
+// pairLab pairs two lab Portals through the CLI: a adds b by full ID, b
+// adds a by short ID.
+func pairLab(t *testing.T, a, b *labPortal) {
+	t.Helper()
 	if out, err := a.run(portaldBin, "peers", "add", b.id, "--name", "Bob"); err != nil {
 		t.Fatalf("A peers add: %s %v", out, err)
 	}
 	if out, err := b.run(portaldBin, "peers", "add", a.id[:6], "--name", "Alice"); err != nil {
 		t.Fatalf("B peers add: %s %v", out, err)
 	}
-	var first time.Duration
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		out, _ := a.run(guestbookBin, "sign", "http://127.0.0.1:8080", "hello through two NATs")
+}
+
+// waitForCall has p's guestbook sign its peers' guestbooks until a call
+// succeeds.
+func (p *labPortal) waitForCall(t *testing.T, limit time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(100 * time.Millisecond) {
+		out, _ := p.run(guestbookBin, "sign", "http://127.0.0.1:8080", "hello from "+p.host.Name)
 		if strings.Contains(out, "HTTP 201") {
-			first = time.Since(paired)
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no successful call within 30 s of pairing; last: %s", out)
+			t.Fatalf("no successful call from %s within %v; last: %s", p.host.Name, limit, out)
 		}
 	}
-	t.Logf("EIM × EIM: pairing to first successful call_peer: %v", first)
+}
 
-	out, err := b.run(guestbookBin, "entries", "http://127.0.0.1:8080")
-	if err != nil || !strings.Contains(out, "X-Ptl-Client-Name: Alice") || !strings.Contains(out, "X-Ptl-Client-Id: "+a.id) {
-		t.Errorf("B's guestbook: %s %v; want Alice's entry with her identity headers", out, err)
+// TestNATSameRouterNoHairpinDirect: two Portals behind the same NAT, whose
+// router does not hairpin, reach each other directly over their LAN
+// addresses, the local candidates of their records.
+func TestNATSameRouterNoHairpinDirect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("NAT lab")
 	}
-	p := a.peer(b.id)
-	wantEndpoint := rb.WAN.String() + ":51820"
-	if p.Path != "direct" || p.Endpoint == nil || *p.Endpoint != wantEndpoint {
-		t.Errorf("A's view of B: path %q endpoint %v; want direct via B's NAT at %s", p.Path, deref(p.Endpoint), wantEndpoint)
+	lab := netlab.New(t)
+	pub := lab.PublicHost("relay")
+	relay := pub.Addr.String() + ":51821"
+	netlab.Start(t, pub.Command(context.Background(), relayBin, "run", "--listen", relay))
+	r := lab.Router("home", netlab.EndpointIndependent)
+	ha, hb := r.Host("a"), r.Host("b")
+	a := startLabPortal(t, ha, relay, "alice-portal")
+	b := startLabPortal(t, hb, relay, "bob-portal")
+	paired := time.Now()
+	pairLab(t, a, b)
+	a.waitForCall(t, 45*time.Second)
+	t.Logf("same NAT, no hairpin: pairing to first successful call_peer: %v", time.Since(paired))
+	a.waitForPath(t, b.id, "direct", hb.Addr.String()+":51820") // B's LAN address
+}
+
+// TestNATMappingExpiryResumes: the NAT mappings of a working direct path
+// expire while the Portals are idle (conntrack UDP timeout shortened to
+// 2 s, below the keepalive); the next call still gets through.
+func TestNATMappingExpiryResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("NAT lab")
 	}
+	lab := netlab.New(t)
+	pub := lab.PublicHost("relay")
+	relay := pub.Addr.String() + ":51821"
+	netlab.Start(t, pub.Command(context.Background(), relayBin, "run", "--listen", relay))
+	ra, rb := lab.Router("ra", netlab.EndpointIndependent), lab.Router("rb", netlab.EndpointIndependent)
+	a := startLabPortal(t, ra.Host("a"), relay, "alice-portal")
+	b := startLabPortal(t, rb.Host("b"), relay, "bob-portal")
+	pairLab(t, a, b)
+	a.waitForCall(t, 30*time.Second)
+
+	ra.SetUDPTimeout(2 * time.Second)
+	rb.SetUDPTimeout(2 * time.Second)
+	ra.FlushConntrack() // every mapping is gone now, as after an expiry
+	rb.FlushConntrack()
+	start := time.Now()
+	a.waitForCall(t, 45*time.Second)
+	t.Logf("after the NAT mappings expired: first successful call_peer after %v", time.Since(start))
+	b.waitForCall(t, 45*time.Second)
 }
 
 func deref(s *string) string {
