@@ -100,7 +100,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // run starts the daemon and blocks until ctx is done, then shuts down in
-// reverse order of start-up: API (in-flight requests finish), store.
+// reverse order of start-up: the internal API and the overlay ingress drain
+// (in-flight requests finish, 10 s at most), then the forwarder, the
+// lookups, the tunnel and the store close.
 func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	// closers undo start-up in reverse order, on failure and at shutdown.
 	var closers []func()
