@@ -100,10 +100,7 @@ func TestNATBothEndpointIndependentDirect(t *testing.T) {
 	if testing.Short() {
 		t.Skip("NAT lab")
 	}
-	lab := netlab.New(t)
-	pub := lab.PublicHost("relay")
-	relay := pub.Addr.String() + ":51821"
-	netlab.Start(t, pub.Command(context.Background(), relayBin, "run", "--listen", relay))
+	lab, relay := labWithRelay(t)
 	ra, rb := lab.Router("ra", netlab.EndpointIndependent), lab.Router("rb", netlab.EndpointIndependent)
 	a := startLabPortal(t, ra.Host("a"), relay, "alice-portal")
 	b := startLabPortal(t, rb.Host("b"), relay, "bob-portal")
@@ -118,6 +115,17 @@ func TestNATBothEndpointIndependentDirect(t *testing.T) {
 		t.Errorf("B's guestbook: %s %v; want Alice's entry with her identity headers", out, err)
 	}
 	a.waitForPath(t, b.id, "direct", rb.WAN.String()+":51820") // through B's NAT
+}
+
+// labWithRelay builds a NAT lab with portal-relay running on a public host
+// and returns the lab and the relay's address.
+func labWithRelay(t *testing.T) (*netlab.Lab, string) {
+	t.Helper()
+	lab := netlab.New(t)
+	pub := lab.PublicHost("relay")
+	relay := pub.Addr.String() + ":51821"
+	netlab.Start(t, pub.Command(context.Background(), relayBin, "run", "--listen", relay))
+	return lab, relay
 }
 
 // pairLab pairs two lab Portals through the CLI: a adds b by full ID, b
@@ -154,10 +162,7 @@ func TestNATSameRouterNoHairpinDirect(t *testing.T) {
 	if testing.Short() {
 		t.Skip("NAT lab")
 	}
-	lab := netlab.New(t)
-	pub := lab.PublicHost("relay")
-	relay := pub.Addr.String() + ":51821"
-	netlab.Start(t, pub.Command(context.Background(), relayBin, "run", "--listen", relay))
+	lab, relay := labWithRelay(t)
 	r := lab.Router("home", netlab.EndpointIndependent)
 	ha, hb := r.Host("a"), r.Host("b")
 	a := startLabPortal(t, ha, relay, "alice-portal")
@@ -176,10 +181,7 @@ func TestNATMappingExpiryResumes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("NAT lab")
 	}
-	lab := netlab.New(t)
-	pub := lab.PublicHost("relay")
-	relay := pub.Addr.String() + ":51821"
-	netlab.Start(t, pub.Command(context.Background(), relayBin, "run", "--listen", relay))
+	lab, relay := labWithRelay(t)
 	ra, rb := lab.Router("ra", netlab.EndpointIndependent), lab.Router("rb", netlab.EndpointIndependent)
 	a := startLabPortal(t, ra.Host("a"), relay, "alice-portal")
 	b := startLabPortal(t, rb.Host("b"), relay, "bob-portal")
