@@ -178,7 +178,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Run resolves the relays, registers with every relay address at once and
 // then every Interval, and resolves the names again every minute. When an
 // ack reports an observed endpoint that the current record lacks, it
-// registers again at once (at most once a second). A relay that lost its
+// registers again at once: the first time without delay, since until then
+// peers that look this Portal up get a record without the address they
+// can reach it at; later at most once per kickGap. A relay that lost its
 // records (a restart) therefore has this Portal back within one Interval. A
 // relay that is down delays no other: sends are datagrams.
 //
@@ -192,6 +194,7 @@ func (c *Client) Run(ctx context.Context) error {
 
 	c.resolve(ctx)
 	last := c.registerAll()
+	first := true
 	reg := time.NewTicker(c.interval)
 	defer reg.Stop()
 	res := time.NewTicker(resolveInterval)
@@ -212,6 +215,12 @@ func (c *Client) Run(ctx context.Context) error {
 				last = c.registerAll()
 			}
 		case <-c.kick:
+			if first {
+				// The first observed endpoint: publish it now.
+				first = false
+				last = c.registerAll()
+				continue
+			}
 			if wait := gap - time.Since(last); wait > 0 {
 				if soon == nil {
 					soon = time.After(wait)
