@@ -39,7 +39,7 @@ const (
 	// kickGap is the shortest time between two registration rounds
 	// triggered by acks that report a new observed endpoint (or Interval/2
 	// when that is shorter), so that a relay cannot make the client flood.
-	kickGap = 100 * time.Millisecond
+	kickGap = time.Second
 )
 
 // ClientConfig configures a Client. Key, Relays, Send and Log are required.

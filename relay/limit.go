@@ -23,7 +23,9 @@ const (
 	minRatePerSource  = 1.0 / 3600
 
 	// sourceIdle is how long a source must have sent nothing before the
-	// sweep forgets it; by then its bucket is full again.
+	// sweep forgets it, and only once its bucket is full again (with a
+	// slow rate and a large burst that takes longer than sourceIdle), so
+	// that forgetting never hands out a fresh burst early.
 	sourceIdle = time.Minute
 	// rateLogInterval is the least time between two "rate limited" lines
 	// for the same source; maxRateLogs bounds those lines over all sources
@@ -174,7 +176,7 @@ func (l *limiter) removeAt(i int) {
 }
 
 // sweep forgets the sources that have sent nothing for sourceIdle and
-// returns how many. It holds the lock for sweepChunk sources at a time;
+// whose bucket is full, and returns how many. It holds the lock for sweepChunk sources at a time;
 // sources moved by concurrent evictions may be skipped until next time.
 func (l *limiter) sweep(now time.Time) int {
 	t, n := l.nanos(now), 0
@@ -184,7 +186,7 @@ func (l *limiter) sweep(now time.Time) int {
 			if i >= len(l.srcs) {
 				break
 			}
-			if t-l.srcs[i].seen > int64(sourceIdle) {
+			if src := &l.srcs[i]; t-src.seen > int64(sourceIdle) && src.tat <= t {
 				l.removeAt(i)
 				n++
 			} else {

@@ -387,3 +387,21 @@ func TestServerRateLimitBeforeVerify(t *testing.T) {
 		t.Errorf("a dropped registration was answered (%d bytes)", n)
 	}
 }
+
+// TestLimiterSweepKeepsDrainedBuckets: with a slow rate and a large burst a
+// drained bucket takes longer than sourceIdle to refill; forgetting the
+// source earlier would hand it a fresh burst.
+func TestLimiterSweepKeepsDrainedBuckets(t *testing.T) {
+	start := time.Unix(1000, 0)
+	l := newLimiter(1, 100, 16, start) // refills in 100 s
+	src := netip.MustParseAddr("198.51.100.7")
+	for range 100 {
+		l.allow(src, start)
+	}
+	if n := l.sweep(start.Add(sourceIdle + time.Second)); n != 0 {
+		t.Fatalf("swept %d sources idle for %v with a bucket still refilling", n, sourceIdle)
+	}
+	if n := l.sweep(start.Add(101 * time.Second)); n != 1 {
+		t.Fatalf("swept %d sources once the bucket was full, want 1", n)
+	}
+}

@@ -274,14 +274,15 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 	if err != nil || p.Key != rec.ID {
 		return true
 	}
-	st, _ := o.tun.PeerStatus(rec.ID)
-	var endpoint netip.AddrPort
-	switch {
-	case len(rec.Endpoints) == 0:
-	case st.Reachable && slices.Contains(rec.Endpoints, o.endpoints[rec.ID]):
-		endpoint = o.endpoints[rec.ID] // keep a working path
+	if st, _ := o.tun.PeerStatus(rec.ID); st.Reachable {
+		// A session is up: WireGuard follows the peer's own packets to
+		// the path that works, which a record's candidate must not undo.
 		delete(o.tried, rec.ID)
-	default:
+		o.setAddr(p, false)
+		return true
+	}
+	var endpoint netip.AddrPort
+	if len(rec.Endpoints) > 0 {
 		endpoint = nextCandidate(rec.Endpoints, o.tried[rec.ID])
 		if len(o.tried[rec.ID]) >= len(rec.Endpoints) || slices.Contains(o.tried[rec.ID], endpoint) {
 			o.tried[rec.ID] = nil // every candidate failed once: start over
@@ -300,7 +301,7 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 		}
 	}
 	o.setAddr(p, false)
-	return st.Reachable
+	return false // not reachable yet: look again soon, with the next candidate
 }
 
 // nextCandidate is the first endpoint of the record (observed ones come
