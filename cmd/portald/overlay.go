@@ -26,6 +26,9 @@ const (
 	// peer that restarts registers again within seconds. Each further
 	// failure doubles it, up to refreshInterval.
 	retryInterval = 2 * time.Second
+	// maxLookups is how many lookups run at once; each sends one message
+	// per relay and repeats it every 250 ms until answered.
+	maxLookups = 8
 )
 
 // overlay connects the store to the tunnel and the rendezvous client: it
@@ -155,6 +158,9 @@ func (o *overlay) run(ctx context.Context) {
 	}
 	tick := time.NewTicker(refreshInterval)
 	defer tick.Stop()
+	// lookups bounds the lookups in flight, so that a refresh of many
+	// peers stays within the relays' per-source rate limit.
+	lookups := make(chan struct{}, maxLookups)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -185,6 +191,13 @@ func (o *overlay) run(ctx context.Context) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				select {
+				case lookups <- struct{}{}:
+				case <-ctx.Done():
+					o.finish(ctx, id, false)
+					return
+				}
+				defer func() { <-lookups }()
 				o.finish(ctx, id, o.lookup(ctx, id))
 			}()
 		}
