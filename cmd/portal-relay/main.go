@@ -18,8 +18,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,10 +25,10 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"portal/internal/cli"
 	"portal/relay"
 )
 
@@ -44,43 +42,18 @@ const usage = `usage:
 Flags also come from PORTAL_LISTEN, PORTAL_LOG_LEVEL, PORTAL_RATE and PORTAL_BURST.
 Run 'portal-relay run -h' for the flags.`
 
-// usageError marks an error as a usage mistake: exit code 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
-
-// errHelp is returned when help was asked for and printed: exit code 0.
-var errHelp = errors.New("help requested")
-
 func main() {
 	os.Exit(realMain(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // realMain runs the command line and returns the exit code.
 func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := dispatch(ctx, args, stdout, stderr)
-	var ue usageError
-	switch {
-	case err == nil, errors.Is(err, errHelp):
-		return 0
-	case errors.As(err, &ue):
-		if ue.msg == "" {
-			fmt.Fprintln(stderr, usage)
-		} else {
-			fmt.Fprintf(stderr, "portal-relay: %s (see 'portal-relay help')\n", oneLine(ue.msg))
-		}
-		return 2
-	default:
-		fmt.Fprintf(stderr, "portal-relay: %s\n", oneLine(err.Error()))
-		return 1
-	}
+	return cli.Exit("portal-relay", usage, dispatch(ctx, args, stdout, stderr), stderr)
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("")
+		return cli.Usagef("")
 	}
 	switch args[0] {
 	case "run":
@@ -89,62 +62,42 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	return usagef("unknown command %q", args[0])
+	return cli.Usagef("unknown command %q", args[0])
 }
 
 // cmdRun parses `run`'s flags and serves until a signal arrives.
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("portal-relay run", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // parse errors become one-line usage errors
-	listen := fs.String("listen", envOr("PORTAL_LISTEN", defaultListen), "UDP address to serve (PORTAL_LISTEN)")
-	logLevel := fs.String("log-level", envOr("PORTAL_LOG_LEVEL", "info"), "debug, info, warn or error (PORTAL_LOG_LEVEL)")
-	rate := fs.String("rate", envOr("PORTAL_RATE", strconv.Itoa(relay.DefaultRatePerSource)),
-		"messages per second per source IP, sustained; negative for no limit (PORTAL_RATE)")
-	burst := fs.String("burst", envOr("PORTAL_BURST", strconv.Itoa(relay.DefaultBurstPerSource)),
-		"messages a source IP may send at once (PORTAL_BURST)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "usage of %s:\n", fs.Name())
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-			return errHelp
-		}
-		return usagef("%s: %v", fs.Name(), err)
-	}
-	if fs.NArg() > 0 {
-		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	c := cli.NewCommand("portal-relay run", stderr)
+	listen := c.String("listen", defaultListen, "UDP address to serve")
+	logLevel := c.String("log-level", "info", "debug, info, warn or error")
+	rate := c.String("rate", strconv.Itoa(relay.DefaultRatePerSource), "messages per second per source IP, sustained; negative for no limit")
+	burst := c.String("burst", strconv.Itoa(relay.DefaultBurstPerSource), "messages a source IP may send at once")
+	if _, err := c.Parse(args, 0); err != nil {
+		return err
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
-		return usagef("--listen %q: want [HOST]:PORT", *listen)
+		return cli.Usagef("--listen %q: want [HOST]:PORT", *listen)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
+		return cli.Usagef("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	cfg := relay.ServerConfig{Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	var err error
 	if cfg.RatePerSource, err = strconv.ParseFloat(*rate, 64); err != nil || cfg.RatePerSource == 0 {
-		return usagef("--rate %q: want messages per second, or a negative number for no limit", *rate)
+		return cli.Usagef("--rate %q: want messages per second, or a negative number for no limit", *rate)
 	}
 	if cfg.BurstPerSource, err = strconv.Atoi(*burst); err != nil || cfg.BurstPerSource <= 0 {
-		return usagef("--burst %q: want a positive number of messages", *burst)
+		return cli.Usagef("--burst %q: want a positive number of messages", *burst)
 	}
 	srv, err := relay.NewServer(cfg) // checks the relay's own bounds
 	if err != nil {
-		return usagef("--rate %s --burst %s: %v", *rate, *burst, err)
+		return cli.Usagef("--rate %s --burst %s: %v", *rate, *burst, err)
 	}
 	defer srv.Close()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return run(ctx, *listen, srv, cfg.Log)
-}
-
-// envOr returns the environment variable name, or def when it is unset.
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
 }
 
 // run serves srv on listen until ctx is done, logging stats every minute.
@@ -180,10 +133,4 @@ func run(ctx context.Context, listen string, srv *relay.Server, log *slog.Logger
 // serve runs srv.Serve and reports its result on served.
 func serve(ctx context.Context, srv *relay.Server, pc net.PacketConn, served chan<- error) {
 	served <- srv.Serve(ctx, pc)
-}
-
-// oneLine keeps an error message to one line, as the exit-code contract
-// promises.
-func oneLine(s string) string {
-	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
 }

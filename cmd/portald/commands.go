@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"portal/api"
+	"portal/internal/cli"
 )
 
 func cmdID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("id", stderr)
-	addr := c.apiFlag()
-	if _, err := c.parse(args, 0); err != nil {
+	addr := apiFlag(c)
+	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
 	var me api.WhoAmI
@@ -37,9 +38,9 @@ type statusReport struct {
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("status", stderr)
-	addr := c.apiFlag()
+	addr := apiFlag(c)
 	asJSON := c.Bool("json", false, "print JSON")
-	if _, err := c.parse(args, 0); err != nil {
+	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
 	cl := newClient(*addr)
@@ -78,14 +79,14 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func cmdPeersAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("peers add", stderr)
-	addr := c.apiFlag()
+	addr := apiFlag(c)
 	name := c.String("name", "", "a name for the peer")
-	pos, err := c.parse(args, 1)
+	pos, err := c.Parse(args, 1)
 	if err != nil {
 		return err
 	}
 	req := api.PutPeerRequest{ID: pos[0]}
-	if c.isSet("name") {
+	if c.IsSet("name") {
 		req.Name = name
 	}
 	var p api.Peer
@@ -102,10 +103,10 @@ func cmdPeersAdd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 func cmdPeersLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("peers ls", stderr)
-	addr := c.apiFlag()
+	addr := apiFlag(c)
 	filter := c.String("name", "", "only peers whose name contains this (case-insensitive)")
 	asJSON := c.Bool("json", false, "print JSON")
-	if _, err := c.parse(args, 0); err != nil {
+	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
 	path := "/protected/peers"
@@ -128,8 +129,8 @@ func cmdPeersLs(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func cmdPeersRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("peers rm", stderr)
-	addr := c.apiFlag()
-	pos, err := c.parse(args, 1)
+	addr := apiFlag(c)
+	pos, err := c.Parse(args, 1)
 	if err != nil {
 		return err
 	}
@@ -142,17 +143,17 @@ func cmdPeersRm(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func cmdAppsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("apps add", stderr)
-	addr := c.apiFlag()
+	addr := apiFlag(c)
 	metaFile := c.String("meta", "", "path of the app's app_meta.json")
 	upstream := c.String("upstream", "", "base URL of the app's HTTP server")
-	var sources listFlag
+	var sources cli.List
 	c.Var(&sources, "source", "IP address the app calls the core from; repeatable")
-	pos, err := c.parse(args, 1)
+	pos, err := c.Parse(args, 1)
 	if err != nil {
 		return err
 	}
 	if *metaFile == "" || *upstream == "" || len(sources) == 0 {
-		return usagef("apps add: --meta, --upstream and at least one --source are required")
+		return cli.Usagef("apps add: --meta, --upstream and at least one --source are required")
 	}
 	meta, err := readFileLimited(*metaFile, api.MaxBodyBytes)
 	if err != nil {
@@ -172,9 +173,9 @@ func cmdAppsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func cmdAppsLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("apps ls", stderr)
-	addr := c.apiFlag()
+	addr := apiFlag(c)
 	asJSON := c.Bool("json", false, "print JSON")
-	if _, err := c.parse(args, 0); err != nil {
+	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
 	var list []api.App
@@ -198,8 +199,8 @@ func cmdAppsLs(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func cmdAppsRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("apps rm", stderr)
-	addr := c.apiFlag()
-	pos, err := c.parse(args, 1)
+	addr := apiFlag(c)
+	pos, err := c.Parse(args, 1)
 	if err != nil {
 		return err
 	}

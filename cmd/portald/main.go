@@ -14,18 +14,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
+
+	"portal/internal/cli"
 )
-
-// usageError marks an error as a usage mistake: exit code 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 const usage = `usage:
   portald run [--data DIR] [--api ADDR] [--udp PORT] [--relay HOST:PORT]... [--name NAME]
@@ -46,29 +40,12 @@ func main() {
 
 // realMain runs the command line and returns the exit code.
 func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := dispatch(ctx, args, stdout, stderr)
-	var ue usageError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ue):
-		if ue.msg == "" {
-			fmt.Fprintln(stderr, usage)
-		} else {
-			fmt.Fprintf(stderr, "portald: %s (see 'portald help')\n", oneLine(ue.msg))
-		}
-		return 2
-	case errors.Is(err, errHelp):
-		return 0
-	default:
-		fmt.Fprintf(stderr, "portald: %s\n", oneLine(err.Error()))
-		return 1
-	}
+	return cli.Exit("portald", usage, dispatch(ctx, args, stdout, stderr), stderr)
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("")
+		return cli.Usagef("")
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -80,7 +57,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "peers", "apps":
 		if len(rest) == 0 {
-			return usagef("%s: missing subcommand (add, ls, rm)", cmd)
+			return cli.Usagef("%s: missing subcommand (add, ls, rm)", cmd)
 		}
 		sub := cmd + " " + rest[0]
 		switch sub {
@@ -97,23 +74,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case "apps rm":
 			return cmdAppsRm(ctx, rest[1:], stdout, stderr)
 		}
-		return usagef("unknown command %q", sub)
+		return cli.Usagef("unknown command %q", sub)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	return usagef("unknown command %q", cmd)
-}
-
-// oneLine keeps an error message to one line, as the exit-code contract
-// promises.
-func oneLine(s string) string {
-	out := []rune{}
-	for _, r := range s {
-		if r == '\n' || r == '\r' {
-			r = ' '
-		}
-		out = append(out, r)
-	}
-	return string(out)
+	return cli.Usagef("unknown command %q", cmd)
 }

@@ -22,6 +22,7 @@ import (
 	"portal/api"
 	"portal/forwarder"
 	"portal/identity"
+	"portal/internal/cli"
 	"portal/peers"
 	"portal/relay"
 	"portal/tunnel"
@@ -53,45 +54,45 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	dataDir := c.String("data", defaultDataDir(), "data directory: identity key and database")
 	apiAddr := c.String("api", defaultAPI, "listen address of the internal API (the apps' network)")
 	udp := c.String("udp", strconv.Itoa(defaultUDP), "UDP port of the tunnel")
-	var relays listFlag
+	var relays cli.List
 	c.Var(&relays, "relay", "rendezvous/relay server HOST:PORT; repeatable")
 	name := c.String("name", "", "this Portal's display name (default: the host name)")
 	logLevel := c.String("log-level", "info", "debug, info, warn or error")
 	callTimeout := c.String("call-timeout", "10s", "call_peer: longest wait for a peer's response headers")
 	keepalive := c.String("keepalive", tunnel.DefaultKeepalive.String(), "WireGuard keepalive towards connected peers; keeps NAT mappings open")
-	if _, err := c.parse(args, 0); err != nil {
+	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
 	cfg := runConfig{dataDir: *dataDir, apiAddr: *apiAddr, relays: relays, name: *name}
 	timeout, err := time.ParseDuration(*callTimeout)
 	if err != nil || timeout <= 0 {
-		return usagef("--call-timeout %q: want a positive duration such as 10s", *callTimeout)
+		return cli.Usagef("--call-timeout %q: want a positive duration such as 10s", *callTimeout)
 	}
 	cfg.callTimeout = timeout
 	if cfg.keepalive, err = time.ParseDuration(*keepalive); err != nil || cfg.keepalive < time.Second || cfg.keepalive > time.Hour {
-		return usagef("--keepalive %q: want a duration from 1s to 1h, such as 25s", *keepalive)
+		return cli.Usagef("--keepalive %q: want a duration from 1s to 1h, such as 25s", *keepalive)
 	}
 	port, err := strconv.Atoi(*udp)
 	if err != nil || port < 0 || port > 65535 {
-		return usagef("--udp %q: want a port number 0-65535", *udp)
+		return cli.Usagef("--udp %q: want a port number 0-65535", *udp)
 	}
 	cfg.udpPort = port
 	if err := cfg.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
+		return cli.Usagef("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	for _, r := range relays {
 		if _, _, err := net.SplitHostPort(r); err != nil {
-			return usagef("--relay %q: want HOST:PORT", r)
+			return cli.Usagef("--relay %q: want HOST:PORT", r)
 		}
 	}
 	if cfg.dataDir == "" {
-		return usagef("--data: no data directory given and no home directory to default to")
+		return cli.Usagef("--data: no data directory given and no home directory to default to")
 	}
 	if cfg.name == "" {
 		cfg.name, _ = os.Hostname()
 	}
 	if err := peers.ValidateName(cfg.name); err != nil {
-		return usagef("--name: %v", err)
+		return cli.Usagef("--name: %v", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
