@@ -250,7 +250,8 @@ func (o *overlay) wakeLocked() {
 // peer's record (observed ones first, then local ones), so that one dead
 // candidate does not hold the pairing up.
 func (o *overlay) lookup(ctx context.Context, query string) bool {
-	if _, err := o.store.Peer(ctx, query); err != nil {
+	p, err := o.store.Peer(ctx, query)
+	if err != nil {
 		return true // removed meanwhile
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
@@ -262,10 +263,8 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 		}
 		return false
 	}
-	p, err := o.store.Peer(ctx, query)
-	if err != nil {
-		return true // removed meanwhile
-	}
+	// The store may have changed while we looked: ResolvePeer and the
+	// re-read below work on its current state.
 	if !p.HasKey() {
 		if _, err = o.store.ResolvePeer(ctx, p.ID, rec.ID, rec.Name); err != nil {
 			o.log.Warn("resolve peer", "prefix", query, "err", err)
