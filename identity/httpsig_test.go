@@ -81,16 +81,7 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 // request, time and nonce. The Signature value was computed independently
 // (Python hmac over the base written out by hand from RFC 9421 §2.5).
 func TestSignatureVector(t *testing.T) {
-	zero, err := NewKeyFromSeed(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed := make([]byte, 32)
-	seed[0] = 1
-	one, err := NewKeyFromSeed(seed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	zero, one := seedKey(t, 0), seedKey(t, 1)
 	key, err := zero.PairKey(one.ID())
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,19 @@ import (
 	"testing"
 )
 
+// seedKey is the key whose 32-byte seed is b followed by zeros: fixed keys
+// for test vectors.
+func seedKey(t *testing.T, b byte) *Key {
+	t.Helper()
+	seed := make([]byte, 32)
+	seed[0] = b
+	k, err := NewKeyFromSeed(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 func TestPairKeySymmetric(t *testing.T) {
 	r := testRand()
 	a, b, c := randomKey(t, r), randomKey(t, r), randomKey(t, r)
@@ -54,16 +67,7 @@ func TestPairKeySymmetric(t *testing.T) {
 // was computed independently with Python's cryptography package (Ed25519
 // and X25519 from the seeds, HKDF-SHA256 with the same salt and info).
 func TestPairKeyVector(t *testing.T) {
-	zero, err := NewKeyFromSeed(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed := make([]byte, 32)
-	seed[0] = 1
-	one, err := NewKeyFromSeed(seed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	zero, one := seedKey(t, 0), seedKey(t, 1)
 	k, err := zero.PairKey(one.ID())
 	if err != nil {
 		t.Fatal(err)
