@@ -100,10 +100,7 @@ func TestNATBothEndpointIndependentDirect(t *testing.T) {
 	if testing.Short() {
 		t.Skip("NAT lab")
 	}
-	lab, relay := labWithRelay(t)
-	ra, rb := lab.Router("ra", netlab.EndpointIndependent), lab.Router("rb", netlab.EndpointIndependent)
-	a := startLabPortal(t, ra.Host("a"), relay, "alice-portal")
-	b := startLabPortal(t, rb.Host("b"), relay, "bob-portal")
+	a, b, _, rb := behindTwoNATs(t, netlab.EndpointIndependent, netlab.EndpointIndependent)
 
 	paired := time.Now()
 	pairLab(t, a, b)
@@ -126,6 +123,17 @@ func labWithRelay(t *testing.T) (*netlab.Lab, string) {
 	relay := pub.Addr.String() + ":51821"
 	netlab.Start(t, pub.Command(context.Background(), relayBin, "run", "--listen", relay))
 	return lab, relay
+}
+
+// behindTwoNATs starts a relay on the public side and Alice's and Bob's
+// Portals, each behind its own router of the given kind.
+func behindTwoNATs(t *testing.T, kindA, kindB netlab.NATKind) (a, b *labPortal, ra, rb *netlab.Router) {
+	t.Helper()
+	lab, relay := labWithRelay(t)
+	ra, rb = lab.Router("ra", kindA), lab.Router("rb", kindB)
+	a = startLabPortal(t, ra.Host("a"), relay, "alice-portal")
+	b = startLabPortal(t, rb.Host("b"), relay, "bob-portal")
+	return a, b, ra, rb
 }
 
 // pairLab pairs two lab Portals through the CLI: a adds b by full ID, b
@@ -181,10 +189,7 @@ func TestNATMappingExpiryResumes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("NAT lab")
 	}
-	lab, relay := labWithRelay(t)
-	ra, rb := lab.Router("ra", netlab.EndpointIndependent), lab.Router("rb", netlab.EndpointIndependent)
-	a := startLabPortal(t, ra.Host("a"), relay, "alice-portal")
-	b := startLabPortal(t, rb.Host("b"), relay, "bob-portal")
+	a, b, ra, rb := behindTwoNATs(t, netlab.EndpointIndependent, netlab.EndpointIndependent)
 	pairLab(t, a, b)
 	a.waitForCall(t, 30*time.Second)
 
