@@ -37,6 +37,23 @@ type PairKey [32]byte
 // multiplication, so callers that sign many requests should cache the key
 // per peer. Safe for concurrent use.
 func (k *Key) PairKey(peer ID) (PairKey, error) {
+	return k.pairKey(peer, pairKeySalt)
+}
+
+// controlKeySalt separates the key of the Portals' control messages from
+// the request-signing key.
+const controlKeySalt = "portal-control-v1"
+
+// ControlKey derives the key this Portal shares with peer for the
+// encrypted control messages between their tunnels (path probes and
+// endpoint exchange), the way PairKey derives the signing key but with the
+// salt "portal-control-v1", so that neither key says anything about the
+// other.
+func (k *Key) ControlKey(peer ID) (PairKey, error) {
+	return k.pairKey(peer, controlKeySalt)
+}
+
+func (k *Key) pairKey(peer ID, salt string) (PairKey, error) {
 	priv := k.WireGuardPrivateKey()
 	defer clear(priv[:])
 	pub := peer.WireGuardKey()
@@ -55,7 +72,7 @@ func (k *Key) PairKey(peer ID) (PairKey, error) {
 		info = append(append(info, peer[:]...), self[:]...)
 	}
 	var out PairKey
-	r := hkdf.New(sha256.New, shared, []byte(pairKeySalt), info)
+	r := hkdf.New(sha256.New, shared, []byte(salt), info)
 	if _, err := io.ReadFull(r, out[:]); err != nil {
 		// HKDF-SHA256 can produce up to 8160 bytes; 32 never fails.
 		return PairKey{}, fmt.Errorf("identity: pair key with %s: %w", peer.Short(), err)

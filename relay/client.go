@@ -119,7 +119,7 @@ type pendingReg struct {
 type clientCounters struct {
 	registrationsSent, acks, refused, lookupsSent, sendErrors atomic.Uint64
 	notRelay, unknownNonce, badRecord, wrongID, malformed     atomic.Uint64
-	queueFull, unknownType                                    atomic.Uint64
+	queueFull, unknownType, notRegistered                     atomic.Uint64
 }
 
 // Errors returned by Client.Lookup.
@@ -313,6 +313,23 @@ func (c *Client) endpointsLocked(addrs, local []netip.AddrPort) []netip.AddrPort
 	return eps
 }
 
+// Endpoints are this Portal's endpoints as its last record published them:
+// those the relays observed first, then the local ones. A peer that should
+// try them (a hole punch) learns them from this list.
+func (c *Client) Endpoints() []netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.endpoints)
+}
+
+// IsRelay reports whether addr is one of the relays' addresses.
+func (c *Client) IsRelay(addr netip.AddrPort) bool {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peers[addr] != nil
+}
+
 // Registered reports whether at least one relay has acknowledged a record
 // that has not expired yet. A relay that restarts and loses its records
 // is not noticed until the record expires; Run registers again within one
@@ -399,6 +416,15 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 		case w.replies <- lookupReply{from: from, status: m.status, record: bytes.Clone(m.record)}:
 		default:
 			c.ctr.queueFull.Add(1)
+		}
+	case msgNotRegistered:
+		// The relay lost our registration or sees us from a new NAT
+		// mapping: register again (Run spaces rounds by kickGap).
+		c.mu.Unlock()
+		c.ctr.notRegistered.Add(1)
+		select {
+		case c.kick <- struct{}{}:
+		default:
 		}
 	default: // a request: Portals answer none
 		c.mu.Unlock()

@@ -54,9 +54,16 @@ type lookupReply struct {
 // with a record that fails verification or does not match are dropped and
 // counted (see ClientStats). Lookup needs Run to be running.
 func (c *Client) Lookup(ctx context.Context, query string) (Record, error) {
+	rec, _, err := c.LookupVia(ctx, query)
+	return rec, err
+}
+
+// LookupVia is Lookup that also returns the relay whose answer it used:
+// the peer is registered there, so that relay can forward to it.
+func (c *Client) LookupVia(ctx context.Context, query string) (Record, netip.AddrPort, error) {
 	q, err := identity.ParsePrefix(query)
 	if err != nil {
-		return Record{}, fmt.Errorf("relay: lookup: %w", err)
+		return Record{}, netip.AddrPort{}, fmt.Errorf("relay: lookup: %w", err)
 	}
 	w := &lookupWait{replies: make(chan lookupReply, lookupQueue)}
 	var nonce [nonceLen]byte
@@ -73,6 +80,7 @@ func (c *Client) Lookup(ctx context.Context, query string) (Record, error) {
 	msg := (&message{typ: msgLookup, nonce: nonce, query: q}).append(nil)
 	answered := map[netip.AddrPort]status{}
 	var found *Record
+	var via netip.AddrPort // the relay that sent found
 	var grace <-chan time.Time
 	c.sendLookup(msg, answered)
 	tick := time.NewTicker(lookupRetry)
@@ -81,17 +89,17 @@ func (c *Client) Lookup(ctx context.Context, query string) (Record, error) {
 		select {
 		case <-ctx.Done():
 			if found != nil {
-				return *found, nil
+				return *found, via, nil
 			}
 			if notFound(answered) {
-				return Record{}, fmt.Errorf("relay: lookup %s: %w (%d relays answered; %w)", q, ErrNotFound, len(answered), ctx.Err())
+				return Record{}, netip.AddrPort{}, fmt.Errorf("relay: lookup %s: %w (%d relays answered; %w)", q, ErrNotFound, len(answered), ctx.Err())
 			}
-			return Record{}, fmt.Errorf("relay: lookup %s: %w", q, ctx.Err())
+			return Record{}, netip.AddrPort{}, fmt.Errorf("relay: lookup %s: %w", q, ctx.Err())
 		case <-tick.C:
 			c.sendLookup(msg, answered)
 			continue
 		case <-grace:
-			return *found, nil
+			return *found, via, nil
 		case r := <-w.replies:
 			switch r.status {
 			case statusFound:
@@ -107,13 +115,13 @@ func (c *Client) Lookup(ctx context.Context, query string) (Record, error) {
 					continue
 				}
 				if len(q) == identity.IDLen {
-					return rec, nil
+					return rec, r.from, nil
 				}
 				if found != nil && found.ID != rec.ID {
-					return Record{}, fmt.Errorf("relay: lookup %s: %w (relays disagree)", q, ErrAmbiguous)
+					return Record{}, netip.AddrPort{}, fmt.Errorf("relay: lookup %s: %w (relays disagree)", q, ErrAmbiguous)
 				}
 				if found == nil || rec.SignedAt.After(found.SignedAt) {
-					found = &rec
+					found, via = &rec, r.from
 				}
 				if grace == nil {
 					grace = time.After(prefixGrace)
@@ -123,7 +131,7 @@ func (c *Client) Lookup(ctx context.Context, query string) (Record, error) {
 					c.ctr.wrongID.Add(1) // impossible for a full ID: a broken relay
 					continue
 				}
-				return Record{}, fmt.Errorf("relay: lookup %s: %w", q, ErrAmbiguous)
+				return Record{}, netip.AddrPort{}, fmt.Errorf("relay: lookup %s: %w", q, ErrAmbiguous)
 			case statusBadRequest:
 				c.log.Debug("relay rejected lookup query", "relay", r.from, "query", q)
 			}
@@ -131,12 +139,12 @@ func (c *Client) Lookup(ctx context.Context, query string) (Record, error) {
 		}
 		if c.allAnswered(answered) {
 			if found != nil {
-				return *found, nil
+				return *found, via, nil
 			}
 			if !notFound(answered) {
-				return Record{}, fmt.Errorf("relay: lookup %s: the relays rejected the query", q)
+				return Record{}, netip.AddrPort{}, fmt.Errorf("relay: lookup %s: the relays rejected the query", q)
 			}
-			return Record{}, fmt.Errorf("relay: lookup %s: %w", q, ErrNotFound)
+			return Record{}, netip.AddrPort{}, fmt.Errorf("relay: lookup %s: %w", q, ErrNotFound)
 		}
 	}
 }

@@ -65,9 +65,25 @@ type ServerConfig struct {
 	// forgotten. Zero means DefaultMaxSources;
 	// negative is an error.
 	MaxSources int
+	// ForwardRate is how many Forward messages per second one source (as
+	// for RatePerSource) may have relayed, sustained, and ForwardBurst how
+	// many at once; those over it are dropped and counted in
+	// Stats.ForwardRateLimited. Forwards do not count against
+	// RatePerSource. Zero means DefaultForwardRate (20 000, about 28 MB/s
+	// of full-size WireGuard packets) and DefaultForwardBurst (4 000); a
+	// negative ForwardRate turns the limit off.
+	ForwardRate  float64
+	ForwardBurst int
 	// Now is the relay's clock. Nil means time.Now.
 	Now func() time.Time
 }
+
+const (
+	// DefaultForwardRate is ServerConfig.ForwardRate when it is zero.
+	DefaultForwardRate = 20_000
+	// DefaultForwardBurst is ServerConfig.ForwardBurst when it is zero.
+	DefaultForwardBurst = 4_000
+)
 
 // Server is the rendezvous server: it keeps signed, expiring registrations
 // and answers lookups. It owns no socket: Serve reads the PacketConn it is
@@ -80,6 +96,7 @@ type Server struct {
 	maxRecords int
 	now        func() time.Time
 	limiter    *limiter // nil when rate limiting is off
+	forwards   *limiter // nil when forwarding is not limited
 
 	ctr serverCounters
 
@@ -107,6 +124,10 @@ type serverCounters struct {
 	sendErrors  atomic.Uint64
 	readErrors  atomic.Uint64
 	rateLimited atomic.Uint64
+
+	forwarded                                                          [5]atomic.Uint64 // by payload: 0 control, 1–4 WireGuard message type
+	forwardedBytes                                                     atomic.Uint64
+	fwdUnregistered, fwdUnknownPeer, fwdRefusedPayload, fwdRateLimited atomic.Uint64
 }
 
 // NewServer checks cfg and returns a Server with an empty store. It starts
@@ -124,6 +145,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("relay: ServerConfig.RatePerSource %v is not a rate between one message an hour and infinity", cfg.RatePerSource)
 	case cfg.BurstPerSource < 0 || cfg.BurstPerSource > maxBurstPerSource:
 		return nil, fmt.Errorf("relay: ServerConfig.BurstPerSource %d is not between 0 and %d", cfg.BurstPerSource, maxBurstPerSource)
+	case math.IsNaN(cfg.ForwardRate) || math.IsInf(cfg.ForwardRate, 0) ||
+		cfg.ForwardRate > 0 && cfg.ForwardRate < minRatePerSource:
+		return nil, fmt.Errorf("relay: ServerConfig.ForwardRate %v is not a rate between one message an hour and infinity", cfg.ForwardRate)
+	case cfg.ForwardBurst < 0 || cfg.ForwardBurst > maxBurstPerSource:
+		return nil, fmt.Errorf("relay: ServerConfig.ForwardBurst %d is not between 0 and %d", cfg.ForwardBurst, maxBurstPerSource)
 	case cfg.MaxSources < 0:
 		return nil, fmt.Errorf("relay: ServerConfig.MaxSources %d is negative", cfg.MaxSources)
 	}
@@ -157,6 +183,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			sources = DefaultMaxSources
 		}
 		s.limiter = newLimiter(rate, burst, sources, s.lastSweep)
+	}
+	if cfg.ForwardRate >= 0 {
+		rate, burst, sources := cfg.ForwardRate, cfg.ForwardBurst, cfg.MaxSources
+		if rate == 0 {
+			rate = DefaultForwardRate
+		}
+		if burst == 0 {
+			burst = DefaultForwardBurst
+		}
+		if sources == 0 {
+			sources = DefaultMaxSources
+		}
+		s.forwards = newLimiter(rate, burst, sources, s.lastSweep)
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()
@@ -202,8 +241,8 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 		pc.SetReadDeadline(time.Time{})
 	}()
 
-	buf := make([]byte, MaxMessageSize+1) // one more, to notice oversized datagrams
-	out := make([]byte, 0, MaxMessageSize)
+	buf := make([]byte, MaxForwardSize+1) // one more, to notice oversized datagrams
+	out := make([]byte, 0, MaxForwardSize)
 	errs := 0
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -265,6 +304,9 @@ func (s *Server) sweepLoop() {
 			if s.limiter != nil {
 				s.limiter.sweep(now)
 			}
+			if s.forwards != nil {
+				s.forwards.sweep(now)
+			}
 		}
 	}
 }
@@ -281,6 +323,9 @@ func (s *Server) sweepLocked(now time.Time) {
 // Register costs a signature verification.
 func (s *Server) handle(pc net.PacketConn, b []byte, from net.Addr, out []byte) []byte {
 	src, ok := addrPortOf(from)
+	if ok && IsRelayMessage(b) && msgType(b[4]) == msgForward {
+		return s.forward(pc, b, src, out)
+	}
 	if ok && !s.allow(src.Addr()) {
 		return out
 	}
@@ -305,11 +350,65 @@ func (s *Server) handle(pc net.PacketConn, b []byte, from net.Addr, out []byte) 
 		return out
 	}
 	out = reply.append(out)
-	if _, err := pc.WriteTo(out, from); err != nil {
-		s.ctr.sendErrors.Add(1)
-		s.log.Debug("send failed", "to", src, "err", err)
-	}
+	s.write(pc, out, src)
 	return out
+}
+
+// forward relays a Forward's payload to the Portal it names, blindly: the
+// relay checks only that the sender is registered from the datagram's
+// source address and that the payload is a WireGuard or Portal control
+// message, whose contents it cannot read. A sender that is not registered
+// is told so (within its rate limit, with a reply smaller than the
+// request) so that it registers again.
+func (s *Server) forward(pc net.PacketConn, b []byte, src netip.AddrPort, out []byte) []byte {
+	if len(b) <= forwardHeaderLen || len(b) > MaxForwardSize {
+		s.ctr.malformed.Add(1)
+		return out
+	}
+	payload := b[forwardHeaderLen:]
+	if !Forwardable(payload) {
+		s.ctr.fwdRefusedPayload.Add(1)
+		return out
+	}
+	dst := identity.ID(b[headerLen:forwardHeaderLen])
+	now := s.now()
+	s.mu.Lock()
+	from := s.store.sender(src, now)
+	to := s.store.get(dst)
+	if to != nil && !now.Before(to.rec.Expires) {
+		to = nil
+	}
+	s.mu.Unlock()
+	switch {
+	case from == nil:
+		s.ctr.fwdUnregistered.Add(1)
+		if s.allow(src.Addr()) {
+			out = (&message{typ: msgNotRegistered}).append(out[:0])
+			s.write(pc, out, src)
+		}
+		return out
+	case to == nil:
+		s.ctr.fwdUnknownPeer.Add(1)
+		return out
+	case s.forwards != nil && !s.forwards.allow(src.Addr(), now).allowed:
+		s.ctr.fwdRateLimited.Add(1)
+		return out
+	}
+	out = append(out[:0], magic...)
+	out = append(out, ProtocolVersion, byte(msgDeliver))
+	out = append(out, from.rec.ID[:]...)
+	out = append(out, payload...)
+	s.ctr.forwarded[wireGuardType(payload)].Add(1)
+	s.ctr.forwardedBytes.Add(uint64(len(payload)))
+	s.write(pc, out, to.addr)
+	return out
+}
+
+func (s *Server) write(pc net.PacketConn, b []byte, to netip.AddrPort) {
+	if _, err := pc.WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
+		s.ctr.sendErrors.Add(1)
+		s.log.Debug("send failed", "to", to, "err", err)
+	}
 }
 
 // allow reports whether a message from ip is within its source's rate
@@ -353,7 +452,7 @@ func (s *Server) register(m *message, src netip.AddrPort) message {
 	case rec.Expires.After(now.Add(s.maxTTL+clockSkew)) || rec.SignedAt.After(now.Add(clockSkew)):
 		r = reasonFuture
 	default:
-		r = s.storeRecord(rec, m.record, now)
+		r = s.storeRecord(rec, m.record, src, now)
 	}
 	if r != 0 {
 		s.ctr.refused[r].Add(1)
@@ -366,7 +465,7 @@ func (s *Server) register(m *message, src netip.AddrPort) message {
 
 // storeRecord keeps rec unless the relay holds a newer live record for the
 // same ID or is full; it returns the refusal reason, or 0.
-func (s *Server) storeRecord(rec Record, raw []byte, now time.Time) reason {
+func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now time.Time) reason {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.store.get(rec.ID)
@@ -380,7 +479,9 @@ func (s *Server) storeRecord(rec Record, raw []byte, now time.Time) reason {
 			if !bytes.Equal(raw, old.raw) {
 				return reasonStale
 			}
-			return 0 // a retransmission: acknowledge it again
+			if old.addr == src {
+				return 0 // a retransmission: acknowledge it again
+			}
 		}
 	}
 	if old == nil && s.store.len() >= s.maxRecords {
@@ -391,7 +492,7 @@ func (s *Server) storeRecord(rec Record, raw []byte, now time.Time) reason {
 			return reasonFull
 		}
 	}
-	s.store.put(&entry{idStr: rec.ID.String(), rec: rec, raw: bytes.Clone(raw)})
+	s.store.put(&entry{idStr: rec.ID.String(), rec: rec, raw: bytes.Clone(raw), addr: src})
 	return 0
 }
 
@@ -454,6 +555,22 @@ type Stats struct {
 	SendErrors  uint64 // replies the PacketConn failed to send
 	ReadErrors  uint64 // failed reads other than the socket closing
 	RateLimited uint64 // datagrams dropped, unread, over their source's rate limit
+
+	// Forwarded payloads by kind: the four WireGuard message types and
+	// Portal control messages. A relay forwards nothing else.
+	ForwardedInitiation uint64
+	ForwardedResponse   uint64
+	ForwardedCookie     uint64
+	ForwardedData       uint64
+	ForwardedControl    uint64
+	ForwardedBytes      uint64 // payload bytes forwarded
+	// Forwards dropped: from an address with no registration, to an ID
+	// with none, with a payload that is neither WireGuard nor a control
+	// message, or over the sender's ForwardRate.
+	ForwardUnregistered   uint64
+	ForwardUnknownPeer    uint64
+	ForwardRefusedPayload uint64
+	ForwardRateLimited    uint64
 }
 
 // Stats returns the server's counters. It is safe to call at any time,
@@ -487,6 +604,17 @@ func (s *Server) Stats() Stats {
 		SendErrors:          c.sendErrors.Load(),
 		ReadErrors:          c.readErrors.Load(),
 		RateLimited:         c.rateLimited.Load(),
+
+		ForwardedInitiation:   c.forwarded[1].Load(),
+		ForwardedResponse:     c.forwarded[2].Load(),
+		ForwardedCookie:       c.forwarded[3].Load(),
+		ForwardedData:         c.forwarded[4].Load(),
+		ForwardedControl:      c.forwarded[0].Load(),
+		ForwardedBytes:        c.forwardedBytes.Load(),
+		ForwardUnregistered:   c.fwdUnregistered.Load(),
+		ForwardUnknownPeer:    c.fwdUnknownPeer.Load(),
+		ForwardRefusedPayload: c.fwdRefusedPayload.Load(),
+		ForwardRateLimited:    c.fwdRateLimited.Load(),
 	}
 }
 
@@ -513,5 +641,15 @@ func (st Stats) LogValue() slog.Value {
 		slog.Uint64("send_errors", st.SendErrors),
 		slog.Uint64("read_errors", st.ReadErrors),
 		slog.Uint64("rate_limited", st.RateLimited),
+		slog.Uint64("forwarded_initiation", st.ForwardedInitiation),
+		slog.Uint64("forwarded_response", st.ForwardedResponse),
+		slog.Uint64("forwarded_cookie", st.ForwardedCookie),
+		slog.Uint64("forwarded_data", st.ForwardedData),
+		slog.Uint64("forwarded_control", st.ForwardedControl),
+		slog.Uint64("forwarded_bytes", st.ForwardedBytes),
+		slog.Uint64("forward_unregistered", st.ForwardUnregistered),
+		slog.Uint64("forward_unknown_peer", st.ForwardUnknownPeer),
+		slog.Uint64("forward_refused_payload", st.ForwardRefusedPayload),
+		slog.Uint64("forward_rate_limited", st.ForwardRateLimited),
 	)
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"net/netip"
 	"strings"
 	"time"
 
@@ -13,6 +14,9 @@ type entry struct {
 	idStr string // rec.ID.String(), the key of prefix lookups
 	rec   Record
 	raw   []byte // the record exactly as its owner signed it
+	// addr is the source of the registration: where Deliver messages for
+	// this ID go, and the only address whose Forwards speak for it.
+	addr netip.AddrPort
 }
 
 // store holds the relay's registrations: ID → newest record. It is not safe
@@ -30,10 +34,19 @@ type entry struct {
 type store struct {
 	byID    map[identity.ID]*entry
 	byShort map[string][]*entry
+	byAddr  map[netip.AddrPort]*entry
 }
 
 func newStore() *store {
-	return &store{byID: map[identity.ID]*entry{}, byShort: map[string][]*entry{}}
+	return &store{byID: map[identity.ID]*entry{}, byShort: map[string][]*entry{}, byAddr: map[netip.AddrPort]*entry{}}
+}
+
+// sender is the live entry registered from addr, or nil.
+func (s *store) sender(addr netip.AddrPort, now time.Time) *entry {
+	if e := s.byAddr[addr]; e != nil && now.Before(e.rec.Expires) {
+		return e
+	}
+	return nil
 }
 
 func (s *store) len() int { return len(s.byID) }
@@ -47,6 +60,7 @@ func (s *store) put(e *entry) {
 		s.remove(old)
 	}
 	s.byID[e.rec.ID] = e
+	s.byAddr[e.addr] = e // an address speaks for the ID registered from it last
 	short := e.idStr[:identity.ShortIDLen]
 	s.byShort[short] = append(s.byShort[short], e)
 }
@@ -54,6 +68,9 @@ func (s *store) put(e *entry) {
 // remove deletes e, which must be stored.
 func (s *store) remove(e *entry) {
 	delete(s.byID, e.rec.ID)
+	if s.byAddr[e.addr] == e {
+		delete(s.byAddr, e.addr)
+	}
 	short := e.idStr[:identity.ShortIDLen]
 	bucket := s.byShort[short]
 	for i, x := range bucket {

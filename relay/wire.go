@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"portal/identity"
 )
 
 // The relay protocol runs over UDP, one message per datagram, on the same
 // socket that carries the Portal's WireGuard traffic.
 //
-// Flow (this version: registration and lookup only):
+// Flow:
 //
 //	Portal ── Register{nonce, record} ─────▶ relay   verifies, stores ID → record
 //	Portal ◀── RegisterAck{nonce, expires, observed} │ or Refused{nonce, reason, relay time}
@@ -96,8 +98,77 @@ const (
 	// clock, for diagnosing clock skew.
 	msgRefused msgType = 0x05
 
-	// Types 0x06 and up are reserved for hole punching and forwarding.
+	// msgForward (Portal → relay): dst[32] payload[...], where payload is
+	// a WireGuard message or a Portal control message (PeerMessagePrefix)
+	// for the Portal registered as dst. Only a Portal registered from the
+	// datagram's source address may send it. It is the one message that
+	// may be longer than MaxMessageSize, up to MaxForwardSize.
+	msgForward msgType = 0x06
+	// msgDeliver (relay → Portal): src[32] payload[...], a Forward's
+	// payload as it arrived, with the ID registered at the sender's
+	// address. Same size as the Forward it carries.
+	msgDeliver msgType = 0x07
+	// msgNotRegistered (relay → Portal): nothing else, answering a Forward
+	// from an address that holds no registration (the Portal's NAT
+	// mapping changed, or the relay restarted): register again.
+	msgNotRegistered msgType = 0x08
+	// msgPeer (Portal → Portal, directly or inside Forward and Deliver):
+	// a control message between two Portals, sealed with their pairwise
+	// key; package tunnel defines the rest. Relays never parse it.
+	msgPeer msgType = 0x09
 )
+
+// PeerMessagePrefix starts every control message between two Portals, so
+// that a Portal's demultiplexer, and a relay deciding what it may forward,
+// can tell them from WireGuard and from relay messages.
+const PeerMessagePrefix = magic + "\x01\x09"
+
+// MaxForwardSize is the largest Forward or Deliver message: room for a
+// WireGuard message of a 9000-byte inner MTU and the 37-byte header.
+const MaxForwardSize = forwardHeaderLen + 9000 + 32
+
+// forwardHeaderLen is the size of a Forward's or Deliver's header: the
+// message header and an ID.
+const forwardHeaderLen = headerLen + idLen
+
+// AppendForward appends a Forward of payload to the Portal dst.
+func AppendForward(b []byte, dst identity.ID, payload []byte) []byte {
+	b = append(b, magic...)
+	b = append(b, ProtocolVersion, byte(msgForward))
+	b = append(b, dst[:]...)
+	return append(b, payload...)
+}
+
+// ParseDeliver returns the sending Portal and the payload of a Deliver, or
+// false when b is not one. The payload aliases b.
+func ParseDeliver(b []byte) (src identity.ID, payload []byte, ok bool) {
+	if len(b) <= forwardHeaderLen || len(b) > MaxForwardSize || !IsRelayMessage(b) || msgType(b[4]) != msgDeliver {
+		return src, nil, false
+	}
+	copy(src[:], b[headerLen:forwardHeaderLen])
+	return src, b[forwardHeaderLen:], true
+}
+
+// IsDeliver reports whether b is a Deliver, cheaply (see IsRelayMessage).
+func IsDeliver(b []byte) bool {
+	return IsRelayMessage(b) && msgType(b[4]) == msgDeliver
+}
+
+// Forwardable reports whether a relay may forward payload: a WireGuard
+// message (type 1–4, three zero bytes) or a Portal control message.
+// Anything else, whatever it claims, a relay drops.
+func Forwardable(payload []byte) bool {
+	return wireGuardType(payload) != 0 || len(payload) > len(PeerMessagePrefix) && string(payload[:len(PeerMessagePrefix)]) == PeerMessagePrefix
+}
+
+// wireGuardType is the WireGuard message type of b (1–4), or 0 when b does
+// not start like a WireGuard message.
+func wireGuardType(b []byte) byte {
+	if len(b) >= 4 && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
+		return b[0]
+	}
+	return 0
+}
 
 // status is the outcome of a lookup in a LookupReply.
 type status byte
@@ -209,6 +280,7 @@ func parseMessage(b []byte) (message, error) {
 	switch m.typ {
 	case msgRegister, msgRegisterAck, msgLookup, msgLookupReply, msgRefused:
 		copy(m.nonce[:], r.bytes(nonceLen))
+	case msgNotRegistered:
 	default:
 		return message{typ: m.typ}, errUnknownType
 	}
@@ -264,6 +336,9 @@ func (m *message) append(dst []byte) []byte {
 	start := len(dst)
 	dst = append(dst, magic...)
 	dst = append(dst, ProtocolVersion, byte(m.typ))
+	if m.typ == msgNotRegistered {
+		return dst
+	}
 	dst = append(dst, m.nonce[:]...)
 	switch m.typ {
 	case msgRegister:
