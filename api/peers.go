@@ -25,6 +25,7 @@ type Peer struct {
 	OverlayAddress *string    `json:"overlay_address"`
 	Endpoint       *string    `json:"endpoint"`
 	Path           string     `json:"path"`
+	PathSince      *time.Time `json:"path_since"`
 	LastHandshake  *time.Time `json:"last_handshake"`
 	RxBytes        uint64     `json:"rx_bytes"`
 	TxBytes        uint64     `json:"tx_bytes"`
@@ -169,6 +170,10 @@ func (h *Handler) peerJSON(p peers.Peer) Peer {
 	out.IsReachable, out.Path, out.RxBytes, out.TxBytes = st.Reachable, st.Path, st.RxBytes, st.TxBytes
 	if st.Endpoint != "" {
 		out.Endpoint = &st.Endpoint
+	}
+	if !st.PathSince.IsZero() {
+		t := st.PathSince.UTC()
+		out.PathSince = &t
 	}
 	if !st.LastHandshake.IsZero() {
 		t := st.LastHandshake.UTC()

@@ -24,6 +24,7 @@ type PeerStatus struct {
 	Reachable     bool
 	Endpoint      string    // "" when none
 	Path          string    // "direct", "relay" or "none"
+	PathSince     time.Time // when Path last changed; zero when unknown
 	LastHandshake time.Time // zero when none
 	RxBytes       uint64
 	TxBytes       uint64

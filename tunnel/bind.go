@@ -10,10 +10,13 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"portal/identity"
+	"portal/relay"
 )
 
-// Bind is the Portal's one UDP socket, shared by WireGuard and the Portal's
-// own control messages (rendezvous, later hole punching). It implements
+// Bind is the Portal's one UDP socket, shared by WireGuard, the relay
+// protocol and the control messages between Portals. It implements
 // conn.Bind for wireguard-go and demultiplexes in its receive function:
 // WireGuard messages (type 1–4 followed by three zero bytes) go to
 // wireguard-go, anything else to the control handler.
@@ -26,6 +29,7 @@ import (
 type Bind struct {
 	conn    *net.UDPConn
 	control func(b []byte, from netip.AddrPort) // must not block; nil drops
+	paths   *paths                              // set by the tunnel before Open
 
 	mu     sync.Mutex // guards closed
 	closed bool
@@ -105,7 +109,12 @@ func (b *Bind) isClosed() bool {
 	return b.closed
 }
 
-// receive reads datagrams until one is for WireGuard.
+// receive reads datagrams until one is for WireGuard. WireGuard messages
+// are taken only from addresses that a peer's authenticated control
+// messages came from, or from a relay's Deliver naming a peer: the
+// endpoint handed to wireguard-go is always the peer's, so that the path
+// stays the Bind's choice. Control messages between Portals go to the
+// path table, other relay messages to the control handler.
 func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	for {
 		n, from, err := b.conn.ReadFromUDPAddrPort(packets[0])
@@ -121,15 +130,29 @@ func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		p := packets[0][:n]
-		if isWireGuard(p) {
-			sizes[0] = n
-			eps[0] = Endpoint(from)
-			return 1, nil
-		}
-		if b.control != nil {
+		switch {
+		case isWireGuard(p):
+			if peer := b.paths.byAddress(from); peer != nil {
+				sizes[0], eps[0] = n, peer.ep
+				return 1, nil
+			}
+			b.paths.ctr.unknownSource.Add(1)
+		case relay.IsDeliver(p):
+			src, payload, ok := relay.ParseDeliver(p)
+			if !ok {
+				b.unknownIn.Add(1)
+				continue
+			}
+			if ep, ok := b.paths.deliver(src, payload, from); ok {
+				sizes[0], eps[0] = copy(packets[0], payload), ep
+				return 1, nil
+			}
+		case len(p) >= len(relay.PeerMessagePrefix) && string(p[:len(relay.PeerMessagePrefix)]) == relay.PeerMessagePrefix:
+			b.paths.handleControl(p, from, false)
+		case b.control != nil:
 			b.controlIn.Add(1)
 			b.control(p, from)
-		} else {
+		default:
 			b.unknownIn.Add(1)
 		}
 	}
@@ -148,18 +171,19 @@ func (b *Bind) SetMark(uint32) error { return nil }
 // BatchSize implements conn.Bind.
 func (b *Bind) BatchSize() int { return 1 }
 
-// Send implements conn.Bind.
+// Send implements conn.Bind: the peer's path table picks the path.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
-	e, ok := ep.(Endpoint)
+	e, ok := ep.(*peerEndpoint)
 	if !ok {
 		return conn.ErrWrongEndpointType
 	}
-	for _, buf := range bufs {
-		if _, err := b.conn.WriteToUDPAddrPort(buf, netip.AddrPort(e)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return b.paths.send(e.p, bufs)
+}
+
+// write sends one datagram on the socket.
+func (b *Bind) write(p []byte, to netip.AddrPort) error {
+	_, err := b.conn.WriteToUDPAddrPort(p, to)
+	return err
 }
 
 // sendControl writes one control datagram on the shared socket.
@@ -172,29 +196,17 @@ func (b *Bind) sendControl(p []byte, to netip.AddrPort) error {
 	return err
 }
 
-// ParseEndpoint implements conn.Bind.
+// ParseEndpoint implements conn.Bind. An endpoint is a peer's Portal ID:
+// the tunnel adds the peer to its path table before it gives the ID to
+// wireguard-go.
 func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
-	ap, err := netip.ParseAddrPort(s)
+	id, err := identity.ParseID(s)
 	if err != nil {
 		return nil, err
 	}
-	return Endpoint(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())), nil
-}
-
-// Endpoint is a peer's UDP address. It implements conn.Endpoint; the
-// source address is left to the kernel.
-type Endpoint netip.AddrPort
-
-var _ conn.Endpoint = Endpoint{}
-
-func (e Endpoint) ClearSrc()           {}
-func (e Endpoint) SrcToString() string { return "" }
-func (e Endpoint) DstToString() string { return netip.AddrPort(e).String() }
-func (e Endpoint) DstIP() netip.Addr   { return netip.AddrPort(e).Addr() }
-func (e Endpoint) SrcIP() netip.Addr   { return netip.Addr{} }
-
-// DstToBytes is the address as wireguard-go's cookie MAC wants it.
-func (e Endpoint) DstToBytes() []byte {
-	b, _ := netip.AddrPort(e).MarshalBinary()
-	return b
+	p := b.paths.get(id)
+	if p == nil {
+		return nil, fmt.Errorf("tunnel: bind: endpoint of unknown peer %s", id.Short())
+	}
+	return p.ep, nil
 }

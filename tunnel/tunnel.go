@@ -31,7 +31,6 @@ const (
 	// sessionLifetime is how long after a handshake a WireGuard session
 	// stays usable (RejectAfterTime): a peer is reachable within it.
 	sessionLifetime = 180 * time.Second
-	statusCacheTTL  = 50 * time.Millisecond
 	// maintainInterval is how often the tunnel turns on the persistent
 	// keepalive of peers whose session came up (see maintain).
 	maintainInterval = 2 * time.Second
@@ -59,6 +58,15 @@ type Config struct {
 	// WireGuard, with its source. It runs on the receive path and must not
 	// block. Nil drops them.
 	Control func(b []byte, from netip.AddrPort)
+	// Endpoints returns this Portal's own endpoints (those the relays
+	// observed, then local ones), which a peer is told to probe when no
+	// direct path is known. Nil means none: only the peer's probes and
+	// pings can then find a path.
+	Endpoints func() []netip.AddrPort
+	// IsRelay reports whether an address is one of this Portal's relays;
+	// only those may become the relay a peer is reached through. Nil
+	// means the relay named by SetEndpoints only.
+	IsRelay func(netip.AddrPort) bool
 	// Log receives the tunnel's events. Required.
 	Log *slog.Logger
 }
@@ -67,7 +75,12 @@ type Config struct {
 type PeerStatus struct {
 	// Reachable is true while a session from a handshake is valid.
 	Reachable bool
-	// Endpoint is the peer's UDP address in use; invalid when unknown.
+	// Path is PathDirect, PathRelay or PathNone: how packets to the peer
+	// travel now. PathSince is when it last changed.
+	Path      string
+	PathSince time.Time
+	// Endpoint is where packets to the peer go: its direct UDP address,
+	// or the relay's; invalid when unknown.
 	Endpoint      netip.AddrPort
 	LastHandshake time.Time // zero when none yet
 	RxBytes       uint64
@@ -85,6 +98,7 @@ type Tunnel struct {
 	keepalive time.Duration
 	log       *slog.Logger
 	bind      *Bind
+	paths     *paths
 	stack     *netStack
 	dev       *device.Device
 
@@ -94,15 +108,10 @@ type Tunnel struct {
 		gen        uint64
 		keepalive  map[identity.ID]bool // persistent keepalive is on
 	}
-	// stop and done end the maintenance goroutine (see maintain).
+	// stop ends the maintenance and probing goroutines; wg waits for them.
 	stop chan struct{}
-	done chan struct{}
+	wg   sync.WaitGroup
 
-	status struct {
-		sync.Mutex // guards the cached device status
-		at         time.Time
-		byKey      map[[32]byte]wgStatus
-	}
 	closeOnce sync.Once
 	closed    atomic.Bool
 }
@@ -125,10 +134,12 @@ func New(cfg Config) (t *Tunnel, err error) {
 	t = &Tunnel{self: self, addr: self.OverlayAddr(), keepalive: cfg.Keepalive, log: cfg.Log}
 	t.peers.byID = map[identity.ID]uint64{}
 	t.peers.keepalive = map[identity.ID]bool{}
-	t.stop, t.done = make(chan struct{}), make(chan struct{})
+	t.stop = make(chan struct{})
 	if t.bind, err = newBind(cfg.Port, cfg.Control); err != nil {
 		return nil, err
 	}
+	t.paths = newPaths(cfg.Key, t.bind.write, cfg.Endpoints, cfg.IsRelay, cfg.Log.With("component", "paths"))
+	t.bind.paths = t.paths
 	if t.stack, err = newNetStack(t.addr, cfg.MTU); err != nil {
 		t.bind.release()
 		return nil, err
@@ -138,7 +149,9 @@ func New(cfg Config) (t *Tunnel, err error) {
 		Verbosef: func(format string, args ...any) { wgLog.Debug(fmt.Sprintf(format, args...)) },
 		Errorf:   func(format string, args ...any) { wgLog.Warn(fmt.Sprintf(format, args...)) },
 	})
+	t.wg.Add(2)
 	go t.maintain()
+	go t.probe()
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -160,25 +173,48 @@ func (t *Tunnel) Port() uint16 { return t.bind.Port() }
 // Addr is this Portal's overlay address.
 func (t *Tunnel) Addr() netip.Addr { return t.addr }
 
-// SetPeer adds the peer or updates it: its WireGuard key and overlay address
-// come from id; endpoint, when valid, is where to send to it (an invalid
-// one keeps whatever the device learned from the peer's own packets).
-func (t *Tunnel) SetPeer(id identity.ID, endpoint netip.AddrPort) error {
+// SetPeer adds the peer, if it is not on the device yet: its WireGuard
+// key and overlay address come from id. Where to reach it comes later,
+// from SetEndpoints or from the peer's own control messages.
+func (t *Tunnel) SetPeer(id identity.ID) error {
 	if id == t.self {
 		return errors.New("tunnel: cannot add this Portal as its own peer")
 	}
 	t.peers.Lock()
 	defer t.peers.Unlock()
-	if err := t.dev.IpcSet(setPeerConfig(id, endpoint)); err != nil {
+	if _, ok := t.peers.byID[id]; ok {
+		return nil
+	}
+	if _, err := t.paths.add(id); err != nil {
+		return fmt.Errorf("tunnel: set peer %s: %w", id.Short(), err)
+	}
+	if err := t.dev.IpcSet(setPeerConfig(id)); err != nil {
+		t.paths.remove(id)
 		return fmt.Errorf("tunnel: set peer %s: %w", id.Short(), err)
 	}
 	t.peers.gen++
 	t.peers.byID[id] = t.peers.gen
-	t.invalidateStatus()
-	if endpoint.IsValid() {
-		t.startHandshakeLocked(id, t.peers.gen)
-	}
 	return nil
+}
+
+// SetEndpoints tells the tunnel where a peer may be: the endpoints of its
+// signed record (observed by relays, then local) and via, the relay it is
+// registered with (invalid for none). Unless a direct path is in use, the
+// tunnel probes the endpoints, asks the peer through the relay to probe
+// this Portal's, and meanwhile sends through the relay. A peer not set
+// with SetPeer is ignored.
+func (t *Tunnel) SetEndpoints(id identity.ID, endpoints []netip.AddrPort, via netip.AddrPort) {
+	t.peers.Lock()
+	defer t.peers.Unlock()
+	gen, ok := t.peers.byID[id]
+	p := t.paths.get(id)
+	if !ok || p == nil {
+		return
+	}
+	t.paths.setEndpoints(p, endpoints, via)
+	if !t.reachable(id) {
+		t.startHandshakeLocked(id, gen)
+	}
 }
 
 // startHandshakeLocked makes sure a handshake with a newly set peer does
@@ -231,7 +267,7 @@ func (t *Tunnel) kickLocked(id identity.ID) {
 // could cross one from the peer (see startHandshakeLocked). It runs until
 // Close.
 func (t *Tunnel) maintain() {
-	defer close(t.done)
+	defer t.wg.Done()
 	tick := time.NewTicker(maintainInterval)
 	defer tick.Stop()
 	for {
@@ -241,7 +277,6 @@ func (t *Tunnel) maintain() {
 		case <-tick.C:
 		}
 		t.peers.Lock()
-		t.invalidateStatus()
 		all, err := t.deviceStatus() // one read of the device for all peers
 		for id := range t.peers.byID {
 			st, ok := all[id.WireGuardKey()]
@@ -256,9 +291,23 @@ func (t *Tunnel) maintain() {
 	}
 }
 
-// reachable reads the device's status afresh.
+// probe runs the path table's probing schedule until Close.
+func (t *Tunnel) probe() {
+	defer t.wg.Done()
+	tick := time.NewTicker(probeTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case now := <-tick.C:
+			t.paths.probe(now)
+		}
+	}
+}
+
+// reachable reports whether a session with the peer is up.
 func (t *Tunnel) reachable(id identity.ID) bool {
-	t.invalidateStatus()
 	st, ok := t.PeerStatus(id)
 	return ok && st.Reachable
 }
@@ -271,10 +320,11 @@ func (t *Tunnel) RemovePeer(id identity.ID) error {
 	defer t.peers.Unlock()
 	delete(t.peers.byID, id)
 	delete(t.peers.keepalive, id)
-	if err := t.dev.IpcSet(removePeerConfig(id)); err != nil {
+	err := t.dev.IpcSet(removePeerConfig(id))
+	t.paths.remove(id)
+	if err != nil {
 		return fmt.Errorf("tunnel: remove peer %s: %w", id.Short(), err)
 	}
-	t.invalidateStatus()
 	return nil
 }
 
@@ -290,45 +340,58 @@ func (t *Tunnel) PeerStatus(id identity.ID) (PeerStatus, bool) {
 	if !ok {
 		return PeerStatus{}, false
 	}
+	path, endpoint, since := t.paths.status(id)
 	return PeerStatus{
 		Reachable:     !st.lastHandshake.IsZero() && time.Since(st.lastHandshake) < sessionLifetime,
-		Endpoint:      st.endpoint,
+		Path:          path,
+		PathSince:     since,
+		Endpoint:      endpoint,
 		LastHandshake: st.lastHandshake,
 		RxBytes:       st.rx,
 		TxBytes:       st.tx,
 	}, true
 }
 
-// deviceStatus returns the device's status, read at most every
-// statusCacheTTL so that listing many peers reads it once.
+// deviceStatus reads the device's status of every peer.
 func (t *Tunnel) deviceStatus() (map[[32]byte]wgStatus, error) {
-	t.status.Lock()
-	defer t.status.Unlock()
-	if t.status.byKey != nil && time.Since(t.status.at) < statusCacheTTL {
-		return t.status.byKey, nil
-	}
 	text, err := t.dev.IpcGet()
 	if err != nil {
 		return nil, err
 	}
-	m, err := parseStatus(text)
-	if err != nil {
-		return nil, err
-	}
-	t.status.byKey, t.status.at = m, time.Now()
-	return m, nil
-}
-
-func (t *Tunnel) invalidateStatus() {
-	t.status.Lock()
-	t.status.byKey = nil
-	t.status.Unlock()
+	return parseStatus(text)
 }
 
 // SendControl writes a control datagram (not WireGuard) on the tunnel's UDP
 // socket, so that it leaves through the same NAT mapping as WireGuard.
 func (t *Tunnel) SendControl(b []byte, to netip.AddrPort) error {
 	return t.bind.sendControl(b, to)
+}
+
+// Stats counts what the tunnel's path layer did and dropped since New.
+type Stats struct {
+	ControlIn, ControlOut uint64 // control messages between Portals
+	// Control messages dropped: malformed, longer than the maximum, from
+	// a Portal that is not a peer, failing authentication (forged), or
+	// seen before (replayed).
+	ControlMalformed, ControlOversized, ControlStranger, ControlForged, ControlReplayed uint64
+	// WireGuardUnknownSource counts WireGuard datagrams from addresses no
+	// peer's control messages came from; they are dropped.
+	WireGuardUnknownSource uint64
+	// RelayedIn and RelayedOut count WireGuard packets through relays.
+	RelayedIn, RelayedOut uint64
+}
+
+// Stats returns the tunnel's counters.
+func (t *Tunnel) Stats() Stats {
+	c := &t.paths.ctr
+	return Stats{
+		ControlIn: c.controlIn.Load(), ControlOut: c.controlOut.Load(),
+		ControlMalformed: c.malformed.Load(), ControlOversized: c.oversized.Load(),
+		ControlStranger: c.stranger.Load() + c.deliverStranger.Load(),
+		ControlForged:   c.forged.Load(), ControlReplayed: c.replayed.Load(),
+		WireGuardUnknownSource: c.unknownSource.Load(),
+		RelayedIn:              c.relayedIn.Load(), RelayedOut: c.relayedOut.Load(),
+	}
 }
 
 // DialContext opens a TCP connection through the tunnel. address is
@@ -369,7 +432,7 @@ func (t *Tunnel) Close() error {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
 		close(t.stop)
-		<-t.done
+		t.wg.Wait()
 		if t.dev != nil {
 			t.dev.Close() // closes the stack (tun.Device) and the Bind
 		} else {

@@ -47,6 +47,15 @@ func newNode(t *testing.T) *node {
 	return n
 }
 
+// setPeer adds id to tun with one known endpoint and no relay.
+func setPeer(tun *Tunnel, id identity.ID, endpoint netip.AddrPort) error {
+	if err := tun.SetPeer(id); err != nil {
+		return err
+	}
+	tun.SetEndpoints(id, []netip.AddrPort{endpoint}, netip.AddrPort{})
+	return nil
+}
+
 func (n *node) endpoint() netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.tun.Port())
 }
@@ -54,10 +63,10 @@ func (n *node) endpoint() netip.AddrPort {
 // pair makes a and b peers of each other with loopback endpoints.
 func pair(t *testing.T, a, b *node) {
 	t.Helper()
-	if err := a.tun.SetPeer(b.key.ID(), b.endpoint()); err != nil {
+	if err := setPeer(a.tun, b.key.ID(), b.endpoint()); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.tun.SetPeer(a.key.ID(), a.endpoint()); err != nil {
+	if err := setPeer(b.tun, a.key.ID(), a.endpoint()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -167,7 +176,7 @@ func TestRemovedPeerCannotReach(t *testing.T) {
 func TestStrangerCannotHandshake(t *testing.T) {
 	b, stranger := newNode(t), newNode(t)
 	// The stranger knows b, b never added the stranger.
-	if err := stranger.tun.SetPeer(b.key.ID(), b.endpoint()); err != nil {
+	if err := setPeer(stranger.tun, b.key.ID(), b.endpoint()); err != nil {
 		t.Fatal(err)
 	}
 	accepted := echoServer(t, b)
@@ -233,7 +242,7 @@ func TestIsWireGuard(t *testing.T) {
 func TestLatePeerStartsHandshake(t *testing.T) {
 	a, b := newNode(t), newNode(t)
 	echoServer(t, b)
-	if err := a.tun.SetPeer(b.key.ID(), b.endpoint()); err != nil {
+	if err := setPeer(a.tun, b.key.ID(), b.endpoint()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
@@ -247,7 +256,7 @@ func TestLatePeerStartsHandshake(t *testing.T) {
 		dialed <- err
 	}()
 	time.Sleep(100 * time.Millisecond) // let the first initiation be dropped: the order under test
-	if err := b.tun.SetPeer(a.key.ID(), a.endpoint()); err != nil {
+	if err := setPeer(b.tun, a.key.ID(), a.endpoint()); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-dialed; err != nil {
@@ -273,7 +282,6 @@ func TestKeepaliveAfterSession(t *testing.T) {
 		peer identity.ID
 	}{{a, b.key.ID()}, {b, a.key.ID()}} {
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			n.self.tun.invalidateStatus()
 			all, err := n.self.tun.deviceStatus()
 			if err != nil {
 				t.Fatal(err)

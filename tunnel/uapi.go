@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -16,15 +15,14 @@ import (
 // (keys in hex, one key=value per line).
 
 // setPeerConfig is the UAPI text that adds or updates a peer: its key, its
-// overlay address as the only allowed IP, and its endpoint when known.
-func setPeerConfig(id identity.ID, endpoint netip.AddrPort) string {
+// overlay address as the only allowed IP, and its endpoint, which is the
+// peer's ID (see Bind.ParseEndpoint).
+func setPeerConfig(id identity.ID) string {
 	var b strings.Builder
 	wg := id.WireGuardKey()
 	fmt.Fprintf(&b, "public_key=%s\n", hex.EncodeToString(wg[:]))
 	fmt.Fprintf(&b, "replace_allowed_ips=true\nallowed_ip=%s/128\n", id.OverlayAddr())
-	if endpoint.IsValid() {
-		fmt.Fprintf(&b, "endpoint=%s\n", endpoint)
-	}
+	fmt.Fprintf(&b, "endpoint=%s\n", id)
 	return b.String()
 }
 
@@ -48,7 +46,6 @@ func deviceConfig(priv [32]byte) string {
 
 // wgStatus is one peer's state as wireguard-go reports it.
 type wgStatus struct {
-	endpoint      netip.AddrPort
 	lastHandshake time.Time
 	rx, tx        uint64
 	keepalive     time.Duration
@@ -90,10 +87,6 @@ func parseStatus(text string) (map[[32]byte]wgStatus, error) {
 			}
 			copy(cur[:], raw)
 			have, st, hsSec, hsNsec = true, wgStatus{}, 0, 0
-		case "endpoint":
-			var ap netip.AddrPort
-			ap, err = netip.ParseAddrPort(value)
-			st.endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		case "last_handshake_time_sec":
 			hsSec, err = strconv.ParseInt(value, 10, 64)
 		case "last_handshake_time_nsec":

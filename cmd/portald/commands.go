@@ -213,7 +213,7 @@ func cmdAppsRm(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func printPeers(w io.Writer, list []api.Peer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHORT ID\tNAME\tVERIFIED\tREACHABLE\tPATH\tENDPOINT\tLAST HANDSHAKE\tRX\tTX")
+	fmt.Fprintln(tw, "SHORT ID\tNAME\tVERIFIED\tREACHABLE\tPATH (FOR)\tENDPOINT\tLAST HANDSHAKE\tRX\tTX")
 	for _, p := range list {
 		endpoint, hs := "-", "-"
 		if p.Endpoint != nil {
@@ -222,8 +222,12 @@ func printPeers(w io.Writer, list []api.Peer) error {
 		if p.LastHandshake != nil {
 			hs = time.Since(*p.LastHandshake).Round(time.Second).String() + " ago"
 		}
+		path := p.Path
+		if p.PathSince != nil {
+			path += " (" + time.Since(*p.PathSince).Round(time.Second).String() + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.ShortID, quoteName(p.Name), yesNo(p.Verified),
-			yesNo(p.IsReachable), p.Path, endpoint, hs, p.RxBytes, p.TxBytes)
+			yesNo(p.IsReachable), path, endpoint, hs, p.RxBytes, p.TxBytes)
 	}
 	return tw.Flush()
 }

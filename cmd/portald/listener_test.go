@@ -2,7 +2,6 @@ package main
 
 import (
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 )
@@ -57,24 +56,4 @@ func TestPerSourceLimit(t *testing.T) {
 		t.Fatal("a double Close freed two slots")
 	}
 	second.Close()
-}
-
-func TestNextCandidate(t *testing.T) {
-	wan := netip.MustParseAddrPort("198.51.100.4:51820")
-	lan := netip.MustParseAddrPort("203.0.113.18:51820")
-	tests := []struct {
-		endpoints, tried []netip.AddrPort
-		want             netip.AddrPort
-	}{
-		{[]netip.AddrPort{wan, lan}, nil, wan},
-		{[]netip.AddrPort{wan, lan}, []netip.AddrPort{wan}, lan},
-		{[]netip.AddrPort{wan, lan}, []netip.AddrPort{lan}, wan}, // a record that learned its observed endpoint late
-		{[]netip.AddrPort{wan, lan}, []netip.AddrPort{wan, lan}, wan},
-		{[]netip.AddrPort{lan}, []netip.AddrPort{lan}, lan},
-	}
-	for _, tt := range tests {
-		if got := nextCandidate(tt.endpoints, tt.tried); got != tt.want {
-			t.Errorf("nextCandidate(%v, tried %v) = %v, want %v", tt.endpoints, tt.tried, got, tt.want)
-		}
-	}
 }

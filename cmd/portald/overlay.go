@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -46,25 +45,21 @@ type overlay struct {
 	addrMu sync.RWMutex
 	byAddr map[netip.Addr]peers.Peer
 
-	mu        sync.Mutex                       // guards the fields below, and orders device changes with removals
-	endpoints map[identity.ID]netip.AddrPort   // endpoint last given to the device
-	pending   map[string]bool                  // peer IDs (full or prefix) to look up now
-	busy      map[string]bool                  // being looked up, or waiting for a retry
-	failures  map[string]int                   // consecutive failed lookups
-	tried     map[identity.ID][]netip.AddrPort // endpoints given to the device since the peer was last reachable
-	wake      chan struct{}
+	mu       sync.Mutex      // guards the fields below, and orders device changes with removals
+	pending  map[string]bool // peer IDs (full or prefix) to look up now
+	busy     map[string]bool // being looked up, or waiting for a retry
+	failures map[string]int  // consecutive failed lookups
+	wake     chan struct{}
 }
 
 func newOverlay(store *peers.Store, tun *tunnel.Tunnel, rc *relay.Client, log *slog.Logger) *overlay {
 	return &overlay{
 		store: store, tun: tun, relay: rc, log: log,
-		byAddr:    map[netip.Addr]peers.Peer{},
-		endpoints: map[identity.ID]netip.AddrPort{},
-		pending:   map[string]bool{},
-		busy:      map[string]bool{},
-		failures:  map[string]int{},
-		tried:     map[identity.ID][]netip.AddrPort{},
-		wake:      make(chan struct{}, 1),
+		byAddr:   map[netip.Addr]peers.Peer{},
+		pending:  map[string]bool{},
+		busy:     map[string]bool{},
+		failures: map[string]int{},
+		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -92,8 +87,6 @@ func (o *overlay) PeerChanged(p peers.Peer, removed bool) {
 				o.log.Error("remove peer from the tunnel", "peer", p.ShortID(), "err", err)
 			}
 			o.setAddr(p, true)
-			delete(o.endpoints, p.Key)
-			delete(o.tried, p.Key)
 		}
 		delete(o.pending, p.ID)
 		delete(o.failures, p.ID)
@@ -101,7 +94,7 @@ func (o *overlay) PeerChanged(p peers.Peer, removed bool) {
 	}
 	if p.HasKey() {
 		if _, known := o.PeerByAddr(p.Key.OverlayAddr()); !known {
-			if err := o.tun.SetPeer(p.Key, o.endpoints[p.Key]); err != nil {
+			if err := o.tun.SetPeer(p.Key); err != nil {
 				o.log.Error("add peer to the tunnel", "peer", p.ShortID(), "err", err)
 				return
 			}
@@ -141,11 +134,9 @@ func (o *overlay) Status(id identity.ID) api.PeerStatus {
 		return out
 	}
 	out.Reachable, out.LastHandshake, out.RxBytes, out.TxBytes = st.Reachable, st.LastHandshake, st.RxBytes, st.TxBytes
+	out.Path, out.PathSince = st.Path, st.PathSince
 	if st.Endpoint.IsValid() {
 		out.Endpoint = st.Endpoint.String()
-	}
-	if st.Reachable {
-		out.Path = "direct"
 	}
 	return out
 }
@@ -244,11 +235,9 @@ func (o *overlay) wakeLocked() {
 
 // lookup finds one peer (a full ID or a prefix) at the rendezvous servers
 // and applies what it learned: the key of a prefix, the peer's own name,
-// its endpoint. It reports false when the lookup should be retried: it
-// failed, or the peer is not reachable yet. While a peer stays
-// unreachable, each retry gives the device the next endpoint of the
-// peer's record (observed ones first, then local ones), so that one dead
-// candidate does not hold the pairing up.
+// its endpoints and the relay it is registered with, which the tunnel
+// probes and falls back to. It reports false when the lookup should be
+// retried: it failed, or the peer is not reachable yet.
 func (o *overlay) lookup(ctx context.Context, query string) bool {
 	p, err := o.store.Peer(ctx, query)
 	if err != nil {
@@ -256,7 +245,7 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	rec, err := o.relay.Lookup(lctx, query)
+	rec, via, err := o.relay.LookupVia(lctx, query)
 	if err != nil {
 		if ctx.Err() == nil {
 			o.log.Debug("lookup failed; will retry", "peer", query[:identity.ShortIDLen], "err", err)
@@ -286,45 +275,16 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 	if err != nil || p.Key != rec.ID {
 		return true
 	}
-	if st, _ := o.tun.PeerStatus(rec.ID); st.Reachable {
-		// A session is up: WireGuard follows the peer's own packets to
-		// the path that works, which a record's candidate must not undo.
-		delete(o.tried, rec.ID)
-		o.setAddr(p, false)
-		return true
-	}
-	var endpoint netip.AddrPort
-	if len(rec.Endpoints) > 0 {
-		endpoint = nextCandidate(rec.Endpoints, o.tried[rec.ID])
-		if len(o.tried[rec.ID]) >= len(rec.Endpoints) || slices.Contains(o.tried[rec.ID], endpoint) {
-			o.tried[rec.ID] = nil // every candidate failed once: start over
-		}
-		o.tried[rec.ID] = append(o.tried[rec.ID], endpoint)
-	}
-	_, known := o.PeerByAddr(rec.ID.OverlayAddr())
-	if !known || (endpoint.IsValid() && o.endpoints[rec.ID] != endpoint) {
-		if err := o.tun.SetPeer(rec.ID, endpoint); err != nil {
-			o.log.Error("set peer endpoint", "peer", rec.ID.Short(), "err", err)
+	if _, known := o.PeerByAddr(rec.ID.OverlayAddr()); !known {
+		if err := o.tun.SetPeer(rec.ID); err != nil {
+			o.log.Error("add peer to the tunnel", "peer", rec.ID.Short(), "err", err)
 			return false
-		}
-		if endpoint.IsValid() {
-			o.endpoints[rec.ID] = endpoint
-			o.log.Info("peer endpoint", "peer", rec.ID.Short(), "endpoint", endpoint.String())
 		}
 	}
 	o.setAddr(p, false)
-	return false // not reachable yet: look again soon, with the next candidate
-}
-
-// nextCandidate is the first endpoint of the record (observed ones come
-// first) not tried yet, or the first one when all were.
-func nextCandidate(endpoints, tried []netip.AddrPort) netip.AddrPort {
-	for _, e := range endpoints {
-		if !slices.Contains(tried, e) {
-			return e
-		}
-	}
-	return endpoints[0]
+	o.tun.SetEndpoints(rec.ID, rec.Endpoints, via)
+	st, _ := o.tun.PeerStatus(rec.ID)
+	return st.Reachable
 }
 
 // localEndpoints are this host's unicast addresses with the tunnel's port,

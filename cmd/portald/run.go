@@ -283,11 +283,24 @@ func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger) (*tunnel.Tu
 			rc.HandlePacket(b, from)
 		}
 	}
+	var tun *tunnel.Tunnel
+	endpoints := func() []netip.AddrPort {
+		if rc := client.Load(); rc != nil {
+			return rc.Endpoints()
+		}
+		return localEndpoints(tun.Port())
+	}
+	isRelay := func(a netip.AddrPort) bool {
+		rc := client.Load()
+		return rc != nil && rc.IsRelay(a)
+	}
 	tun, err := tunnel.New(tunnel.Config{
 		Key:       key,
 		Port:      uint16(cfg.udpPort),
 		Keepalive: cfg.keepalive,
 		Control:   control,
+		Endpoints: endpoints,
+		IsRelay:   isRelay,
 		Log:       log.With("component", "tunnel"),
 	})
 	if err != nil {

@@ -45,6 +45,15 @@ func (n *secNode) endpoint() netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.tun.Port())
 }
 
+// setPeer adds id to tun with one known endpoint and no relay.
+func setPeer(tun *tunnel.Tunnel, id identity.ID, endpoint netip.AddrPort) error {
+	if err := tun.SetPeer(id); err != nil {
+		return err
+	}
+	tun.SetEndpoints(id, []netip.AddrPort{endpoint}, netip.AddrPort{})
+	return nil
+}
+
 // TestIngressSecurityThroughTunnel drives the receiving ingress through a
 // real WireGuard tunnel with requests a hostile peer could craft.
 func TestIngressSecurityThroughTunnel(t *testing.T) {
@@ -52,14 +61,14 @@ func TestIngressSecurityThroughTunnel(t *testing.T) {
 	// The receiver knows sender and other; the stranger knows the receiver
 	// but was never added by it.
 	for _, n := range []*secNode{sender, other} {
-		if err := recv.tun.SetPeer(n.key.ID(), n.endpoint()); err != nil {
+		if err := setPeer(recv.tun, n.key.ID(), n.endpoint()); err != nil {
 			t.Fatal(err)
 		}
-		if err := n.tun.SetPeer(recv.key.ID(), recv.endpoint()); err != nil {
+		if err := setPeer(n.tun, recv.key.ID(), recv.endpoint()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := stranger.tun.SetPeer(recv.key.ID(), recv.endpoint()); err != nil {
+	if err := setPeer(stranger.tun, recv.key.ID(), recv.endpoint()); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,0 +1,639 @@
+package tunnel
+
+import (
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
+	"golang.zx2c4.com/wireguard/conn"
+
+	"portal/identity"
+	"portal/relay"
+)
+
+// Path selection. wireguard-go holds one endpoint per peer, a peerEndpoint
+// naming the peer, and the Bind decides for every packet where it goes:
+//
+//   - a direct UDP path that answered a ping within trustDuration: that
+//     path alone;
+//   - otherwise the relay the peer is registered with, and also the last
+//     direct path while it is merely untrusted, so that traffic survives
+//     whichever of the two works;
+//   - with no relay and no validated path, every candidate endpoint.
+//
+// Probing finds direct paths: pings to every candidate at the offsets of
+// probeSchedule after a trigger (new endpoints from a lookup, a call-me
+// from the peer, the loss of the direct path), then every relayedProbe
+// while the pair stays relayed. A call-me through the relay makes the peer
+// probe at the same moment, which is what opens two NATs at once. A
+// validated path is pinged every heartbeat; trust lapses after
+// trustDuration without a pong, and the pair falls back to the relay
+// without WireGuard noticing: its sessions, and the TCP connections inside
+// them, go on over the other path.
+const (
+	// heartbeat is how often a trusted direct path is pinged; it also
+	// keeps the NAT mappings on it open.
+	heartbeat = 2 * time.Second
+	// trustDuration is how long after its last pong a direct path is used
+	// alone: two heartbeats and a margin.
+	trustDuration = 5 * time.Second
+	// relayedProbe is the probing period of a pair with no direct path
+	// once probeSchedule has run out.
+	relayedProbe = 10 * time.Second
+	// pingTimeout is how long a ping waits for its pong.
+	pingTimeout = 5 * time.Second
+	// minTrigger is the least time between two probing rounds started by
+	// the peer's call-me messages.
+	minTrigger = time.Second
+	// probeTick is the resolution of the probing schedule.
+	probeTick = 250 * time.Millisecond
+	// maxCandidates bounds the endpoints kept per peer; the oldest go.
+	maxCandidates = 16
+	// maxPeerAddrs bounds the source addresses a peer is known by.
+	maxPeerAddrs = 8
+	// betterRTT is how much faster another direct path must answer to
+	// replace the one in use, so that two similar paths do not flap.
+	betterRTT = 0.7
+)
+
+// probeSchedule is when, after a trigger, every candidate is pinged: fast
+// at first, for the case where the peer punches at the same moment.
+var probeSchedule = []time.Duration{0, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2 * time.Second, 4 * time.Second, 7 * time.Second, 10 * time.Second, 15 * time.Second}
+
+// Path names as PeerStatus reports them.
+const (
+	PathDirect = "direct"
+	PathRelay  = "relay"
+	PathNone   = "none"
+)
+
+// route is where a peer's packets go now; Send reads it without locks.
+type route struct {
+	direct  netip.AddrPort // validated direct path, or invalid
+	trusted time.Time      // direct is used alone until then
+	relay   netip.AddrPort // relay the peer is registered with, or invalid
+	spray   []netip.AddrPort
+}
+
+// peerEndpoint is the conn.Endpoint wireguard-go holds for a peer. It
+// names the peer, not an address, so that the Bind picks the path and
+// wireguard-go's own roaming never pins a dead one.
+type peerEndpoint struct{ p *peerPath }
+
+var _ conn.Endpoint = (*peerEndpoint)(nil)
+
+func (e *peerEndpoint) ClearSrc()           {}
+func (e *peerEndpoint) SrcToString() string { return "" }
+func (e *peerEndpoint) DstToString() string { return e.p.id.String() }
+func (e *peerEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }
+
+// DstIP is the peer's overlay address: wireguard-go keys its handshake
+// rate limit by it, and it is one per peer whatever the path.
+func (e *peerEndpoint) DstIP() netip.Addr { return e.p.id.OverlayAddr() }
+
+// DstToBytes feeds WireGuard's cookie MAC; it must not change with the
+// path.
+func (e *peerEndpoint) DstToBytes() []byte { return e.p.id[:] }
+
+// candidate is a direct endpoint of a peer.
+type candidate struct {
+	addr     netip.AddrPort
+	lastPong time.Time
+	rtt      time.Duration
+}
+
+type pendingPing struct {
+	to netip.AddrPort
+	at time.Time
+}
+
+// peerPath is the path state of one peer.
+type peerPath struct {
+	id    identity.ID
+	ep    *peerEndpoint
+	aead  cipher.AEAD
+	route atomic.Pointer[route]
+
+	mu         sync.Mutex // guards the fields below
+	rx         replayWindow
+	candidates []candidate
+	relay      netip.AddrPort
+	best       netip.AddrPort // validated direct path, or invalid
+	bestRTT    time.Duration
+	lastPong   time.Time // of best
+	pings      map[[txidLen]byte]pendingPing
+	trigger    time.Time // start of the current probing round
+	step       int       // next entry of probeSchedule
+	nextProbe  time.Time
+	nextBeat   time.Time
+	path       string
+	pathSince  time.Time
+	addrs      []netip.AddrPort // source addresses this peer is known by
+}
+
+// pathCounters count what the path layer dropped and did.
+type pathCounters struct {
+	controlIn, controlOut                                 atomic.Uint64
+	malformed, oversized, stranger, forged, replayed      atomic.Uint64
+	unknownSource, relayedIn, relayedOut, deliverStranger atomic.Uint64
+}
+
+// paths is the tunnel's path table: the state of every peer, the addresses
+// they send from, and the probing loop.
+type paths struct {
+	key       *identity.Key
+	self      identity.ID
+	boot      uint64
+	counter   atomic.Uint64
+	write     func([]byte, netip.AddrPort) error
+	endpoints func() []netip.AddrPort
+	isRelay   func(netip.AddrPort) bool
+	log       *slog.Logger
+	ctr       pathCounters
+	bufs      sync.Pool
+
+	mu     sync.RWMutex // guards byID and byAddr
+	byID   map[identity.ID]*peerPath
+	byAddr map[netip.AddrPort]*peerPath
+}
+
+func newPaths(key *identity.Key, write func([]byte, netip.AddrPort) error, endpoints func() []netip.AddrPort, isRelay func(netip.AddrPort) bool, log *slog.Logger) *paths {
+	var b [8]byte
+	rand.Read(b[:])
+	ps := &paths{
+		key: key, self: key.ID(), boot: binary.BigEndian.Uint64(b[:]),
+		write: write, endpoints: endpoints, isRelay: isRelay, log: log,
+		byID: map[identity.ID]*peerPath{}, byAddr: map[netip.AddrPort]*peerPath{},
+	}
+	ps.bufs.New = func() any { b := make([]byte, 0, relay.MaxForwardSize); return &b }
+	return ps
+}
+
+// add creates the peer's path state, or returns the existing one.
+func (ps *paths) add(id identity.ID) (*peerPath, error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p := ps.byID[id]; p != nil {
+		return p, nil
+	}
+	k, err := ps.key.ControlKey(id)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := chacha20poly1305.NewX(k[:])
+	if err != nil {
+		return nil, err
+	}
+	p := &peerPath{id: id, aead: aead, pings: map[[txidLen]byte]pendingPing{}, path: PathNone}
+	p.ep = &peerEndpoint{p}
+	p.route.Store(&route{})
+	ps.byID[id] = p
+	return p, nil
+}
+
+func (ps *paths) remove(id identity.ID) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	p := ps.byID[id]
+	if p == nil {
+		return
+	}
+	delete(ps.byID, id)
+	for a, q := range ps.byAddr {
+		if q == p {
+			delete(ps.byAddr, a)
+		}
+	}
+}
+
+func (ps *paths) get(id identity.ID) *peerPath {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	return ps.byID[id]
+}
+
+func (ps *paths) all() []*peerPath {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	out := make([]*peerPath, 0, len(ps.byID))
+	for _, p := range ps.byID {
+		out = append(out, p)
+	}
+	return out
+}
+
+// byAddress is the peer that sends from addr, as its authenticated control
+// messages showed.
+func (ps *paths) byAddress(addr netip.AddrPort) *peerPath {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	return ps.byAddr[addr]
+}
+
+// learnAddr records that p sends from addr.
+func (ps *paths) learnAddr(p *peerPath, addr netip.AddrPort) {
+	if ps.byAddress(addr) == p {
+		return
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.byID[p.id] != p {
+		return // removed meanwhile
+	}
+	if old := ps.byAddr[addr]; old != nil && old != p {
+		old.mu.Lock()
+		old.addrs = slices.DeleteFunc(old.addrs, func(a netip.AddrPort) bool { return a == addr })
+		old.mu.Unlock()
+	}
+	ps.byAddr[addr] = p
+	p.mu.Lock()
+	p.addrs = append(p.addrs, addr)
+	if len(p.addrs) > maxPeerAddrs {
+		if ps.byAddr[p.addrs[0]] == p {
+			delete(ps.byAddr, p.addrs[0])
+		}
+		p.addrs = p.addrs[1:]
+	}
+	p.mu.Unlock()
+}
+
+// setEndpoints gives a peer the endpoints from its record and the relay it
+// is registered with, and starts probing them unless a direct path is
+// trusted. It tells the peer, through the relay, to probe ours too.
+func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip.AddrPort) {
+	now := time.Now()
+	p.mu.Lock()
+	for _, ep := range endpoints {
+		p.addCandidateLocked(ep)
+	}
+	if via.IsValid() {
+		p.relay = via
+	}
+	trusted := p.trustedLocked(now)
+	if !trusted {
+		p.startProbingLocked(now)
+	}
+	ps.updateLocked(p, now)
+	p.mu.Unlock()
+	if !trusted {
+		ps.callMe(p)
+		ps.probePeer(p, now) // the first round now, ahead of WireGuard's first packet
+	}
+}
+
+func (p *peerPath) addCandidateLocked(ep netip.AddrPort) {
+	ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+	if !usableEndpoint(ep) || slices.ContainsFunc(p.candidates, func(c candidate) bool { return c.addr == ep }) {
+		return
+	}
+	if len(p.candidates) == maxCandidates {
+		i := slices.IndexFunc(p.candidates, func(c candidate) bool { return c.addr != p.best })
+		p.candidates = slices.Delete(p.candidates, i, i+1)
+	}
+	p.candidates = append(p.candidates, candidate{addr: ep})
+}
+
+func (p *peerPath) trustedLocked(now time.Time) bool {
+	return p.best.IsValid() && now.Sub(p.lastPong) < trustDuration
+}
+
+func (p *peerPath) startProbingLocked(now time.Time) {
+	p.trigger, p.step, p.nextProbe = now, 0, now
+}
+
+// updateLocked recomputes the peer's route and path name.
+func (ps *paths) updateLocked(p *peerPath, now time.Time) {
+	r := &route{relay: p.relay}
+	if p.best.IsValid() {
+		r.direct, r.trusted = p.best, p.lastPong.Add(trustDuration)
+	}
+	if !r.direct.IsValid() && !r.relay.IsValid() {
+		for _, c := range p.candidates {
+			r.spray = append(r.spray, c.addr)
+		}
+	}
+	p.route.Store(r)
+	path := PathNone
+	switch {
+	case p.trustedLocked(now):
+		path = PathDirect
+	case p.relay.IsValid():
+		path = PathRelay
+	case p.best.IsValid():
+		path = PathDirect // untrusted, but the only way there is
+	}
+	if path != p.path {
+		ps.log.Info("peer path changed", "peer", p.id.Short(), "from", p.path, "to", path, "endpoint", p.endpointLocked(now).String())
+		p.path, p.pathSince = path, now
+	}
+}
+
+// endpointLocked is the address the peer's packets go to now.
+func (p *peerPath) endpointLocked(now time.Time) netip.AddrPort {
+	if p.trustedLocked(now) || !p.relay.IsValid() {
+		return p.best
+	}
+	return p.relay
+}
+
+// send writes WireGuard's packets for p on the path its route picks.
+func (ps *paths) send(p *peerPath, bufs [][]byte) error {
+	r := p.route.Load()
+	var err error
+	if r.direct.IsValid() && (time.Now().Before(r.trusted) || !r.relay.IsValid()) {
+		for _, b := range bufs {
+			err = keepFirst(err, ps.write(b, r.direct))
+		}
+		return err
+	}
+	if r.relay.IsValid() {
+		bp := ps.bufs.Get().(*[]byte)
+		for _, b := range bufs {
+			*bp = relay.AppendForward((*bp)[:0], p.id, b)
+			ps.ctr.relayedOut.Add(1)
+			err = keepFirst(err, ps.write(*bp, r.relay))
+			if r.direct.IsValid() {
+				ps.write(b, r.direct) // untrusted: a second chance, errors ignored
+			}
+		}
+		ps.bufs.Put(bp)
+		return err
+	}
+	for _, b := range bufs {
+		for _, to := range r.spray {
+			err = keepFirst(err, ps.write(b, to))
+		}
+	}
+	return err
+}
+
+func keepFirst(err, next error) error {
+	if err != nil {
+		return err
+	}
+	return next
+}
+
+// sendControl seals m for p and sends it to addr, or through p's relay
+// when addr is invalid.
+func (ps *paths) sendControl(p *peerPath, m *controlMsg, to netip.AddrPort) {
+	var viaRelay netip.AddrPort
+	if !to.IsValid() {
+		p.mu.Lock()
+		viaRelay = p.relay
+		p.mu.Unlock()
+		if !viaRelay.IsValid() {
+			return
+		}
+	}
+	b := sealControl(make([]byte, 0, maxControlSize), ps.self, p.aead, ps.boot, ps.counter.Add(1), time.Now(), m)
+	if viaRelay.IsValid() {
+		b, to = relay.AppendForward(make([]byte, 0, len(b)+64), p.id, b), viaRelay
+	}
+	ps.ctr.controlOut.Add(1)
+	if err := ps.write(b, to); err != nil {
+		ps.log.Debug("send control message", "peer", p.id.Short(), "to", to, "err", err)
+	}
+}
+
+// callMe tells p, through its relay, which endpoints to probe.
+func (ps *paths) callMe(p *peerPath) {
+	if ps.endpoints == nil {
+		return
+	}
+	eps := ps.endpoints()
+	if len(eps) == 0 {
+		return
+	}
+	ps.sendControl(p, &controlMsg{typ: controlCallMe, endpoints: eps}, netip.AddrPort{})
+}
+
+// ping sends a ping to addr and remembers it for the pong.
+func (ps *paths) pingLocked(p *peerPath, addr netip.AddrPort, now time.Time) []func() {
+	var txid [txidLen]byte
+	rand.Read(txid[:])
+	for id, pp := range p.pings {
+		if now.Sub(pp.at) > pingTimeout {
+			delete(p.pings, id)
+		}
+	}
+	if len(p.pings) >= 4*maxCandidates {
+		return nil
+	}
+	p.pings[txid] = pendingPing{to: addr, at: now}
+	return []func(){func() { ps.sendControl(p, &controlMsg{typ: controlPing, txid: txid}, addr) }}
+}
+
+// handleControl takes a control message that arrived from addr, directly
+// or (viaRelay) inside a relay's Deliver.
+func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
+	ps.ctr.controlIn.Add(1)
+	id, err := controlSender(b)
+	var p *peerPath
+	if err == nil {
+		if p = ps.get(id); p == nil {
+			err = errControlStranger
+		}
+	}
+	var m controlMsg
+	if err == nil {
+		var boot, counter uint64
+		var sentAt time.Time
+		m, boot, counter, sentAt, err = openControl(b, p.aead)
+		if err == nil {
+			p.mu.Lock()
+			if !p.rx.accept(boot, counter, sentAt, time.Now()) {
+				err = errControlReplayed
+			}
+			p.mu.Unlock()
+		}
+	}
+	if err != nil {
+		ps.countDrop(err)
+		ps.log.Debug("control message dropped", "from", from, "relayed", viaRelay, "reason", err.Error())
+		return
+	}
+	if !viaRelay {
+		ps.learnAddr(p, from)
+	}
+	now := time.Now()
+	var sends []func()
+	p.mu.Lock()
+	switch m.typ {
+	case controlPing:
+		to := from
+		if viaRelay {
+			to = netip.AddrPort{}
+		} else {
+			p.addCandidateLocked(from)
+			if !p.trustedLocked(now) || p.best != from {
+				// A peer that reaches us may be reachable from us:
+				// this ping opened our NAT for the reply path.
+				sends = append(sends, ps.pingLocked(p, from, now)...)
+			}
+		}
+		pong := &controlMsg{typ: controlPong, txid: m.txid, observed: from}
+		sends = append(sends, func() { ps.sendControl(p, pong, to) })
+	case controlPong:
+		pp, ok := p.pings[m.txid]
+		if !ok || viaRelay || pp.to != from {
+			break
+		}
+		delete(p.pings, m.txid)
+		ps.pongLocked(p, from, now.Sub(pp.at), now)
+	case controlCallMe:
+		for _, ep := range m.endpoints {
+			p.addCandidateLocked(ep)
+		}
+		if viaRelay && ps.isRelay != nil && ps.isRelay(from) {
+			p.relay = from
+		}
+		if !p.trustedLocked(now) && now.Sub(p.trigger) >= minTrigger {
+			p.startProbingLocked(now)
+		}
+	}
+	ps.updateLocked(p, now)
+	p.mu.Unlock()
+	for _, f := range sends {
+		f()
+	}
+}
+
+// pongLocked records a validated direct path.
+func (ps *paths) pongLocked(p *peerPath, from netip.AddrPort, rtt time.Duration, now time.Time) {
+	for i := range p.candidates {
+		if p.candidates[i].addr == from {
+			p.candidates[i].lastPong, p.candidates[i].rtt = now, rtt
+		}
+	}
+	switch {
+	case from == p.best:
+		p.bestRTT = rtt
+	case !p.trustedLocked(now) || float64(rtt) < betterRTT*float64(p.bestRTT):
+		ps.log.Debug("direct path validated", "peer", p.id.Short(), "endpoint", from.String(), "rtt", rtt.Round(time.Microsecond))
+		p.best, p.bestRTT = from, rtt
+	default:
+		return
+	}
+	p.lastPong = now
+	p.nextBeat = now.Add(heartbeat)
+}
+
+func (ps *paths) countDrop(err error) {
+	switch err {
+	case errControlOversized:
+		ps.ctr.oversized.Add(1)
+	case errControlStranger:
+		ps.ctr.stranger.Add(1)
+	case errControlForged:
+		ps.ctr.forged.Add(1)
+	case errControlReplayed:
+		ps.ctr.replayed.Add(1)
+	default:
+		ps.ctr.malformed.Add(1)
+	}
+}
+
+// deliver takes a relay's Deliver; it returns the WireGuard payload and
+// the peer's endpoint, or nil when the payload was a control message or
+// is dropped.
+func (ps *paths) deliver(src identity.ID, payload []byte, from netip.AddrPort) (*peerEndpoint, bool) {
+	p := ps.get(src)
+	if p == nil {
+		ps.ctr.deliverStranger.Add(1)
+		return nil, false
+	}
+	if len(payload) > len(relay.PeerMessagePrefix) && string(payload[:len(relay.PeerMessagePrefix)]) == relay.PeerMessagePrefix {
+		ps.handleControl(payload, from, true)
+		return nil, false
+	}
+	if !isWireGuard(payload) {
+		ps.ctr.malformed.Add(1)
+		return nil, false
+	}
+	ps.ctr.relayedIn.Add(1)
+	if r := p.route.Load(); r.relay != from && ps.isRelay != nil && ps.isRelay(from) {
+		// The peer reaches us through this relay: answer the same way.
+		p.mu.Lock()
+		p.relay = from
+		ps.updateLocked(p, time.Now())
+		p.mu.Unlock()
+	}
+	return p.ep, true
+}
+
+// probe runs the probing schedule of every peer; it is called every
+// probeTick.
+func (ps *paths) probe(now time.Time) {
+	for _, p := range ps.all() {
+		ps.probePeer(p, now)
+	}
+}
+
+// probePeer pings p's paths that are due at now.
+func (ps *paths) probePeer(p *peerPath, now time.Time) {
+	{
+		var sends []func()
+		lost := false
+		p.mu.Lock()
+		wasDirect := p.path == PathDirect && p.relay.IsValid()
+		switch {
+		case p.trustedLocked(now):
+			if !now.Before(p.nextBeat) {
+				p.nextBeat = now.Add(heartbeat)
+				sends = append(sends, ps.pingLocked(p, p.best, now)...)
+			}
+		case !p.nextProbe.IsZero() && !now.Before(p.nextProbe):
+			for _, c := range p.candidates {
+				sends = append(sends, ps.pingLocked(p, c.addr, now)...)
+			}
+			if p.step++; p.step < len(probeSchedule) {
+				p.nextProbe = p.trigger.Add(probeSchedule[p.step])
+			} else {
+				p.nextProbe = now.Add(relayedProbe)
+				if p.relay.IsValid() {
+					sends = append(sends, func() { ps.callMe(p) })
+				}
+			}
+		}
+		if wasDirect && !p.trustedLocked(now) {
+			// The direct path stopped answering: fall back (updateLocked
+			// says so) and look for a path again, with the peer.
+			lost = true
+			p.startProbingLocked(now)
+		}
+		ps.updateLocked(p, now)
+		p.mu.Unlock()
+		if lost {
+			ps.callMe(p)
+		}
+		for _, f := range sends {
+			f()
+		}
+	}
+}
+
+// status is the path part of a peer's status.
+func (ps *paths) status(id identity.ID) (path string, endpoint netip.AddrPort, since time.Time) {
+	p := ps.get(id)
+	if p == nil {
+		return PathNone, netip.AddrPort{}, time.Time{}
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ps.updateLocked(p, now)
+	return p.path, p.endpointLocked(now), p.pathSince
+}
+
+// String names a peer's path for logs.
+func (p *peerPath) String() string { return fmt.Sprintf("path(%s)", p.id.Short()) }
