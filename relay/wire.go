@@ -112,13 +112,13 @@ const (
 	// from an address that holds no registration (the Portal's NAT
 	// mapping changed, or the relay restarted): register again.
 	msgNotRegistered msgType = 0x08
-	// msgPeer (Portal → Portal, directly or inside Forward and Deliver):
-	// a control message between two Portals, sealed with their pairwise
-	// key; package tunnel defines the rest. Relays never parse it.
-	msgPeer msgType = 0x09
+	// Type 0x09 (Portal → Portal, directly or inside Forward and
+	// Deliver) is a control message between two Portals, sealed with their
+	// pairwise key; package tunnel defines the rest. Relays never parse it.
 )
 
-// PeerMessagePrefix starts every control message between two Portals, so
+// PeerMessagePrefix (message type 0x09) starts every control message
+// between two Portals, so
 // that a Portal's demultiplexer, and a relay deciding what it may forward,
 // can tell them from WireGuard and from relay messages.
 const PeerMessagePrefix = magic + "\x01\x09"
