@@ -473,16 +473,17 @@ func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
 		to := from
 		if viaRelay {
 			to = netip.AddrPort{}
-		} else {
-			p.addCandidateLocked(from)
-			if !p.trustedLocked(now) || p.best != from {
-				// A peer that reaches us may be reachable from us:
-				// this ping opened our NAT for the reply path.
-				sends = append(sends, ps.pingLocked(p, from, now)...)
-			}
 		}
 		pong := &controlMsg{typ: controlPong, txid: m.txid, observed: from}
 		sends = append(sends, func() { ps.sendControl(p, pong, to) })
+		if !viaRelay {
+			p.addCandidateLocked(from)
+			if !p.trustedLocked(now) || p.best != from {
+				// A peer that reaches us may be reachable from us:
+				// our pong opens our NAT for the reverse path.
+				sends = append(sends, ps.pingLocked(p, from, now)...)
+			}
+		}
 	case controlPong:
 		pp, ok := p.pings[m.txid]
 		if !ok || viaRelay || pp.to != from {
