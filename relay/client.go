@@ -40,6 +40,12 @@ const (
 	// triggered by acks that report a new observed endpoint (or Interval/2
 	// when that is shorter), so that a relay cannot make the client flood.
 	kickGap = time.Second
+	// KeepaliveInterval is how often a Client sends each relay a
+	// keepalive: it holds the NAT mapping towards the relay open (typical
+	// UDP mappings last 30 s or more), and a relay that lost the
+	// registration answers it, so the Portal registers again within
+	// this interval.
+	KeepaliveInterval = 5 * time.Second
 )
 
 // ClientConfig configures a Client. Key, Relays, Send and Log are required.
@@ -199,6 +205,8 @@ func (c *Client) Run(ctx context.Context) error {
 	defer reg.Stop()
 	res := time.NewTicker(resolveInterval)
 	defer res.Stop()
+	keep := time.NewTicker(min(KeepaliveInterval, c.interval))
+	defer keep.Stop()
 	gap := min(kickGap, c.interval/2)
 	var soon <-chan time.Time // a delayed kicked round, or nil
 	for {
@@ -231,6 +239,8 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-soon:
 			soon = nil
 			last = c.registerAll()
+		case <-keep.C:
+			c.keepalive()
 		}
 	}
 }
@@ -289,6 +299,19 @@ func (c *Client) registerAll() time.Time {
 		}
 	}
 	return now
+}
+
+// keepalive sends every relay address a keepalive.
+func (c *Client) keepalive() {
+	c.mu.Lock()
+	addrs := c.addrsLocked()
+	c.mu.Unlock()
+	msg := (&message{typ: msgKeepalive}).append(nil)
+	for _, a := range addrs {
+		if err := c.send(msg, a); err != nil {
+			c.ctr.sendErrors.Add(1)
+		}
+	}
 }
 
 // endpointsLocked builds a record's endpoints: the addresses the relays

@@ -380,3 +380,27 @@ func TestHandlePacketDrops(t *testing.T) {
 		t.Error("Registered() = true without an ack for a registration")
 	}
 }
+
+// TestClientBackSoonAfterRelayRestart: with the default one-minute-scale
+// registration interval, a relay that restarted has the Portal back within
+// a keepalive interval, because it answers the keepalive with
+// NotRegistered.
+func TestClientBackSoonAfterRelayRestart(t *testing.T) {
+	checkLeaks(t)
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	addr := srv.addr
+	p := startPortal(t, []string{addr.String()}, time.Minute)
+	waitObserved(t, srv, p, 2*time.Second)
+
+	srv.stop()
+	if err := waitServed(t, srv); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	srv2 := startServer(t, addr.String(), ServerConfig{})
+	start := time.Now()
+	held := func() bool { _, _, ok := srv2.storedRecord(p.id()); return ok }
+	if !waitFor(2*KeepaliveInterval, held) {
+		t.Fatalf("not registered with the restarted relay within %v", 2*KeepaliveInterval)
+	}
+	t.Logf("registered again %v after the restart (interval 1 min)", time.Since(start).Round(time.Millisecond))
+}

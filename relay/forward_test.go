@@ -154,3 +154,29 @@ func TestServerForwardRateLimit(t *testing.T) {
 		t.Errorf("lookup after the forward flood: %v", reply.status)
 	}
 }
+
+func TestServerKeepalive(t *testing.T) {
+	checkLeaks(t)
+	ts := startServer(t, "127.0.0.1:0", ServerConfig{})
+	alice := newKey(t)
+	pa, stranger := listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0")
+	registered(t, ts, pa, alice)
+	keepalive := (&message{typ: msgKeepalive}).append(nil)
+
+	// A registered Portal's keepalive is not answered: the next datagram
+	// it gets is the reply to its lookup.
+	send(t, pa, ts.addr, keepalive)
+	if reply := lookup(t, pa, ts.addr, alice.ID().String()); reply.status != statusFound {
+		t.Fatalf("lookup: %v", reply.status)
+	}
+	// An address without a registration (a restarted relay, a new NAT
+	// mapping) is told, with a reply no larger than the keepalive.
+	send(t, stranger, ts.addr, keepalive)
+	got := readRaw(t, stranger)
+	if m, err := parseMessage(got); err != nil || m.typ != msgNotRegistered || len(got) > len(keepalive) {
+		t.Fatalf("stranger got %x (%v); want a NotRegistered of at most %d bytes", got, err, len(keepalive))
+	}
+	if st := ts.Stats(); st.Keepalives != 2 {
+		t.Errorf("keepalives = %d, want 2", st.Keepalives)
+	}
+}

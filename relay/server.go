@@ -124,10 +124,14 @@ type serverCounters struct {
 	sendErrors  atomic.Uint64
 	readErrors  atomic.Uint64
 	rateLimited atomic.Uint64
+	keepalives  atomic.Uint64
 
-	forwarded                                                          [5]atomic.Uint64 // by payload: 0 control, 1–4 WireGuard message type
-	forwardedBytes                                                     atomic.Uint64
-	fwdUnregistered, fwdUnknownPeer, fwdRefusedPayload, fwdRateLimited atomic.Uint64
+	forwarded         [5]atomic.Uint64 // by payload: 0 control, 1–4 WireGuard message type
+	forwardedBytes    atomic.Uint64
+	fwdUnregistered   atomic.Uint64
+	fwdUnknownPeer    atomic.Uint64
+	fwdRefusedPayload atomic.Uint64
+	fwdRateLimited    atomic.Uint64
 }
 
 // NewServer checks cfg and returns a Server with an empty store. It starts
@@ -344,6 +348,15 @@ func (s *Server) handle(pc net.PacketConn, b []byte, from net.Addr, out []byte) 
 		reply = s.register(&m, src)
 	case msgLookup:
 		reply = s.lookup(&m)
+	case msgKeepalive:
+		s.mu.Lock()
+		known := s.store.sender(src, s.now()) != nil
+		s.mu.Unlock()
+		s.ctr.keepalives.Add(1)
+		if known {
+			return out
+		}
+		reply = message{typ: msgNotRegistered}
 	default:
 		// Replies sent to a relay are not for it.
 		s.ctr.unknownType.Add(1)
@@ -555,6 +568,7 @@ type Stats struct {
 	SendErrors  uint64 // replies the PacketConn failed to send
 	ReadErrors  uint64 // failed reads other than the socket closing
 	RateLimited uint64 // datagrams dropped, unread, over their source's rate limit
+	Keepalives  uint64 // keepalives received
 
 	// Forwarded payloads by kind: the four WireGuard message types and
 	// Portal control messages. A relay forwards nothing else.
@@ -604,6 +618,7 @@ func (s *Server) Stats() Stats {
 		SendErrors:          c.sendErrors.Load(),
 		ReadErrors:          c.readErrors.Load(),
 		RateLimited:         c.rateLimited.Load(),
+		Keepalives:          c.keepalives.Load(),
 
 		ForwardedInitiation:   c.forwarded[1].Load(),
 		ForwardedResponse:     c.forwarded[2].Load(),
@@ -641,6 +656,7 @@ func (st Stats) LogValue() slog.Value {
 		slog.Uint64("send_errors", st.SendErrors),
 		slog.Uint64("read_errors", st.ReadErrors),
 		slog.Uint64("rate_limited", st.RateLimited),
+		slog.Uint64("keepalives", st.Keepalives),
 		slog.Uint64("forwarded_initiation", st.ForwardedInitiation),
 		slog.Uint64("forwarded_response", st.ForwardedResponse),
 		slog.Uint64("forwarded_cookie", st.ForwardedCookie),

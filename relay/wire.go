@@ -112,6 +112,13 @@ const (
 	// from an address that holds no registration (the Portal's NAT
 	// mapping changed, or the relay restarted): register again.
 	msgNotRegistered msgType = 0x08
+	// msgKeepalive (Portal → relay): nothing else. It keeps the Portal's
+	// NAT mapping towards the relay open between registrations, and the
+	// relay answers it with NotRegistered when the source holds no
+	// registration (the relay restarted, or the mapping changed), so that
+	// a Portal is back within seconds.
+	msgKeepalive msgType = 0x0a
+
 	// Type 0x09 (Portal → Portal, directly or inside Forward and
 	// Deliver) is a control message between two Portals, sealed with their
 	// pairwise key; package tunnel defines the rest. Relays never parse it.
@@ -280,7 +287,7 @@ func parseMessage(b []byte) (message, error) {
 	switch m.typ {
 	case msgRegister, msgRegisterAck, msgLookup, msgLookupReply, msgRefused:
 		copy(m.nonce[:], r.bytes(nonceLen))
-	case msgNotRegistered:
+	case msgNotRegistered, msgKeepalive:
 	default:
 		return message{typ: m.typ}, errUnknownType
 	}
@@ -336,7 +343,7 @@ func (m *message) append(dst []byte) []byte {
 	start := len(dst)
 	dst = append(dst, magic...)
 	dst = append(dst, ProtocolVersion, byte(m.typ))
-	if m.typ == msgNotRegistered {
+	if m.typ == msgNotRegistered || m.typ == msgKeepalive {
 		return dst
 	}
 	dst = append(dst, m.nonce[:]...)

@@ -22,9 +22,11 @@ import (
 )
 
 const (
-	// DefaultMTU is the inner MTU: 1420 leaves room for WireGuard's 80
-	// bytes of IPv6+UDP+WireGuard overhead within a 1500-byte path.
-	DefaultMTU = 1420
+	// DefaultMTU is the inner MTU. A relayed packet is the largest on
+	// the wire: 1380 + 32 (WireGuard) + 37 (relay header) + 8 (UDP) + 40
+	// (IPv6) = 1497 bytes, within a 1500-byte path, so no path the
+	// tunnel moves to fragments.
+	DefaultMTU = 1380
 	// DefaultKeepalive keeps a NAT mapping open; typical UDP mapping
 	// timeouts are 30 s or more.
 	DefaultKeepalive = 25 * time.Second

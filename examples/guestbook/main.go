@@ -7,11 +7,19 @@
 //	guestbook [--listen 127.0.0.1:8080] [--core http://127.0.0.1:8480]   serve the app
 //	guestbook sign APP_URL MESSAGE                                        post as the owner
 //	guestbook entries APP_URL                                             print the book
+//	guestbook send CORE_URL PEER_ID BYTES [BYTES_PER_SECOND]             send an attachment
+//
+// An attachment is any byte stream a peer sends to /api/peer/attachments;
+// the app answers with its size and SHA-256 and keeps nothing, so that both
+// ends can check that a large transfer arrived intact (the NAT lab does, on
+// direct and relayed paths).
 package main
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,11 +27,13 @@ import (
 	"html/template"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,7 +64,7 @@ type book struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "sign" || os.Args[1] == "entries") {
+	if len(os.Args) > 1 && (os.Args[1] == "sign" || os.Args[1] == "entries" || os.Args[1] == "send") {
 		if err := client(os.Args[1], os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "guestbook:", err)
 			os.Exit(1)
@@ -71,6 +81,7 @@ func main() {
 	mux.HandleFunc("GET /api/entries", b.list)
 	mux.HandleFunc("POST /api/entries", b.post)
 	mux.HandleFunc("POST /api/peer/entries", b.fromPeer)
+	mux.HandleFunc("POST /api/peer/attachments", attachment)
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -187,6 +198,24 @@ func (b *book) fromPeer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, e)
 }
 
+// receipt is the answer to an attachment: what arrived.
+type receipt struct {
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// attachment reads a peer's attachment to the end and answers with its
+// size and digest.
+func attachment(w http.ResponseWriter, r *http.Request) {
+	h := sha256.New()
+	n, err := io.Copy(h, r.Body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "read attachment: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, receipt{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))})
+}
+
 func readMessage(w http.ResponseWriter, r *http.Request) (string, bool) {
 	var req postRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil || req.Message == "" || len(req.Message) > 1000 {
@@ -271,6 +300,67 @@ func client(cmd string, args []string) error {
 			}
 		}
 		return nil
+	case cmd == "send" && (len(args) == 3 || len(args) == 4):
+		size, err := strconv.ParseInt(args[2], 10, 64)
+		if err != nil || size < 0 {
+			return fmt.Errorf("send: BYTES %q is not a size", args[2])
+		}
+		var rate int64
+		if len(args) == 4 {
+			if rate, err = strconv.ParseInt(args[3], 10, 64); err != nil || rate <= 0 {
+				return fmt.Errorf("send: BYTES_PER_SECOND %q is not a rate", args[3])
+			}
+		}
+		return send(strings.TrimSuffix(args[0], "/"), args[1], size, rate)
 	}
-	return errors.New("usage: guestbook sign APP_URL MESSAGE | guestbook entries APP_URL")
+	return errors.New("usage: guestbook sign APP_URL MESSAGE | guestbook entries APP_URL | guestbook send CORE_URL PEER_ID BYTES [BYTES_PER_SECOND]")
+}
+
+// send streams size pseudo-random bytes to the peer's guestbook through
+// call_peer, at most rate bytes a second when rate > 0, and checks the
+// peer's receipt against what it sent.
+func send(core, peer string, size, rate int64) error {
+	h := sha256.New()
+	var body io.Reader = io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{'p', 't', 'l'}), size), h)
+	if rate > 0 {
+		body = &paced{r: body, rate: rate, start: time.Now()}
+	}
+	u := core + "/internal/call_peer/" + url.PathEscape(peer) + "/api/peer/attachments"
+	start := time.Now()
+	resp, err := http.Post(u, "application/octet-stream", body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("send: %s: %s", resp.Status, bytes.TrimSpace(data))
+	}
+	var got receipt
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		return fmt.Errorf("send: receipt: %w", err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	fmt.Printf("sent %d bytes sha256 %s in %v; peer received %d bytes sha256 %s\n", size, sum, time.Since(start).Round(time.Millisecond), got.Bytes, got.SHA256)
+	if got.Bytes != size || got.SHA256 != sum {
+		return errors.New("send: the peer received other bytes than were sent")
+	}
+	return nil
+}
+
+// paced reads from r no faster than rate bytes a second.
+type paced struct {
+	r     io.Reader
+	rate  int64
+	start time.Time
+	n     int64
+}
+
+func (p *paced) Read(b []byte) (int, error) {
+	if ahead := time.Duration(p.n*int64(time.Second)/p.rate) - time.Since(p.start); ahead > 0 {
+		time.Sleep(ahead)
+	}
+	n, err := p.r.Read(b[:min(len(b), 32<<10)])
+	p.n += int64(n)
+	return n, err
 }
