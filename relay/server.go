@@ -69,8 +69,8 @@ type ServerConfig struct {
 	// for RatePerSource) may have relayed, sustained, and ForwardBurst how
 	// many at once; those over it are dropped and counted in
 	// Stats.ForwardRateLimited. Forwards do not count against
-	// RatePerSource. Zero means DefaultForwardRate (20 000, about 28 MB/s
-	// of full-size WireGuard packets) and DefaultForwardBurst (4 000); a
+	// RatePerSource. Zero means DefaultForwardRate (50 000, about 70 MB/s
+	// of full-size WireGuard packets) and DefaultForwardBurst (10 000); a
 	// negative ForwardRate turns the limit off.
 	ForwardRate  float64
 	ForwardBurst int
@@ -80,9 +80,9 @@ type ServerConfig struct {
 
 const (
 	// DefaultForwardRate is ServerConfig.ForwardRate when it is zero.
-	DefaultForwardRate = 20_000
+	DefaultForwardRate = 50_000
 	// DefaultForwardBurst is ServerConfig.ForwardBurst when it is zero.
-	DefaultForwardBurst = 4_000
+	DefaultForwardBurst = 10_000
 )
 
 // Server is the rendezvous server: it keeps signed, expiring registrations
