@@ -415,4 +415,3 @@ func TestNATRelayRestart(t *testing.T) {
 	pairAndCall(t, "after the relay restarted, a new pairing (EIM × EIM)", c, a)
 	c.waitForPath(t, a.id, "direct", ra.WAN.String()+":51820", 10*time.Second)
 }
-
