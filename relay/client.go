@@ -72,6 +72,11 @@ type ClientConfig struct {
 	// observed ones. Optional: nil means none. It is called once per
 	// registration round, without locks held.
 	LocalEndpoints func() []netip.AddrPort
+	// EndpointsChanged, when set, is called after the endpoints this
+	// Portal publishes changed (a relay observed a new address: a new NAT
+	// mapping, a move to another network), so that peers can be told at
+	// once. It is called from Run, without locks held, and must not block.
+	EndpointsChanged func()
 	// Interval is the registration refresh period. Zero means
 	// DefaultInterval (20 s); less than 10 ms is an error. Records expire
 	// 3 × Interval after they are signed, but at most 2 minutes.
@@ -92,6 +97,7 @@ type Client struct {
 	relays   []string
 	send     func([]byte, netip.AddrPort) error
 	local    func() []netip.AddrPort
+	changed  func()
 	interval time.Duration
 	ttl      time.Duration
 	log      *slog.Logger
@@ -167,6 +173,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		relays:   uniq(cfg.Relays),
 		send:     cfg.Send,
 		local:    cfg.LocalEndpoints,
+		changed:  cfg.EndpointsChanged,
 		interval: cfg.Interval,
 		log:      cfg.Log,
 		kick:     make(chan struct{}, 1),
@@ -271,6 +278,7 @@ func (c *Client) registerAll() time.Time {
 		SignedAt:  signedAt,
 		Expires:   signedAt.Add(c.ttl),
 	}
+	changed := !slices.Equal(c.endpoints, rec.Endpoints)
 	c.endpoints = rec.Endpoints
 	nonces := make([][nonceLen]byte, len(addrs))
 	for i, a := range addrs {
@@ -283,6 +291,9 @@ func (c *Client) registerAll() time.Time {
 	}
 	c.mu.Unlock()
 
+	if changed && c.changed != nil {
+		c.changed()
+	}
 	raw, err := signRecord(c.key, rec)
 	if err != nil {
 		c.log.Error("cannot sign registration", "err", err) // a bug: endpoints are filtered

@@ -293,6 +293,22 @@ func (t *Tunnel) maintain() {
 	}
 }
 
+// EndpointsChanged tells every peer, through its relay, this Portal's
+// current endpoints, and probes again those with no direct path: call it
+// when the endpoints changed (a new NAT mapping), so that peers find the
+// new address at once rather than at their next probing round.
+func (t *Tunnel) EndpointsChanged() {
+	now := time.Now()
+	for _, p := range t.paths.all() {
+		p.mu.Lock()
+		if !p.trustedLocked(now) {
+			p.startProbingLocked(now)
+		}
+		p.mu.Unlock()
+		t.paths.callMe(p)
+	}
+}
+
 // probe runs the path table's probing schedule until Close.
 func (t *Tunnel) probe() {
 	defer t.wg.Done()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -414,4 +415,33 @@ func TestNATRelayRestart(t *testing.T) {
 	c := startLabPortal(t, rc.Host("c"), relay.addr, "carol-portal")
 	pairAndCall(t, "after the relay restarted, a new pairing (EIM × EIM)", c, a)
 	c.waitForPath(t, a.id, "direct", ra.WAN.String()+":51820", 10*time.Second)
+}
+
+// TestNATRoaming: mid-session, Alice's router gives her a new public port
+// (a reboot, or a move to another network). Calls resume both ways without
+// re-pairing, and Bob reaches Alice directly at her new address.
+func TestNATRoaming(t *testing.T) {
+	if testing.Short() {
+		t.Skip("NAT lab")
+	}
+	a, b, ra, rb, _ := behindTwoNATs(t, netlab.EndpointIndependent, netlab.EndpointIndependent)
+	pairAndCall(t, "EIM × EIM", a, b)
+	a.waitForPath(t, b.id, "direct", rb.WAN.String()+":51820", 10*time.Second)
+
+	ra.Renumber(41000, 41009)
+	start := time.Now()
+	a.waitForCall(t, 45*time.Second)
+	b.waitForCall(t, 45*time.Second)
+	t.Logf("Alice renumbered: calls both ways again after %v", time.Since(start).Round(time.Millisecond))
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		p := b.peer(a.id)
+		ep, _ := netip.ParseAddrPort(deref(p.Endpoint))
+		if p.Path == "direct" && ep.Addr() == ra.WAN && ep.Port() >= 41000 && ep.Port() <= 41009 {
+			t.Logf("Bob reaches Alice directly at her new address %s, %v after the change", ep, time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Bob's view of Alice: path %s endpoint %s; want direct at %s:41000-41009", p.Path, deref(p.Endpoint), ra.WAN)
+		}
+	}
 }

@@ -311,12 +311,13 @@ func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger) (*tunnel.Tu
 		return tun, nil, nil
 	}
 	rc, err := relay.NewClient(relay.ClientConfig{
-		Key:            key,
-		Name:           cfg.name,
-		Relays:         cfg.relays,
-		Send:           tun.SendControl,
-		LocalEndpoints: func() []netip.AddrPort { return localEndpoints(tun.Port()) },
-		Log:            log.With("component", "rendezvous"),
+		Key:              key,
+		Name:             cfg.name,
+		Relays:           cfg.relays,
+		Send:             tun.SendControl,
+		LocalEndpoints:   func() []netip.AddrPort { return localEndpoints(tun.Port()) },
+		EndpointsChanged: func() { go tun.EndpointsChanged() },
+		Log:              log.With("component", "rendezvous"),
 	})
 	if err != nil {
 		tun.Close()

@@ -426,6 +426,24 @@ func TestFlushConntrack(t *testing.T) {
 	}
 }
 
+func TestRenumber(t *testing.T) {
+	t.Parallel()
+	lab := New(t)
+	p := lab.PublicHost("p")
+	r := lab.Router("r", EndpointIndependent)
+	a := r.Host("a")
+	startEcho(t, p, 7000)
+	dst := at(p, 7000)
+	if seen := mustProbe(t, a, local, dst); seen.Port() != local {
+		t.Fatalf("before Renumber seen as %s, want port %d kept", seen, local)
+	}
+	r.Renumber(41000, 41009)
+	seen := mustProbe(t, a, local, dst)
+	if seen.Addr() != r.WAN || seen.Port() < 41000 || seen.Port() > 41009 {
+		t.Errorf("after Renumber seen as %s, want %s with a port in 41000-41009", seen, r.WAN)
+	}
+}
+
 func TestBlock(t *testing.T) {
 	t.Parallel()
 	lab := New(t)

@@ -208,3 +208,23 @@ func (r *Router) Block(to netip.Addr) (undo func()) {
 		})
 	}
 }
+
+// Renumber gives the router's LAN hosts new public ports, as when a home
+// router reboots and its NAT hands out other ports, or a Portal moves to
+// another network: from now on their UDP flows leave from a port in
+// [lo, hi] (masquerading --to-ports), and every current mapping is
+// forgotten (FlushConntrack), so the next packet of every flow takes a new
+// port. The rule stays with the router.
+func (r *Router) Renumber(lo, hi uint16) {
+	l := r.lab
+	l.t.Helper()
+	if lo == 0 || hi < lo {
+		l.t.Fatalf("netlab: router %q: Renumber(%d, %d): not a port range", r.Name, lo, hi)
+	}
+	rule := []string{"-t", "nat", "-I", "POSTROUTING", "-s", r.LAN.String(), "-o", "wan", "-p", "udp", "-j", "MASQUERADE", "--to-ports", fmt.Sprintf("%d-%d", lo, hi)}
+	if r.Kind == Symmetric {
+		rule = append(rule, "--random-fully")
+	}
+	l.iptablesIn(r.Netns, rule...)
+	r.FlushConntrack()
+}
