@@ -48,6 +48,11 @@ const (
 	// relayedProbe is the probing period of a pair with no direct path
 	// once probeSchedule has run out.
 	relayedProbe = 10 * time.Second
+	// relayTimeout is how long a relayed peer may leave the pings sent
+	// through its relay (every heartbeat) unanswered before the relay is
+	// reported lost, so that the daemon looks the peer up again and picks
+	// a relay that answers.
+	relayTimeout = 6 * time.Second
 	// pingTimeout is how long a ping waits for its pong.
 	pingTimeout = 5 * time.Second
 	// minTrigger is the least time between two probing rounds started by
@@ -112,7 +117,7 @@ type candidate struct {
 }
 
 type pendingPing struct {
-	to netip.AddrPort
+	to netip.AddrPort // invalid: sent through the relay
 	at time.Time
 }
 
@@ -127,6 +132,8 @@ type peerPath struct {
 	rx         replayWindow
 	candidates []candidate
 	relay      netip.AddrPort
+	relayHeard time.Time      // last pong through relay, or when relay was set
+	nextRelay  time.Time      // next ping through relay
 	best       netip.AddrPort // validated direct path, or invalid
 	bestRTT    time.Duration
 	lastPong   time.Time // of best
@@ -157,6 +164,7 @@ type paths struct {
 	write     func([]byte, netip.AddrPort) error
 	endpoints func() []netip.AddrPort
 	isRelay   func(netip.AddrPort) bool
+	relayLost func(identity.ID)
 	log       *slog.Logger
 	ctr       pathCounters
 	bufs      sync.Pool
@@ -166,12 +174,13 @@ type paths struct {
 	byAddr map[netip.AddrPort]*peerPath
 }
 
-func newPaths(key *identity.Key, write func([]byte, netip.AddrPort) error, endpoints func() []netip.AddrPort, isRelay func(netip.AddrPort) bool, log *slog.Logger) *paths {
+func newPaths(cfg Config, write func([]byte, netip.AddrPort) error) *paths {
 	var b [8]byte
 	rand.Read(b[:])
 	ps := &paths{
-		key: key, self: key.ID(), boot: binary.BigEndian.Uint64(b[:]),
-		write: write, endpoints: endpoints, isRelay: isRelay, log: log,
+		key: cfg.Key, self: cfg.Key.ID(), boot: binary.BigEndian.Uint64(b[:]),
+		write: write, endpoints: cfg.Endpoints, isRelay: cfg.IsRelay, relayLost: cfg.RelayLost,
+		log:  cfg.Log.With("component", "paths"),
 		byID: map[identity.ID]*peerPath{}, byAddr: map[netip.AddrPort]*peerPath{},
 	}
 	ps.bufs.New = func() any { b := make([]byte, 0, relay.MaxForwardSize); return &b }
@@ -276,7 +285,7 @@ func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip
 		p.addCandidateLocked(ep)
 	}
 	if via.IsValid() {
-		p.relay = via
+		p.setRelayLocked(via, now)
 	}
 	trusted := p.trustedLocked(now)
 	if !trusted {
@@ -300,6 +309,14 @@ func (p *peerPath) addCandidateLocked(ep netip.AddrPort) {
 		p.candidates = slices.Delete(p.candidates, i, i+1)
 	}
 	p.candidates = append(p.candidates, candidate{addr: ep})
+}
+
+// setRelayLocked makes addr the relay p is reached through; a new relay
+// gets relayTimeout to answer.
+func (p *peerPath) setRelayLocked(addr netip.AddrPort, now time.Time) {
+	if addr != p.relay {
+		p.relay, p.relayHeard = addr, now
+	}
 }
 
 func (p *peerPath) trustedLocked(now time.Time) bool {
@@ -486,17 +503,23 @@ func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
 		}
 	case controlPong:
 		pp, ok := p.pings[m.txid]
-		if !ok || viaRelay || pp.to != from {
-			break
+		switch {
+		case !ok:
+		case viaRelay && !pp.to.IsValid():
+			delete(p.pings, m.txid)
+			if from == p.relay {
+				p.relayHeard = now
+			}
+		case !viaRelay && pp.to == from:
+			delete(p.pings, m.txid)
+			ps.pongLocked(p, from, now.Sub(pp.at), now)
 		}
-		delete(p.pings, m.txid)
-		ps.pongLocked(p, from, now.Sub(pp.at), now)
 	case controlCallMe:
 		for _, ep := range m.endpoints {
 			p.addCandidateLocked(ep)
 		}
 		if viaRelay && ps.isRelay != nil && ps.isRelay(from) {
-			p.relay = from
+			p.setRelayLocked(from, now)
 		}
 		if !p.trustedLocked(now) && now.Sub(p.trigger) >= minTrigger {
 			p.startProbingLocked(now)
@@ -564,9 +587,10 @@ func (ps *paths) deliver(src identity.ID, payload []byte, from netip.AddrPort) (
 	ps.ctr.relayedIn.Add(1)
 	if r := p.route.Load(); r.relay != from && ps.isRelay != nil && ps.isRelay(from) {
 		// The peer reaches us through this relay: answer the same way.
+		now := time.Now()
 		p.mu.Lock()
-		p.relay = from
-		ps.updateLocked(p, time.Now())
+		p.setRelayLocked(from, now)
+		ps.updateLocked(p, now)
 		p.mu.Unlock()
 	}
 	return p.ep, true
@@ -584,7 +608,7 @@ func (ps *paths) probe(now time.Time) {
 func (ps *paths) probePeer(p *peerPath, now time.Time) {
 	{
 		var sends []func()
-		lost := false
+		lost, relayLost := false, netip.AddrPort{}
 		p.mu.Lock()
 		wasDirect := p.path == PathDirect && p.relay.IsValid()
 		switch {
@@ -612,10 +636,27 @@ func (ps *paths) probePeer(p *peerPath, now time.Time) {
 			lost = true
 			p.startProbingLocked(now)
 		}
+		if p.relay.IsValid() && !p.trustedLocked(now) {
+			// Relayed: check the relay path too, every heartbeat.
+			if !now.Before(p.nextRelay) {
+				p.nextRelay = now.Add(heartbeat)
+				sends = append(sends, ps.pingLocked(p, netip.AddrPort{}, now)...)
+			}
+			if now.Sub(p.relayHeard) > relayTimeout {
+				relayLost = p.relay
+				p.relayHeard = now // report again after another relayTimeout
+			}
+		}
 		ps.updateLocked(p, now)
 		p.mu.Unlock()
 		if lost {
 			ps.callMe(p)
+		}
+		if relayLost.IsValid() {
+			ps.log.Info("relay not answering for peer; looking for another", "peer", p.id.Short(), "relay", relayLost.String())
+			if ps.relayLost != nil {
+				ps.relayLost(p.id)
+			}
 		}
 		for _, f := range sends {
 			f()

@@ -69,6 +69,11 @@ type Config struct {
 	// only those may become the relay a peer is reached through. Nil
 	// means the relay named by SetEndpoints only.
 	IsRelay func(netip.AddrPort) bool
+	// RelayLost, when set, is called when pings through the relay a peer
+	// is reached through went unanswered for 6 s: the daemon should look
+	// the peer up again (SetEndpoints then names a relay that answers).
+	// It must not block.
+	RelayLost func(identity.ID)
 	// Log receives the tunnel's events. Required.
 	Log *slog.Logger
 }
@@ -140,7 +145,7 @@ func New(cfg Config) (t *Tunnel, err error) {
 	if t.bind, err = newBind(cfg.Port, cfg.Control); err != nil {
 		return nil, err
 	}
-	t.paths = newPaths(cfg.Key, t.bind.write, cfg.Endpoints, cfg.IsRelay, cfg.Log.With("component", "paths"))
+	t.paths = newPaths(cfg, t.bind.write)
 	t.bind.paths = t.paths
 	if t.stack, err = newNetStack(t.addr, cfg.MTU); err != nil {
 		t.bind.release()

@@ -38,11 +38,14 @@ func (p *labPortal) run(name string, args ...string) (string, error) {
 
 // startLabPortal starts portald (API on the host's own 127.0.0.1) and the
 // guestbook app on host, installs the app and waits until both serve.
-func startLabPortal(t *testing.T, host *netlab.Host, relay, name string) *labPortal {
+func startLabPortal(t *testing.T, host *netlab.Host, name string, relays ...string) *labPortal {
 	t.Helper()
 	ctx := context.Background()
-	netlab.Start(t, host.Command(ctx, portaldBin, "run", "--data", t.TempDir(), "--api", "127.0.0.1:8480",
-		"--udp", "51820", "--relay", relay, "--name", name, "--call-timeout", "3s"))
+	args := []string{"run", "--data", t.TempDir(), "--api", "127.0.0.1:8480", "--udp", "51820", "--name", name, "--call-timeout", "3s"}
+	for _, r := range relays {
+		args = append(args, "--relay", r)
+	}
+	netlab.Start(t, host.Command(ctx, portaldBin, args...))
 	gb := host.Command(ctx, guestbookBin, "--listen", "127.0.0.1:8080", "--core", "http://127.0.0.1:8480")
 	netlab.Start(t, gb)
 	p := &labPortal{t: t, host: host}
@@ -171,8 +174,8 @@ func behindTwoNATs(t *testing.T, kindA, kindB netlab.NATKind) (a, b *labPortal, 
 	t.Helper()
 	lab, relay := labWithRelay(t)
 	ra, rb = lab.Router("ra", kindA), lab.Router("rb", kindB)
-	a = startLabPortal(t, ra.Host("a"), relay.addr, "alice-portal")
-	b = startLabPortal(t, rb.Host("b"), relay.addr, "bob-portal")
+	a = startLabPortal(t, ra.Host("a"), "alice-portal", relay.addr)
+	b = startLabPortal(t, rb.Host("b"), "bob-portal", relay.addr)
 	return a, b, ra, rb, relay
 }
 
@@ -241,8 +244,8 @@ func TestNATSameRouterNoHairpinDirect(t *testing.T) {
 	lab, relay := labWithRelay(t)
 	r := lab.Router("home", netlab.EndpointIndependent)
 	ha, hb := r.Host("a"), r.Host("b")
-	a := startLabPortal(t, ha, relay.addr, "alice-portal")
-	b := startLabPortal(t, hb, relay.addr, "bob-portal")
+	a := startLabPortal(t, ha, "alice-portal", relay.addr)
+	b := startLabPortal(t, hb, "bob-portal", relay.addr)
 	pairAndCall(t, "same NAT, no hairpin", a, b)
 	a.waitForPath(t, b.id, "direct", hb.Addr.String()+":51820", 10*time.Second) // B's LAN address
 }
@@ -400,8 +403,8 @@ func TestNATRelayRestart(t *testing.T) {
 	}
 	lab, relay := labWithRelay(t)
 	ra, rb, rc := lab.Router("ra", netlab.EndpointIndependent), lab.Router("rb", netlab.EndpointIndependent), lab.Router("rc", netlab.EndpointIndependent)
-	a := startLabPortal(t, ra.Host("a"), relay.addr, "alice-portal")
-	b := startLabPortal(t, rb.Host("b"), relay.addr, "bob-portal")
+	a := startLabPortal(t, ra.Host("a"), "alice-portal", relay.addr)
+	b := startLabPortal(t, rb.Host("b"), "bob-portal", relay.addr)
 	pairAndCall(t, "EIM × EIM", a, b)
 
 	relay.proc.Stop() // SIGKILL
@@ -412,7 +415,7 @@ func TestNATRelayRestart(t *testing.T) {
 	t.Log("relay killed: the direct path still carries calls both ways")
 
 	relay.start(t)
-	c := startLabPortal(t, rc.Host("c"), relay.addr, "carol-portal")
+	c := startLabPortal(t, rc.Host("c"), "carol-portal", relay.addr)
 	pairAndCall(t, "after the relay restarted, a new pairing (EIM × EIM)", c, a)
 	c.waitForPath(t, a.id, "direct", ra.WAN.String()+":51820", 10*time.Second)
 }
@@ -444,4 +447,34 @@ func TestNATRoaming(t *testing.T) {
 			t.Fatalf("Bob's view of Alice: path %s endpoint %s; want direct at %s:41000-41009", p.Path, deref(p.Endpoint), ra.WAN)
 		}
 	}
+}
+
+// TestNATTwoRelaysOneDies: two Portals behind symmetric NATs, both
+// registered with two relays, talk through one of them; it is killed, and
+// they go on through the other.
+func TestNATTwoRelaysOneDies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("NAT lab")
+	}
+	lab, r1 := labWithRelay(t)
+	r2 := &labRelay{host: lab.PublicHost("relay2")}
+	r2.addr = r2.host.Addr.String() + ":51821"
+	r2.start(t)
+	ra, rb := lab.Router("ra", netlab.Symmetric), lab.Router("rb", netlab.Symmetric)
+	a := startLabPortal(t, ra.Host("a"), "alice-portal", r1.addr, r2.addr)
+	b := startLabPortal(t, rb.Host("b"), "bob-portal", r1.addr, r2.addr)
+	pairAndCall(t, "symmetric × symmetric, two relays", a, b)
+
+	dead, other := r1, r2
+	if deref(a.peer(b.id).Endpoint) == r2.addr {
+		dead, other = r2, r1
+	}
+	t.Logf("before: A sends to B through %s, B to A through %s", deref(a.peer(b.id).Endpoint), deref(b.peer(a.id).Endpoint))
+	dead.proc.Stop()
+	start := time.Now()
+	a.waitForPath(t, b.id, "relay", other.addr, 30*time.Second)
+	b.waitForPath(t, a.id, "relay", other.addr, 30*time.Second)
+	a.waitForCall(t, 30*time.Second)
+	b.waitForCall(t, 30*time.Second)
+	t.Logf("relay %s killed: calls both ways through %s after %v", dead.addr, other.addr, time.Since(start).Round(time.Millisecond))
 }

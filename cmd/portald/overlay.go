@@ -105,6 +105,18 @@ func (o *overlay) PeerChanged(p peers.Peer, removed bool) {
 	o.wakeLocked()
 }
 
+// lookupSoon queues a lookup of the peer: the tunnel lost the relay it was
+// reached through, and the lookup names one that answers.
+func (o *overlay) lookupSoon(id identity.ID) {
+	if o.relay == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.pending[id.String()] = true
+	o.wakeLocked()
+}
+
 // PeerByAddr is the peer whose overlay address is addr; the ingress uses it
 // to name the caller of a request that came through the tunnel.
 func (o *overlay) PeerByAddr(addr netip.Addr) (peers.Peer, bool) {

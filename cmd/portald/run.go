@@ -140,12 +140,15 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 	})
 
-	tun, rc, err := startTunnel(cfg, key, log)
+	// The tunnel reports a lost relay only for peers the overlay gave it,
+	// after ov is set (the tunnel's locks order the two).
+	var ov *overlay
+	tun, rc, err := startTunnel(cfg, key, log, func(id identity.ID) { ov.lookupSoon(id) })
 	if err != nil {
 		return err
 	}
 	closers = append(closers, func() { tun.Close() })
-	ov := newOverlay(store, tun, rc, log.With("component", "overlay"))
+	ov = newOverlay(store, tun, rc, log.With("component", "overlay"))
 	if err := ov.load(ctx); err != nil {
 		return err
 	}
@@ -274,7 +277,7 @@ func shutdownServer(srv *http.Server, name string, log *slog.Logger) {
 
 // startTunnel brings up the WireGuard tunnel on the --udp port and, when
 // relays were given, the rendezvous client that shares its socket.
-func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger) (*tunnel.Tunnel, *relay.Client, error) {
+func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger, relayLost func(identity.ID)) (*tunnel.Tunnel, *relay.Client, error) {
 	// The client needs the tunnel to send and the tunnel hands it what it
 	// receives, so the tunnel starts first and finds the client here.
 	var client atomic.Pointer[relay.Client]
@@ -301,6 +304,7 @@ func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger) (*tunnel.Tu
 		Control:   control,
 		Endpoints: endpoints,
 		IsRelay:   isRelay,
+		RelayLost: relayLost,
 		Log:       log.With("component", "tunnel"),
 	})
 	if err != nil {
