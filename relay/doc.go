@@ -16,9 +16,11 @@
 // a unique prefix (at least the 6-character short ID) and receives the
 // record exactly as its owner signed it.
 //
-// This version does registration and lookup only. Hole punching and packet
-// forwarding will be new message types; the wire format (wire.go) has a
-// version byte and typed message constants for them.
+// When two Portals cannot reach each other directly, the relay also
+// forwards their packets blindly: a Forward names the destination ID and
+// carries a WireGuard message or a control message sealed between the two
+// Portals; the relay delivers it with the sender's registered ID and cannot
+// read it (see forward in server.go).
 //
 // # Usage
 //

@@ -4,22 +4,25 @@
 //
 // The device's private key is the X25519 form of the Portal's identity key,
 // and a peer's WireGuard key and overlay address come from its Portal ID
-// alone, so adding a peer needs nothing but its ID (and, to start the
-// handshake, an endpoint). Each peer's only allowed IP is its overlay
+// alone, so adding a peer needs nothing but its ID (and, to reach it,
+// endpoints or a relay: SetEndpoints). Each peer's only allowed IP is its overlay
 // address: a packet that arrives through a peer's session carries that
 // peer's address as its source, which is how the receiving side knows who
 // is calling.
 //
 // # Two faces
 //
-// Inside, the package joins three parts: the wireguard-go device, the
-// tun.Device that is our gVisor stack (stack.go), and the conn.Bind that is
-// our UDP socket (bind.go). Outside, it offers only sockets (DialContext,
-// Listen) and peers (SetPeer, RemovePeer, PeerStatus), plus SendControl and
-// the Config.Control hook for the Portal's own datagrams on the same socket.
+// Inside, the package joins four parts: the wireguard-go device, the
+// tun.Device that is our gVisor stack (stack.go), the conn.Bind that is our
+// UDP socket (bind.go), and the path table that picks, per packet, a direct
+// path or a relay and finds direct paths with sealed control messages
+// (path.go, control.go). Outside, it offers only sockets (DialContext,
+// Listen) and peers (SetPeer, SetEndpoints, RemovePeer, PeerStatus), plus
+// SendControl and the Config.Control hook for relay messages on the same
+// socket.
 //
 // # Imports
 //
-// tunnel moves packets and knows no HTTP: it imports identity/ and never
-// forwarder/, acl/ or peers/.
+// tunnel moves packets and knows no HTTP: it imports identity/ and relay/
+// (for the relay's framing) and never forwarder/, acl/ or peers/.
 package tunnel

@@ -606,61 +606,59 @@ func (ps *paths) probe(now time.Time) {
 
 // probePeer pings p's paths that are due at now.
 func (ps *paths) probePeer(p *peerPath, now time.Time) {
-	{
-		var sends []func()
-		lost, relayLost := false, netip.AddrPort{}
-		p.mu.Lock()
-		wasDirect := p.path == PathDirect && p.relay.IsValid()
-		switch {
-		case p.trustedLocked(now):
-			if !now.Before(p.nextBeat) {
-				p.nextBeat = now.Add(heartbeat)
-				sends = append(sends, ps.pingLocked(p, p.best, now)...)
-			}
-		case !p.nextProbe.IsZero() && !now.Before(p.nextProbe):
-			for _, c := range p.candidates {
-				sends = append(sends, ps.pingLocked(p, c.addr, now)...)
-			}
-			if p.step++; p.step < len(probeSchedule) {
-				p.nextProbe = p.trigger.Add(probeSchedule[p.step])
-			} else {
-				p.nextProbe = now.Add(relayedProbe)
-				if p.relay.IsValid() {
-					sends = append(sends, func() { ps.callMe(p) })
-				}
+	var sends []func()
+	lost, relayLost := false, netip.AddrPort{}
+	p.mu.Lock()
+	wasDirect := p.path == PathDirect && p.relay.IsValid()
+	switch {
+	case p.trustedLocked(now):
+		if !now.Before(p.nextBeat) {
+			p.nextBeat = now.Add(heartbeat)
+			sends = append(sends, ps.pingLocked(p, p.best, now)...)
+		}
+	case !p.nextProbe.IsZero() && !now.Before(p.nextProbe):
+		for _, c := range p.candidates {
+			sends = append(sends, ps.pingLocked(p, c.addr, now)...)
+		}
+		if p.step++; p.step < len(probeSchedule) {
+			p.nextProbe = p.trigger.Add(probeSchedule[p.step])
+		} else {
+			p.nextProbe = now.Add(relayedProbe)
+			if p.relay.IsValid() {
+				sends = append(sends, func() { ps.callMe(p) })
 			}
 		}
-		if wasDirect && !p.trustedLocked(now) {
-			// The direct path stopped answering: fall back (updateLocked
-			// says so) and look for a path again, with the peer.
-			lost = true
-			p.startProbingLocked(now)
+	}
+	if wasDirect && !p.trustedLocked(now) {
+		// The direct path stopped answering: fall back (updateLocked
+		// says so) and look for a path again, with the peer.
+		lost = true
+		p.startProbingLocked(now)
+	}
+	if p.relay.IsValid() && !p.trustedLocked(now) {
+		// Relayed: check the relay path too, every heartbeat.
+		if !now.Before(p.nextRelay) {
+			p.nextRelay = now.Add(heartbeat)
+			sends = append(sends, ps.pingLocked(p, netip.AddrPort{}, now)...)
 		}
-		if p.relay.IsValid() && !p.trustedLocked(now) {
-			// Relayed: check the relay path too, every heartbeat.
-			if !now.Before(p.nextRelay) {
-				p.nextRelay = now.Add(heartbeat)
-				sends = append(sends, ps.pingLocked(p, netip.AddrPort{}, now)...)
-			}
-			if now.Sub(p.relayHeard) > relayTimeout {
-				relayLost = p.relay
-				p.relayHeard = now // report again after another relayTimeout
-			}
+		if now.Sub(p.relayHeard) > relayTimeout {
+			relayLost = p.relay
+			p.relayHeard = now // report again after another relayTimeout
 		}
-		ps.updateLocked(p, now)
-		p.mu.Unlock()
-		if lost {
-			ps.callMe(p)
+	}
+	ps.updateLocked(p, now)
+	p.mu.Unlock()
+	if lost {
+		ps.callMe(p)
+	}
+	if relayLost.IsValid() {
+		ps.log.Info("relay not answering for peer; looking for another", "peer", p.id.Short(), "relay", relayLost.String())
+		if ps.relayLost != nil {
+			ps.relayLost(p.id)
 		}
-		if relayLost.IsValid() {
-			ps.log.Info("relay not answering for peer; looking for another", "peer", p.id.Short(), "relay", relayLost.String())
-			if ps.relayLost != nil {
-				ps.relayLost(p.id)
-			}
-		}
-		for _, f := range sends {
-			f()
-		}
+	}
+	for _, f := range sends {
+		f()
 	}
 }
 

@@ -1,15 +1,21 @@
-// Command portal-relay is the Portal overlay's rendezvous server: Portals
-// register their signed, expiring records with it over UDP, and look each
-// other up by Portal ID or unique prefix (see package relay).
+// Command portal-relay is the Portal overlay's rendezvous server and blind
+// relay: Portals register their signed, expiring records with it over UDP,
+// look each other up by Portal ID or unique prefix, and, when they cannot
+// reach each other directly, have it forward their WireGuard packets, which
+// it cannot read (see package relay).
 //
 //	portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
+//	                 [--forward-rate N] [--forward-burst N]
 //
 // --listen (PORTAL_LISTEN, default ":51821") is the UDP address to serve;
 // --log-level (PORTAL_LOG_LEVEL, default info) is debug, info, warn or
 // error; --rate (PORTAL_RATE, default 50) is how many messages per second
 // one source IP (an IPv6 /64) may send, sustained, negative for no limit,
-// and --burst (PORTAL_BURST, default 100) how many it may send at once. A
-// flag given on the command line wins over its variable. The relay
+// and --burst (PORTAL_BURST, default 100) how many it may send at once;
+// --forward-rate and --forward-burst (PORTAL_FORWARD_RATE, default 50000,
+// PORTAL_FORWARD_BURST, default 10000) are the same for forwarded packets,
+// which do not count against --rate. A flag given on the command line wins
+// over its variable. The relay
 // logs to stderr with log/slog, including a line
 // `msg="portal-relay running" listen=ADDR` with the bound address once it
 // serves and a stats line every minute. SIGINT or SIGTERM stops it cleanly.
@@ -39,7 +45,9 @@ const (
 
 const usage = `usage:
   portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
-Flags also come from PORTAL_LISTEN, PORTAL_LOG_LEVEL, PORTAL_RATE and PORTAL_BURST.
+                   [--forward-rate N] [--forward-burst N]
+Flags also come from PORTAL_LISTEN, PORTAL_LOG_LEVEL, PORTAL_RATE, PORTAL_BURST,
+PORTAL_FORWARD_RATE and PORTAL_FORWARD_BURST.
 Run 'portal-relay run -h' for the flags.`
 
 func main() {
@@ -72,6 +80,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := c.String("log-level", "info", "debug, info, warn or error")
 	rate := c.String("rate", strconv.Itoa(relay.DefaultRatePerSource), "messages per second per source IP, sustained; negative for no limit")
 	burst := c.String("burst", strconv.Itoa(relay.DefaultBurstPerSource), "messages a source IP may send at once")
+	fwdRate := c.String("forward-rate", strconv.Itoa(relay.DefaultForwardRate), "forwarded packets per second per source IP, sustained; negative for no limit")
+	fwdBurst := c.String("forward-burst", strconv.Itoa(relay.DefaultForwardBurst), "forwarded packets a source IP may send at once")
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
@@ -90,9 +100,15 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.BurstPerSource, err = strconv.Atoi(*burst); err != nil || cfg.BurstPerSource <= 0 {
 		return cli.Usagef("--burst %q: want a positive number of messages", *burst)
 	}
+	if cfg.ForwardRate, err = strconv.ParseFloat(*fwdRate, 64); err != nil || cfg.ForwardRate == 0 {
+		return cli.Usagef("--forward-rate %q: want packets per second, or a negative number for no limit", *fwdRate)
+	}
+	if cfg.ForwardBurst, err = strconv.Atoi(*fwdBurst); err != nil || cfg.ForwardBurst <= 0 {
+		return cli.Usagef("--forward-burst %q: want a positive number of packets", *fwdBurst)
+	}
 	srv, err := relay.NewServer(cfg) // checks the relay's own bounds
 	if err != nil {
-		return cli.Usagef("--rate %s --burst %s: %v", *rate, *burst, err)
+		return cli.Usagef("--rate %s --burst %s --forward-rate %s --forward-burst %s: %v", *rate, *burst, *fwdRate, *fwdBurst, err)
 	}
 	defer srv.Close()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)

@@ -69,6 +69,9 @@ func TestCommandLine(t *testing.T) {
 		{"zero rate", []string{"run", "--rate", "0"}, nil, 2, "--rate"},
 		{"rate below one an hour", []string{"run", "--rate", "0.0001"}, nil, 2, "--rate"},
 		{"bad burst", []string{"run", "--burst", "0"}, nil, 2, "--burst"},
+		{"bad forward rate", []string{"run", "--forward-rate", "fast"}, nil, 2, "--forward-rate"},
+		{"zero forward rate", []string{"run", "--forward-rate", "0"}, nil, 2, "--forward-rate"},
+		{"bad forward burst from the environment", []string{"run"}, map[string]string{"PORTAL_FORWARD_BURST": "-3"}, 2, "--forward-burst"},
 		{"bad burst from the environment", []string{"run"}, map[string]string{"PORTAL_BURST": "many"}, 2, "--burst"},
 		{"run help shows the rate", []string{"run", "-h"}, nil, 0, "-rate"},
 		{"port in use", []string{"run", "--listen", taken.LocalAddr().String()}, nil, 1, "listen"},
@@ -226,6 +229,7 @@ func TestRunServesAndStops(t *testing.T) {
 		{"environment, SIGINT", []string{"PORTAL_LISTEN=127.0.0.1:0", "PORTAL_LOG_LEVEL=debug", "PORTAL_RATE=20", "PORTAL_BURST=40"}, []string{"run"}, syscall.SIGINT},
 		{"rate flags", nil, []string{"run", "--listen", "127.0.0.1:0", "--rate", "2.5", "--burst", "30"}, syscall.SIGTERM},
 		{"no rate limit", nil, []string{"run", "--listen", "127.0.0.1:0", "--rate", "-1"}, syscall.SIGTERM},
+		{"forward flags", nil, []string{"run", "--listen", "127.0.0.1:0", "--forward-rate", "1000", "--forward-burst", "50"}, syscall.SIGTERM},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
