@@ -10,10 +10,12 @@ import (
 	"portal/identity"
 )
 
-// registered registers key's record from pc with the server.
+// registered registers key's record, listing pc's address, from pc with
+// the server.
 func registered(t *testing.T, ts *testServer, pc *net.UDPConn, key *identity.Key) {
 	t.Helper()
 	rec := testRecord(key, time.Now().Truncate(time.Millisecond))
+	rec.Endpoints = append([]netip.AddrPort{addrOf(pc)}, rec.Endpoints...)
 	if reply := register(t, pc, ts.addr, mustSign(t, key, rec)); reply.typ != msgRegisterAck {
 		t.Fatalf("registration of %s: reply type %d, want an ack", key.ID().Short(), reply.typ)
 	}
@@ -178,5 +180,43 @@ func TestServerKeepalive(t *testing.T) {
 	}
 	if st := ts.Stats(); st.Keepalives != 2 {
 		t.Errorf("keepalives = %d, want 2", st.Keepalives)
+	}
+}
+
+// TestServerRegistrationCannotBeTaken: records are public, so anyone can
+// replay one; a replay must not move where the relay delivers the
+// Portal's packets.
+func TestServerRegistrationCannotBeTaken(t *testing.T) {
+	checkLeaks(t)
+	ts := startServer(t, "127.0.0.1:0", ServerConfig{})
+	alice, bob := newKey(t), newKey(t)
+	pa, pb, thief := listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0")
+	registered(t, ts, pb, bob)
+
+	rec := testRecord(alice, time.Now().Truncate(time.Millisecond))
+	rec.Endpoints = []netip.AddrPort{addrOf(pa)}
+	raw := mustSign(t, alice, rec)
+	if reply := register(t, pa, ts.addr, raw); reply.typ != msgRegisterAck {
+		t.Fatalf("alice's registration: %d", reply.typ)
+	}
+	// The thief replays alice's record from its own address: refused.
+	if reply := register(t, thief, ts.addr, raw); reply.typ != msgRefused || reply.reason != reasonStale {
+		t.Errorf("replayed record: reply %d reason %v, want refused as stale", reply.typ, reply.reason)
+	}
+	// A newer record alice signed (for another relay, say) replayed by the
+	// thief is stored, but does not list the thief: delivers still go to
+	// alice.
+	rec.SignedAt, rec.Expires = rec.SignedAt.Add(time.Millisecond), rec.Expires.Add(time.Millisecond)
+	if reply := register(t, thief, ts.addr, mustSign(t, alice, rec)); reply.typ != msgRegisterAck {
+		t.Fatalf("newer record through the thief: reply %d", reply.typ)
+	}
+	send(t, pb, ts.addr, AppendForward(nil, alice.ID(), wgData(5, 64)))
+	if src, _, ok := ParseDeliver(readRaw(t, pa)); !ok || src != bob.ID() {
+		t.Fatal("the deliver did not reach alice")
+	}
+	// The thief cannot speak for alice either.
+	send(t, thief, ts.addr, AppendForward(nil, bob.ID(), wgData(6, 64)))
+	if m, err := parseMessage(readRaw(t, thief)); err != nil || m.typ != msgNotRegistered {
+		t.Fatalf("thief's forward: got %+v, %v; want NotRegistered", m, err)
 	}
 }

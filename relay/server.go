@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -388,7 +389,7 @@ func (s *Server) forward(pc net.PacketConn, b []byte, src netip.AddrPort, out []
 	s.mu.Lock()
 	from := s.store.sender(src, now)
 	to := s.store.get(dst)
-	if to != nil && !now.Before(to.rec.Expires) {
+	if to != nil && (!now.Before(to.rec.Expires) || !to.addr.IsValid()) {
 		to = nil
 	}
 	s.mu.Unlock()
@@ -481,6 +482,13 @@ func (s *Server) register(m *message, src netip.AddrPort) message {
 func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now time.Time) reason {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	e := &entry{idStr: rec.ID.String(), rec: rec, raw: bytes.Clone(raw), from: src}
+	// Delivers for the ID go to the source of the registration only if
+	// the record itself lists it: a record is public (lookups return it),
+	// so anyone can replay it, but only from an address its owner signed.
+	if slices.Contains(rec.Endpoints, src) {
+		e.addr = src
+	}
 	old := s.store.get(rec.ID)
 	if old != nil && now.Before(old.rec.Expires) {
 		// An expired record is treated as absent whether or not it has
@@ -489,12 +497,15 @@ func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now tim
 		case rec.SignedAt.Before(old.rec.SignedAt):
 			return reasonStale
 		case rec.SignedAt.Equal(old.rec.SignedAt):
-			if !bytes.Equal(raw, old.raw) {
+			if !bytes.Equal(raw, old.raw) || old.from != src {
+				// A Portal signs a new record for every round, so the
+				// same record from elsewhere is a replay.
 				return reasonStale
 			}
-			if old.addr == src {
-				return 0 // a retransmission: acknowledge it again
-			}
+			return 0 // a retransmission: acknowledge it again
+		}
+		if !e.addr.IsValid() && slices.Contains(rec.Endpoints, old.addr) {
+			e.addr = old.addr
 		}
 	}
 	if old == nil && s.store.len() >= s.maxRecords {
@@ -505,7 +516,7 @@ func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now tim
 			return reasonFull
 		}
 	}
-	s.store.put(&entry{idStr: rec.ID.String(), rec: rec, raw: bytes.Clone(raw), addr: src})
+	s.store.put(e)
 	return 0
 }
 

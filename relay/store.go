@@ -14,9 +14,11 @@ type entry struct {
 	idStr string // rec.ID.String(), the key of prefix lookups
 	rec   Record
 	raw   []byte // the record exactly as its owner signed it
-	// addr is the source of the registration: where Deliver messages for
-	// this ID go, and the only address whose Forwards speak for it.
-	addr netip.AddrPort
+	// from is the source of the registration. addr is where Deliver
+	// messages for this ID go and the only address whose Forwards speak
+	// for it: the source of the newest registration whose record lists
+	// it among its endpoints, or invalid when none did.
+	from, addr netip.AddrPort
 }
 
 // store holds the relay's registrations: ID → newest record. It is not safe
@@ -60,7 +62,9 @@ func (s *store) put(e *entry) {
 		s.remove(old)
 	}
 	s.byID[e.rec.ID] = e
-	s.byAddr[e.addr] = e // an address speaks for the ID registered from it last
+	if e.addr.IsValid() {
+		s.byAddr[e.addr] = e // an address speaks for the ID registered from it last
+	}
 	short := e.idStr[:identity.ShortIDLen]
 	s.byShort[short] = append(s.byShort[short], e)
 }

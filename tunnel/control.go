@@ -203,22 +203,31 @@ func readAddr(b []byte) (netip.AddrPort, []byte, bool) {
 	return ap, b[1+n+2:], true
 }
 
-// usableEndpoint reports whether ap can be a peer's UDP endpoint.
+var broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// usableEndpoint reports whether ap can be a peer's UDP endpoint: a
+// unicast address with a port. Loopback stays allowed: Portals on one host
+// (and their relay) know each other by it.
 func usableEndpoint(ap netip.AddrPort) bool {
 	ip := ap.Addr()
-	return ip.IsValid() && ap.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() && ip.Zone() == ""
+	return ip.IsValid() && ap.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() &&
+		!ip.IsLinkLocalUnicast() && ip != broadcast && ip.Zone() == ""
 }
 
 // replayWindow is what a tunnel remembers of a peer's control messages to
-// drop replays: the peer's current boot, the highest counter seen in it,
-// and the latest sent-at seen. Within a boot the counter must grow; a new
-// boot is accepted only with a sent-at later than anything seen before, so
-// that messages of an earlier run of the peer cannot be replayed after it
-// restarted. Reordered messages are dropped too; losing one costs a probe.
+// drop replays: the peer's current boot, the highest counter seen in it
+// with a bitmap of the replayWindowSize counters below it (so that
+// messages reordered between the direct and the relayed path still count),
+// and the latest sent-at seen. A new boot is accepted only with a sent-at
+// later than anything seen before, so that messages of an earlier run of
+// the peer cannot be replayed after it restarted.
 type replayWindow struct {
-	boot, counter uint64
-	latest        time.Time
+	boot, top uint64
+	seen      uint64 // bit i: counter top-i was seen
+	latest    time.Time
 }
+
+const replayWindowSize = 64
 
 func (w *replayWindow) accept(boot, counter uint64, sentAt, now time.Time) bool {
 	if sentAt.Before(now.Add(-controlMaxAge)) || sentAt.After(now.Add(controlMaxAge)) {
@@ -226,13 +235,24 @@ func (w *replayWindow) accept(boot, counter uint64, sentAt, now time.Time) bool 
 	}
 	switch {
 	case !w.latest.IsZero() && boot == w.boot:
-		if counter <= w.counter {
+		switch {
+		case counter > w.top:
+			if d := counter - w.top; d < replayWindowSize {
+				w.seen = w.seen<<d | 1
+			} else {
+				w.seen = 1
+			}
+			w.top = counter
+		case w.top-counter >= replayWindowSize || w.seen&(1<<(w.top-counter)) != 0:
 			return false
+		default:
+			w.seen |= 1 << (w.top - counter)
 		}
 	case !sentAt.After(w.latest):
 		return false
+	default:
+		w.boot, w.top, w.seen = boot, counter, 1
 	}
-	w.boot, w.counter = boot, counter
 	if sentAt.After(w.latest) {
 		w.latest = sentAt
 	}

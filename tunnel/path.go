@@ -53,6 +53,9 @@ const (
 	// reported lost, so that the daemon looks the peer up again and picks
 	// a relay that answers.
 	relayTimeout = 6 * time.Second
+	// maxLostPause bounds the pause between two relay-lost reports for
+	// a peer whose relay path stays silent.
+	maxLostPause = 5 * time.Minute
 	// pingTimeout is how long a ping waits for its pong.
 	pingTimeout = 5 * time.Second
 	// minTrigger is the least time between two probing rounds started by
@@ -60,8 +63,15 @@ const (
 	minTrigger = time.Second
 	// probeTick is the resolution of the probing schedule.
 	probeTick = 250 * time.Millisecond
+	// candidateTTL is how long a candidate that answers no ping is kept
+	// after it was last named; records are looked up again every 30 s.
+	candidateTTL = 2 * time.Minute
 	// maxCandidates bounds the endpoints kept per peer; the oldest go.
 	maxCandidates = 16
+	// maxPendingPings bounds the pings awaiting a pong per peer: the
+	// probing schedule's busiest pingTimeout (six rounds to every
+	// candidate) plus heartbeats and relay pings.
+	maxPendingPings = 6*maxCandidates + 8
 	// maxPeerAddrs bounds the source addresses a peer is known by.
 	maxPeerAddrs = 8
 	// betterRTT is how much faster another direct path must answer to
@@ -112,6 +122,7 @@ func (e *peerEndpoint) DstToBytes() []byte { return e.p.id[:] }
 // candidate is a direct endpoint of a peer.
 type candidate struct {
 	addr     netip.AddrPort
+	added    time.Time // last named by a record, a call-me or a ping
 	lastPong time.Time
 	rtt      time.Duration
 }
@@ -132,8 +143,10 @@ type peerPath struct {
 	rx         replayWindow
 	candidates []candidate
 	relay      netip.AddrPort
-	relayHeard time.Time      // last pong through relay, or when relay was set
+	relayHeard time.Time      // last authenticated message through relay, or when relay was set
 	nextRelay  time.Time      // next ping through relay
+	nextLost   time.Time      // no relay-lost report before then
+	lostPause  time.Duration  // between relay-lost reports
 	best       netip.AddrPort // validated direct path, or invalid
 	bestRTT    time.Duration
 	lastPong   time.Time // of best
@@ -282,10 +295,11 @@ func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip
 	now := time.Now()
 	p.mu.Lock()
 	for _, ep := range endpoints {
-		p.addCandidateLocked(ep)
+		p.addCandidateLocked(ep, now)
 	}
 	if via.IsValid() {
 		p.setRelayLocked(via, now)
+		p.relayHeard = now // it just answered the lookup
 	}
 	trusted := p.trustedLocked(now)
 	if !trusted {
@@ -299,16 +313,30 @@ func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip
 	}
 }
 
-func (p *peerPath) addCandidateLocked(ep netip.AddrPort) {
+// addCandidateLocked adds ep to p's candidates, or refreshes it.
+func (p *peerPath) addCandidateLocked(ep netip.AddrPort, now time.Time) {
 	ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
-	if !usableEndpoint(ep) || slices.ContainsFunc(p.candidates, func(c candidate) bool { return c.addr == ep }) {
+	if !usableEndpoint(ep) {
+		return
+	}
+	if i := slices.IndexFunc(p.candidates, func(c candidate) bool { return c.addr == ep }); i >= 0 {
+		p.candidates[i].added = now
 		return
 	}
 	if len(p.candidates) == maxCandidates {
 		i := slices.IndexFunc(p.candidates, func(c candidate) bool { return c.addr != p.best })
 		p.candidates = slices.Delete(p.candidates, i, i+1)
 	}
-	p.candidates = append(p.candidates, candidate{addr: ep})
+	p.candidates = append(p.candidates, candidate{addr: ep, added: now})
+}
+
+// expireCandidatesLocked forgets candidates that nobody named and that
+// answered no ping for candidateTTL, so dead addresses are not probed
+// forever.
+func (p *peerPath) expireCandidatesLocked(now time.Time) {
+	p.candidates = slices.DeleteFunc(p.candidates, func(c candidate) bool {
+		return c.addr != p.best && now.Sub(c.added) > candidateTTL && now.Sub(c.lastPong) > candidateTTL
+	})
 }
 
 // setRelayLocked makes addr the relay p is reached through; a new relay
@@ -316,6 +344,7 @@ func (p *peerPath) addCandidateLocked(ep netip.AddrPort) {
 func (p *peerPath) setRelayLocked(addr netip.AddrPort, now time.Time) {
 	if addr != p.relay {
 		p.relay, p.relayHeard = addr, now
+		p.lostPause, p.nextLost = 0, time.Time{}
 	}
 }
 
@@ -385,10 +414,20 @@ func (ps *paths) send(p *peerPath, bufs [][]byte) error {
 		ps.bufs.Put(bp)
 		return err
 	}
+	// Spraying: one unreachable candidate must not fail the batch, or
+	// wireguard-go would log every packet.
+	sent := false
 	for _, b := range bufs {
 		for _, to := range r.spray {
-			err = keepFirst(err, ps.write(b, to))
+			if e := ps.write(b, to); e == nil {
+				sent = true
+			} else {
+				err = keepFirst(err, e)
+			}
 		}
+	}
+	if sent {
+		return nil
 	}
 	return err
 }
@@ -443,7 +482,7 @@ func (ps *paths) pingLocked(p *peerPath, addr netip.AddrPort, now time.Time) []f
 			delete(p.pings, id)
 		}
 	}
-	if len(p.pings) >= 4*maxCandidates {
+	if len(p.pings) >= maxPendingPings {
 		return nil
 	}
 	p.pings[txid] = pendingPing{to: addr, at: now}
@@ -485,6 +524,12 @@ func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
 	now := time.Now()
 	var sends []func()
 	p.mu.Lock()
+	if viaRelay {
+		// The peer reaches us through this relay (authenticated, so no
+		// one else can move it): answer the same way.
+		p.setRelayLocked(from, now)
+		p.relayHeard = now
+	}
 	switch m.typ {
 	case controlPing:
 		to := from
@@ -494,7 +539,7 @@ func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
 		pong := &controlMsg{typ: controlPong, txid: m.txid, observed: from}
 		sends = append(sends, func() { ps.sendControl(p, pong, to) })
 		if !viaRelay {
-			p.addCandidateLocked(from)
+			p.addCandidateLocked(from, now)
 			if !p.trustedLocked(now) || p.best != from {
 				// A peer that reaches us may be reachable from us:
 				// our pong opens our NAT for the reverse path.
@@ -516,10 +561,7 @@ func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
 		}
 	case controlCallMe:
 		for _, ep := range m.endpoints {
-			p.addCandidateLocked(ep)
-		}
-		if viaRelay && ps.isRelay != nil && ps.isRelay(from) {
-			p.setRelayLocked(from, now)
+			p.addCandidateLocked(ep, now)
 		}
 		if !p.trustedLocked(now) && now.Sub(p.trigger) >= minTrigger {
 			p.startProbingLocked(now)
@@ -576,6 +618,10 @@ func (ps *paths) deliver(src identity.ID, payload []byte, from netip.AddrPort) (
 		ps.ctr.deliverStranger.Add(1)
 		return nil, false
 	}
+	if !ps.knownRelay(p, from) {
+		ps.ctr.deliverStranger.Add(1)
+		return nil, false
+	}
 	if len(payload) > len(relay.PeerMessagePrefix) && string(payload[:len(relay.PeerMessagePrefix)]) == relay.PeerMessagePrefix {
 		ps.handleControl(payload, from, true)
 		return nil, false
@@ -585,15 +631,16 @@ func (ps *paths) deliver(src identity.ID, payload []byte, from netip.AddrPort) (
 		return nil, false
 	}
 	ps.ctr.relayedIn.Add(1)
-	if r := p.route.Load(); r.relay != from && ps.isRelay != nil && ps.isRelay(from) {
-		// The peer reaches us through this relay: answer the same way.
-		now := time.Now()
-		p.mu.Lock()
-		p.setRelayLocked(from, now)
-		ps.updateLocked(p, now)
-		p.mu.Unlock()
-	}
 	return p.ep, true
+}
+
+// knownRelay reports whether from is one of this Portal's relays, or,
+// without Config.IsRelay, the relay p is reached through.
+func (ps *paths) knownRelay(p *peerPath, from netip.AddrPort) bool {
+	if ps.isRelay != nil {
+		return ps.isRelay(from)
+	}
+	return p.route.Load().relay == from
 }
 
 // probe runs the probing schedule of every peer; it is called every
@@ -620,6 +667,7 @@ func (ps *paths) probePeer(p *peerPath, now time.Time) {
 		for _, c := range p.candidates {
 			sends = append(sends, ps.pingLocked(p, c.addr, now)...)
 		}
+		p.expireCandidatesLocked(now)
 		if p.step++; p.step < len(probeSchedule) {
 			p.nextProbe = p.trigger.Add(probeSchedule[p.step])
 		} else {
@@ -652,9 +700,9 @@ func (ps *paths) probePeer(p *peerPath, now time.Time) {
 		ps.callMe(p)
 	}
 	if relayLost.IsValid() {
-		ps.log.Info("relay not answering for peer; looking for another", "peer", p.id.Short(), "relay", relayLost.String())
+		ps.log.Debug("relay not answering for peer; looking for another", "peer", p.id.Short(), "relay", relayLost.String())
 		if ps.relayLost != nil {
-			ps.relayLost(p.id)
+			go ps.relayLost(p.id) // never on the caller's locks
 		}
 	}
 	for _, f := range sends {

@@ -152,10 +152,16 @@ func New(cfg Config) (t *Tunnel, err error) {
 		return nil, err
 	}
 	wgLog := cfg.Log.With("component", "wireguard")
+	warn := newRateLimitedLog(wgLog, errorLogInterval)
 	t.dev = device.NewDevice(t.stack, t.bind, &device.Logger{
 		Verbosef: func(format string, args ...any) { wgLog.Debug(fmt.Sprintf(format, args...)) },
-		Errorf:   func(format string, args ...any) { wgLog.Warn(fmt.Sprintf(format, args...)) },
+		Errorf:   warn.printf,
 	})
+	// A peer's endpoint is the peerEndpoint SetPeer gives it, for good:
+	// wireguard-go must not replace it with the endpoint a packet came
+	// in on, which names the peer its source address or relay frame
+	// claims, not necessarily the one whose keys opened it.
+	t.dev.DisableSomeRoamingForBrokenMobileSemantics()
 	t.wg.Add(2)
 	go t.maintain()
 	go t.probe()
@@ -390,6 +396,38 @@ func (t *Tunnel) SendControl(b []byte, to netip.AddrPort) error {
 	return t.bind.sendControl(b, to)
 }
 
+// errorLogInterval is the least time between two log lines of the same
+// wireguard-go error: it logs some (a failed send) for every packet.
+const errorLogInterval = 10 * time.Second
+
+// rateLimitedLog logs each distinct format at Warn level at most once per
+// interval, counting the lines it held back.
+type rateLimitedLog struct {
+	log      *slog.Logger
+	interval time.Duration
+	mu       sync.Mutex
+	last     map[string]time.Time
+	held     map[string]int
+}
+
+func newRateLimitedLog(log *slog.Logger, interval time.Duration) *rateLimitedLog {
+	return &rateLimitedLog{log: log, interval: interval, last: map[string]time.Time{}, held: map[string]int{}}
+}
+
+func (l *rateLimitedLog) printf(format string, args ...any) {
+	now := time.Now()
+	l.mu.Lock()
+	if now.Sub(l.last[format]) < l.interval {
+		l.held[format]++
+		l.mu.Unlock()
+		return
+	}
+	held := l.held[format]
+	l.last[format], l.held[format] = now, 0
+	l.mu.Unlock()
+	l.log.Warn(fmt.Sprintf(format, args...), "similar_held_back", held)
+}
+
 // Stats counts what the tunnel's path layer did and dropped since New.
 type Stats struct {
 	ControlIn, ControlOut uint64 // control messages between Portals
@@ -402,6 +440,22 @@ type Stats struct {
 	WireGuardUnknownSource uint64
 	// RelayedIn and RelayedOut count WireGuard packets through relays.
 	RelayedIn, RelayedOut uint64
+}
+
+// LogValue implements slog.LogValuer: the counters as one group.
+func (st Stats) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Uint64("control_in", st.ControlIn),
+		slog.Uint64("control_out", st.ControlOut),
+		slog.Uint64("control_malformed", st.ControlMalformed),
+		slog.Uint64("control_oversized", st.ControlOversized),
+		slog.Uint64("control_stranger", st.ControlStranger),
+		slog.Uint64("control_forged", st.ControlForged),
+		slog.Uint64("control_replayed", st.ControlReplayed),
+		slog.Uint64("wireguard_unknown_source", st.WireGuardUnknownSource),
+		slog.Uint64("relayed_in", st.RelayedIn),
+		slog.Uint64("relayed_out", st.RelayedOut),
+	)
 }
 
 // Stats returns the tunnel's counters.
@@ -462,7 +516,7 @@ func (t *Tunnel) Close() error {
 			t.stack.Close()
 		}
 		t.bind.release()
-		t.log.Info("tunnel closed")
+		t.log.Info("tunnel closed", "stats", t.Stats())
 	})
 	return nil
 }
