@@ -689,9 +689,13 @@ func (ps *paths) probePeer(p *peerPath, now time.Time) {
 			p.nextRelay = now.Add(heartbeat)
 			sends = append(sends, ps.pingLocked(p, netip.AddrPort{}, now)...)
 		}
-		if now.Sub(p.relayHeard) > relayTimeout {
+		if now.Sub(p.relayHeard) > relayTimeout && !now.Before(p.nextLost) {
+			// Report, then again after a doubling pause: a peer that
+			// never answers (it removed us) costs a lookup every few
+			// minutes, not every few seconds.
 			relayLost = p.relay
-			p.relayHeard = now // report again after another relayTimeout
+			p.lostPause = min(max(2*p.lostPause, relayTimeout), maxLostPause)
+			p.nextLost = now.Add(p.lostPause)
 		}
 	}
 	ps.updateLocked(p, now)
