@@ -203,3 +203,37 @@ func relayDeliver(src identity.ID, payload []byte) []byte {
 	b[4] = 0x07 // a Deliver has the Forward's layout with the sender's ID
 	return b
 }
+
+// TestRelayLostReported: a relayed peer whose relay answers nothing is
+// reported through Config.RelayLost, so that the daemon can look for a
+// relay that works; meanwhile the peer's path says relay.
+func TestRelayLostReported(t *testing.T) {
+	lost := make(chan identity.ID, 4)
+	a := newNodeConfig(t, Config{RelayLost: func(id identity.ID) { lost <- id }})
+	peer := newTestKey(t).ID()
+	if err := a.tun.SetPeer(peer); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent := dead.LocalAddr().(*net.UDPAddr).AddrPort()
+	dead.Close() // nothing answers there
+	start := time.Now()
+	a.tun.SetEndpoints(peer, nil, silent)
+	if st, _ := a.tun.PeerStatus(peer); st.Path != PathRelay || st.Endpoint != silent {
+		t.Errorf("status = %+v, want the relay path through %v", st, silent)
+	}
+	select {
+	case id := <-lost:
+		if id != peer {
+			t.Fatalf("RelayLost(%s), want %s", id.Short(), peer.Short())
+		}
+		if d := time.Since(start); d < relayTimeout {
+			t.Errorf("reported after %v, before relayTimeout", d)
+		}
+	case <-time.After(3 * relayTimeout):
+		t.Fatalf("no RelayLost within %v", 3*relayTimeout)
+	}
+}

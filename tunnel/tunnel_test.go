@@ -27,19 +27,24 @@ type node struct {
 	control chan []byte
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t *testing.T) *node { return newNodeConfig(t, Config{}) }
+
+// newNodeConfig is newNode with cfg's optional fields.
+func newNodeConfig(t *testing.T, cfg Config) *node {
 	t.Helper()
 	k, err := identity.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &node{key: k, control: make(chan []byte, 16)}
-	n.tun, err = New(Config{Key: k, Log: testLog(), Control: func(b []byte, from netip.AddrPort) {
+	cfg.Key, cfg.Log = k, testLog()
+	cfg.Control = func(b []byte, from netip.AddrPort) {
 		select {
 		case n.control <- append([]byte(nil), b...):
 		default:
 		}
-	}})
+	}
+	n.tun, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
