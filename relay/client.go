@@ -102,6 +102,7 @@ type Client struct {
 	ttl      time.Duration
 	log      *slog.Logger
 	kick     chan struct{} // capacity 1: an ack reported a new observed endpoint
+	kickNow  chan struct{} // capacity 1: the first observed endpoint from a relay
 
 	running atomic.Bool // Run is active
 	ctr     clientCounters
@@ -177,6 +178,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		interval: cfg.Interval,
 		log:      cfg.Log,
 		kick:     make(chan struct{}, 1),
+		kickNow:  make(chan struct{}, 1),
 		resolved: map[string][]netip.AddrPort{},
 		peers:    map[netip.AddrPort]*relayState{},
 		lookups:  map[[nonceLen]byte]*lookupWait{},
@@ -191,9 +193,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Run resolves the relays, registers with every relay address at once and
 // then every Interval, and resolves the names again every minute. When an
 // ack reports an observed endpoint that the current record lacks, it
-// registers again at once: the first time without delay, since until then
-// peers that look this Portal up get a record without the address they
-// can reach it at; later at most once per kickGap. A relay that lost its
+// registers again: without delay when it is the first endpoint that relay
+// observed, since until the record lists it the relay forwards nothing to
+// this Portal and peers that look it up get a record without the address
+// they can reach it at; later at most once per kickGap. A relay that lost its
 // records (a restart) therefore has this Portal back within one Interval. A
 // relay that is down delays no other: sends are datagrams.
 //
@@ -207,7 +210,6 @@ func (c *Client) Run(ctx context.Context) error {
 
 	c.resolve(ctx)
 	last := c.registerAll()
-	first := true
 	reg := time.NewTicker(c.interval)
 	defer reg.Stop()
 	res := time.NewTicker(resolveInterval)
@@ -229,13 +231,9 @@ func (c *Client) Run(ctx context.Context) error {
 			if c.resolve(ctx) {
 				last = c.registerAll()
 			}
+		case <-c.kickNow:
+			last = c.registerAll()
 		case <-c.kick:
-			if first {
-				// The first observed endpoint: publish it now.
-				first = false
-				last = c.registerAll()
-				continue
-			}
 			if wait := gap - time.Since(last); wait > 0 {
 				if soon == nil {
 					soon = time.After(wait)
@@ -431,11 +429,15 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 			rs.ackedUntil = exp
 		}
 		newEndpoint := m.observed != rs.observed && !slices.Contains(c.endpoints, m.observed)
+		kick := c.kick
+		if !rs.observed.IsValid() {
+			kick = c.kickNow // once per relay address, so no flood
+		}
 		rs.observed = m.observed
 		c.mu.Unlock()
 		if newEndpoint {
 			select {
-			case c.kick <- struct{}{}:
+			case kick <- struct{}{}:
 			default:
 			}
 		}
