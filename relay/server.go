@@ -176,35 +176,30 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.now = time.Now
 	}
 	s.lastSweep = s.now()
-	if cfg.RatePerSource >= 0 {
-		rate, burst, sources := cfg.RatePerSource, cfg.BurstPerSource, cfg.MaxSources
-		if rate == 0 {
-			rate = DefaultRatePerSource
-		}
-		if burst == 0 {
-			burst = DefaultBurstPerSource
-		}
-		if sources == 0 {
-			sources = DefaultMaxSources
-		}
-		s.limiter = newLimiter(rate, burst, sources, s.lastSweep)
-	}
-	if cfg.ForwardRate >= 0 {
-		rate, burst, sources := cfg.ForwardRate, cfg.ForwardBurst, cfg.MaxSources
-		if rate == 0 {
-			rate = DefaultForwardRate
-		}
-		if burst == 0 {
-			burst = DefaultForwardBurst
-		}
-		if sources == 0 {
-			sources = DefaultMaxSources
-		}
-		s.forwards = newLimiter(rate, burst, sources, s.lastSweep)
-	}
+	s.limiter = newLimiterOr(cfg.RatePerSource, cfg.BurstPerSource, cfg.MaxSources, DefaultRatePerSource, DefaultBurstPerSource, s.lastSweep)
+	s.forwards = newLimiterOr(cfg.ForwardRate, cfg.ForwardBurst, cfg.MaxSources, DefaultForwardRate, DefaultForwardBurst, s.lastSweep)
 	s.wg.Add(1)
 	go s.sweepLoop()
 	return s, nil
+}
+
+// newLimiterOr is a limiter for a configured rate, burst and source
+// count, zero meaning the defaults given; nil when rate is negative
+// (no limit).
+func newLimiterOr(rate float64, burst, sources int, defRate float64, defBurst int, now time.Time) *limiter {
+	if rate < 0 {
+		return nil
+	}
+	if rate == 0 {
+		rate = defRate
+	}
+	if burst == 0 {
+		burst = defBurst
+	}
+	if sources == 0 {
+		sources = DefaultMaxSources
+	}
+	return newLimiter(rate, burst, sources, now)
 }
 
 // Close stops every Serve call (they return nil) and the sweeper, and waits
