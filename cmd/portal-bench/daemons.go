@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"portal/identity"
+)
+
+// benchMeta is the manifest of the app installed on both Portals.
+const benchMeta = `{"name":"bench","paths":{"":{"access":"peer"}}}`
+
+// daemons is a portal-relay and two portald processes, paired, with the
+// bench app installed on both and served from this process.
+type daemons struct {
+	dir   string
+	relay string // host:port
+	procs []*exec.Cmd
+	a, b  *portal
+	app   *http.Server
+	http  *http.Client
+}
+
+// portal is one running portald.
+type portal struct {
+	cmd *exec.Cmd
+	api string // base URL
+	id  string
+}
+
+func startDaemons(portald, relayBin string) (d *daemons, err error) {
+	dir, err := os.MkdirTemp("", "portal-bench-")
+	if err != nil {
+		return nil, err
+	}
+	d = &daemons{dir: dir, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	port, err := freePort("udp")
+	if err != nil {
+		return nil, err
+	}
+	d.relay = "127.0.0.1:" + port
+	if _, err := d.start(relayBin, "run", "--listen", d.relay, "--log-level", "warn"); err != nil {
+		return nil, err
+	}
+	if d.a, err = d.startPortal(portald, "alice"); err != nil {
+		return nil, err
+	}
+	if d.b, err = d.startPortal(portald, "bob"); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	d.app = &http.Server{Handler: smallHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go d.app.Serve(ln)
+	app := map[string]any{"meta": json.RawMessage(benchMeta), "upstream": "http://" + ln.Addr().String(), "sources": []string{"127.0.0.1"}}
+	for _, p := range []struct{ self, peer *portal }{{d.a, d.b}, {d.b, d.a}} {
+		if err := d.call("PUT", p.self.api+"/protected/peers", map[string]string{"id": p.peer.id}, nil); err != nil {
+			return nil, err
+		}
+		if err := d.call("PUT", p.self.api+"/protected/apps/bench", app, nil); err != nil {
+			return nil, err
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := d.http.Get(d.callURL("/small"))
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return d, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no call through the overlay within 30 s (last: %v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// callURL is the call_peer URL of path on Bob's bench app, from Alice.
+func (d *daemons) callURL(path string) string {
+	return d.a.api + "/internal/call_peer/" + d.b.id + path
+}
+
+func (d *daemons) start(name string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	d.procs = append(d.procs, cmd)
+	return cmd, nil
+}
+
+func (d *daemons) startPortal(bin, name string) (*portal, error) {
+	port, err := freePort("tcp")
+	if err != nil {
+		return nil, err
+	}
+	p := &portal{api: "http://127.0.0.1:" + port}
+	if p.cmd, err = d.start(bin, "run", "--data", filepath.Join(d.dir, name), "--api", "127.0.0.1:"+port,
+		"--udp", "0", "--relay", d.relay, "--name", name, "--log-level", "warn"); err != nil {
+		return nil, err
+	}
+	var me struct {
+		ID string `json:"id"`
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for d.call("GET", p.api+"/public/meta/whoareyou", nil, &me) != nil {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("portald %s did not start", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.id = me.ID
+	return p, nil
+}
+
+// call sends a JSON request to a portald API and decodes the answer.
+func (d *daemons) call(method, url string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		return err
+	}
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s %s", method, url, resp.Status, bytes.TrimSpace(data))
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func (d *daemons) close() {
+	if d.app != nil {
+		d.app.Close()
+	}
+	for _, c := range d.procs {
+		c.Process.Signal(syscall.SIGTERM)
+	}
+	for _, c := range d.procs {
+		done := make(chan struct{})
+		go func() { c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			c.Process.Kill()
+			<-done
+		}
+	}
+	os.RemoveAll(d.dir)
+}
+
+// measureCallPeer runs the upload and the request test through call_peer.
+func (b *bench) measureCallPeer(d *daemons) error {
+	r := row{name: "ours, call_peer (full path)"}
+	start := time.Now()
+	if err := d.upload(b.upload); err != nil {
+		return err
+	}
+	r.mbps = float64(b.upload) / time.Since(start).Seconds() / 1e6
+	var err error
+	if r.p50, r.p99, r.rps, err = requests(d.http, d.callURL("/small"), b.duration); err != nil {
+		return err
+	}
+	b.rows = append(b.rows, r)
+	fmt.Fprintf(os.Stderr, "%-28s done: %.1f MB/s, p50 %v, %.0f req/s\n", r.name, r.mbps, r.p50, r.rps)
+	return nil
+}
+
+// upload POSTs size bytes to Bob's app through call_peer.
+func (d *daemons) upload(size int64) error {
+	req, err := http.NewRequest("POST", d.callURL("/upload"), io.LimitReader(zeros{}, size))
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(got)) != strconv.FormatInt(size, 10) {
+		return fmt.Errorf("upload: %s %q", resp.Status, got)
+	}
+	return nil
+}
+
+// streamRSS streams size bytes through call_peer and returns the larger
+// growth of the two portald processes' peak RSS over their RSS before.
+func (d *daemons) streamRSS(size int64) (int64, error) {
+	var before [2]int64
+	for i, p := range []*portal{d.a, d.b} {
+		// Reset the peak ("5" to clear_refs), so that it is this
+		// stream's.
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.cmd.Process.Pid), []byte("5"), 0); err != nil {
+			return 0, err
+		}
+		rss, _, err := memory(p.cmd.Process.Pid)
+		if err != nil {
+			return 0, err
+		}
+		before[i] = rss
+	}
+	start := time.Now()
+	if err := d.upload(size); err != nil {
+		return 0, err
+	}
+	var growth int64
+	for i, p := range []*portal{d.a, d.b} {
+		_, peak, err := memory(p.cmd.Process.Pid)
+		if err != nil {
+			return 0, err
+		}
+		fmt.Fprintf(os.Stderr, "portald %d: RSS %d MiB before, peak %d MiB while streaming %d MiB in %v\n", i, before[i]>>20, peak>>20, size>>20, time.Since(start).Round(time.Millisecond))
+		growth = max(growth, peak-before[i])
+	}
+	return growth, nil
+}
+
+// memory returns a process's resident set size and its peak, in bytes.
+func memory(pid int) (rss, peak int64, err error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(fields[1], 10, 64)
+		switch fields[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "VmHWM:":
+			peak = kb << 10
+		}
+	}
+	if rss == 0 || peak == 0 {
+		return 0, 0, errors.New("no VmRSS/VmHWM in /proc status")
+	}
+	return rss, peak, sc.Err()
+}
+
+// idleCPU starts a third portald, gives it 100 peers (that exist nowhere),
+// lets it settle and returns the fraction of one core it uses over d.
+func (d *daemons) idleCPU(dur time.Duration) (float64, error) {
+	p, err := d.startPortal(d.a.cmd.Path, "carol")
+	if err != nil {
+		return 0, err
+	}
+	for range 100 {
+		k, err := identity.GenerateKey()
+		if err != nil {
+			return 0, err
+		}
+		if err := d.call("PUT", p.api+"/protected/peers", map[string]string{"id": k.ID().String()}, nil); err != nil {
+			return 0, err
+		}
+	}
+	time.Sleep(5 * time.Second) // the first lookups of the new peers
+	before, err := cpuTicks(p.cmd.Process.Pid)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	time.Sleep(dur)
+	after, err := cpuTicks(p.cmd.Process.Pid)
+	if err != nil {
+		return 0, err
+	}
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return float64(after-before) / ticksPerSecond / time.Since(start).Seconds(), nil
+}
+
+// cpuTicks is a process's user + system time in clock ticks.
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; the fields after it are fixed.
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return utime + stime, nil
+}
+
+// freePort returns a port that was free on 127.0.0.1 a moment ago.
+func freePort(network string) (string, error) {
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		_, port, _ := net.SplitHostPort(c.LocalAddr().String())
+		return port, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port, nil
+}
+
