@@ -349,4 +349,3 @@ func freePort(network string) (string, error) {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port, nil
 }
-
