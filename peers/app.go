@@ -86,35 +86,41 @@ func (s *Store) PutApp(ctx context.Context, a App) (App, bool, error) {
 
 // App returns the app called name, or ErrNotFound.
 func (s *Store) App(ctx context.Context, name string) (App, error) {
-	apps, err := s.queryApps(ctx, `WHERE name = ?`, name)
+	snap, err := s.snapshot(ctx)
 	if err != nil {
 		return App{}, fmt.Errorf("peers: app %q: %w", name, err)
 	}
-	if len(apps) == 0 {
+	i, ok := snap.byName[name]
+	if !ok {
 		return App{}, fmt.Errorf("peers: app %q: %w", name, ErrNotFound)
 	}
-	return apps[0], nil
+	return snap.app(i), nil
 }
 
 // AppBySource returns the app that owns the source address addr, or
 // ErrNotFound. It is how a call from an app is attributed to it.
 func (s *Store) AppBySource(ctx context.Context, addr netip.Addr) (App, error) {
 	addr = addr.Unmap().WithZone("")
-	apps, err := s.queryApps(ctx, `WHERE name = (SELECT app FROM app_sources WHERE addr = ?)`, addr.String())
+	snap, err := s.snapshot(ctx)
 	if err != nil {
 		return App{}, fmt.Errorf("peers: app with source %s: %w", addr, err)
 	}
-	if len(apps) == 0 {
+	i, ok := snap.bySource[addr]
+	if !ok {
 		return App{}, fmt.Errorf("peers: app with source %s: %w", addr, ErrNotFound)
 	}
-	return apps[0], nil
+	return snap.app(i), nil
 }
 
 // Apps lists the installed apps ordered by name.
 func (s *Store) Apps(ctx context.Context) ([]App, error) {
-	apps, err := s.queryApps(ctx, ``)
+	snap, err := s.snapshot(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("peers: list apps: %w", err)
+	}
+	apps := make([]App, len(snap.apps))
+	for i := range apps {
+		apps[i] = snap.app(i)
 	}
 	return apps, nil
 }

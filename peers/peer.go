@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -138,10 +139,14 @@ func (s *Store) PutPeer(ctx context.Context, query string, name *string) (Peer, 
 // Peer returns the one peer that query (a full ID or a normalized prefix)
 // names: ErrNotFound when none does, ErrAmbiguous when several do.
 func (s *Store) Peer(ctx context.Context, query string) (Peer, error) {
-	matches, err := matchPeers(ctx, s.db, query, 2)
+	if len(query) < identity.ShortIDLen {
+		return Peer{}, fmt.Errorf("peers: lookup %q: %q is shorter than %d characters: %w", query, query, identity.ShortIDLen, ErrInvalid)
+	}
+	snap, err := s.snapshot(ctx)
 	if err != nil {
 		return Peer{}, fmt.Errorf("peers: lookup %q: %w", query, err)
 	}
+	matches := snap.match(query, 2)
 	switch len(matches) {
 	case 0:
 		return Peer{}, fmt.Errorf("peers: lookup %q: %w", query, ErrNotFound)
@@ -155,20 +160,16 @@ func (s *Store) Peer(ctx context.Context, query string) (Peer, error) {
 // Peers lists the stored peers ordered by ID, keeping those whose display
 // name contains filter, compared case-insensitively ("" keeps all).
 func (s *Store) Peers(ctx context.Context, filter string) ([]Peer, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+peerColumns+` FROM peers ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("peers: list: %w", err)
-	}
-	all, err := scanPeers(rows)
+	snap, err := s.snapshot(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("peers: list: %w", err)
 	}
 	if filter == "" {
-		return all, nil
+		return slices.Clone(snap.peers), nil
 	}
 	filter = strings.ToLower(filter)
-	kept := all[:0]
-	for _, p := range all {
+	var kept []Peer
+	for _, p := range snap.peers {
 		if strings.Contains(strings.ToLower(p.DisplayName()), filter) {
 			kept = append(kept, p)
 		}
@@ -322,6 +323,7 @@ func (s *Store) SetDeclaredName(ctx context.Context, key identity.ID, name strin
 	}
 	_, err := s.db.ExecContext(ctx, `UPDATE peers SET declared_name = ?, updated_at = ? WHERE id = ? AND declared_name != ?`,
 		name, s.nowMillis(), key.String(), name)
+	s.cache.invalidate()
 	if err != nil {
 		return fmt.Errorf("peers: set declared name of %s: %w", key.Short(), err)
 	}

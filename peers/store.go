@@ -29,9 +29,10 @@ var (
 // concurrent use. Every method that writes has committed to disk when it
 // returns nil.
 type Store struct {
-	db  *sql.DB
-	log *slog.Logger
-	now func() time.Time
+	db    *sql.DB
+	log   *slog.Logger
+	now   func() time.Time
+	cache cache // reads come from here; see cache.go
 }
 
 // migrations are applied in order; migrations[i] moves the schema from
@@ -131,6 +132,7 @@ func (s *Store) Close() error {
 
 // write runs fn in one write transaction and commits it.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	defer s.cache.invalidate()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -36,12 +36,13 @@ type daemons struct {
 
 // portal is one running portald.
 type portal struct {
-	cmd *exec.Cmd
-	api string // base URL
-	id  string
+	cmd   *exec.Cmd
+	api   string // base URL
+	id    string
+	debug string // pprof address, or ""
 }
 
-func startDaemons(portald, relayBin string) (d *daemons, err error) {
+func startDaemons(portald, relayBin string, profile bool) (d *daemons, err error) {
 	dir, err := os.MkdirTemp("", "portal-bench-")
 	if err != nil {
 		return nil, err
@@ -60,10 +61,10 @@ func startDaemons(portald, relayBin string) (d *daemons, err error) {
 	if _, err := d.start(relayBin, "run", "--listen", d.relay, "--log-level", "warn"); err != nil {
 		return nil, err
 	}
-	if d.a, err = d.startPortal(portald, "alice"); err != nil {
+	if d.a, err = d.startPortal(portald, "alice", profile); err != nil {
 		return nil, err
 	}
-	if d.b, err = d.startPortal(portald, "bob"); err != nil {
+	if d.b, err = d.startPortal(portald, "bob", profile); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -114,14 +115,23 @@ func (d *daemons) start(name string, args ...string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-func (d *daemons) startPortal(bin, name string) (*portal, error) {
+func (d *daemons) startPortal(bin, name string, profile bool) (*portal, error) {
 	port, err := freePort("tcp")
 	if err != nil {
 		return nil, err
 	}
 	p := &portal{api: "http://127.0.0.1:" + port}
-	if p.cmd, err = d.start(bin, "run", "--data", filepath.Join(d.dir, name), "--api", "127.0.0.1:"+port,
-		"--udp", "0", "--relay", d.relay, "--name", name, "--log-level", "warn"); err != nil {
+	args := []string{"run", "--data", filepath.Join(d.dir, name), "--api", "127.0.0.1:" + port,
+		"--udp", "0", "--relay", d.relay, "--name", name, "--log-level", "warn"}
+	if profile {
+		dport, err := freePort("tcp")
+		if err != nil {
+			return nil, err
+		}
+		p.debug = "127.0.0.1:" + dport
+		args = append(args, "--debug-addr", p.debug)
+	}
+	if p.cmd, err = d.start(bin, args...); err != nil {
 		return nil, err
 	}
 	var me struct {
@@ -188,6 +198,8 @@ func (d *daemons) close() {
 }
 
 // measureCallPeer runs the upload and the request test through call_peer.
+// With profiles, it saves each portald's CPU profile of the request test
+// in b.profile.
 func (b *bench) measureCallPeer(d *daemons) error {
 	r := row{name: "ours, call_peer (full path)"}
 	start := time.Now()
@@ -195,9 +207,25 @@ func (b *bench) measureCallPeer(d *daemons) error {
 		return err
 	}
 	r.mbps = float64(b.upload) / time.Since(start).Seconds() / 1e6
+	var saved []chan error
+	for _, p := range []*portal{d.a, d.b} {
+		if p.debug == "" {
+			continue
+		}
+		done := make(chan error, 1)
+		saved = append(saved, done)
+		go func() {
+			done <- saveProfile(p.debug, b.duration, filepath.Join(b.profile, "portald-"+p.id[:6]+".pprof"))
+		}()
+	}
 	var err error
 	if r.p50, r.p99, r.rps, err = requests(d.http, d.callURL("/small"), b.duration); err != nil {
 		return err
+	}
+	for _, done := range saved {
+		if err := <-done; err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
 	}
 	b.rows = append(b.rows, r)
 	fmt.Fprintf(os.Stderr, "%-28s done: %.1f MB/s, p50 %v, %.0f req/s\n", r.name, r.mbps, r.p50, r.rps)
@@ -285,7 +313,7 @@ func memory(pid int) (rss, peak int64, err error) {
 // idleCPU starts a third portald, gives it 100 peers (that exist nowhere),
 // lets it settle and returns the fraction of one core it uses over d.
 func (d *daemons) idleCPU(dur time.Duration) (float64, error) {
-	p, err := d.startPortal(d.a.cmd.Path, "carol")
+	p, err := d.startPortal(d.a.cmd.Path, "carol", false)
 	if err != nil {
 		return 0, err
 	}
@@ -348,4 +376,25 @@ func freePort(network string) (string, error) {
 	defer ln.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port, nil
+}
+
+// saveProfile fetches a CPU profile of d from a portald's debug address.
+func saveProfile(addr string, d time.Duration, path string) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", addr, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

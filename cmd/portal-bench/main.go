@@ -32,6 +32,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -50,11 +52,24 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "length of each latency/rps run")
 	stream := flag.Int64("stream", 4<<30, "bytes streamed through call_peer for the RSS figure")
 	idle := flag.Duration("idle", 30*time.Second, "how long the idle daemon's CPU is measured")
+	profile := flag.String("profile", "", "directory for CPU profiles: this process's, and each portald's during the call_peer request test")
 	only := flag.String("only", "", "comma-separated rows to run (stock,raw,call_peer,sign,rss,store,idle); empty for all")
 	flag.Parse()
-	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin}
+	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
+	if b.profile != "" {
+		f, err := os.Create(filepath.Join(b.profile, "bench.pprof"))
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "portal-bench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	want := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
 	if err := b.run(want, *stream, *idle); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "portal-bench:", err)
 		os.Exit(1)
 	}
@@ -66,6 +81,7 @@ type bench struct {
 	duration time.Duration
 	portald  string
 	relay    string
+	profile  string // directory for profiles, or ""
 
 	rows       []row
 	signVerify time.Duration
@@ -102,7 +118,7 @@ func (b *bench) run(want func(string) bool, stream int64, idle time.Duration) er
 		}
 	}
 	if want("call_peer") || want("rss") || want("idle") {
-		d, err := startDaemons(b.portald, b.relay)
+		d, err := startDaemons(b.portald, b.relay, b.profile != "")
 		if err != nil {
 			return fmt.Errorf("start portald: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -47,6 +48,7 @@ type runConfig struct {
 	logLevel    slog.Level
 	callTimeout time.Duration
 	keepalive   time.Duration
+	debugAddr   string
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -60,10 +62,17 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := c.String("log-level", "info", "debug, info, warn or error")
 	callTimeout := c.String("call-timeout", "10s", "call_peer: longest wait for a peer's response headers")
 	keepalive := c.String("keepalive", tunnel.DefaultKeepalive.String(), "WireGuard keepalive towards connected peers; keeps NAT mappings open")
+	debugAddr := c.String("debug-addr", "", "serve Go's pprof profiles on this loopback address (off when empty)")
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
-	cfg := runConfig{dataDir: *dataDir, apiAddr: *apiAddr, relays: relays, name: *name}
+	cfg := runConfig{dataDir: *dataDir, apiAddr: *apiAddr, relays: relays, name: *name, debugAddr: *debugAddr}
+	if cfg.debugAddr != "" {
+		ap, err := netip.ParseAddrPort(cfg.debugAddr)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return cli.Usagef("--debug-addr %q: want a loopback IP:PORT, such as 127.0.0.1:6060 (profiles are not for the network)", cfg.debugAddr)
+		}
+	}
 	timeout, err := time.ParseDuration(*callTimeout)
 	if err != nil || timeout <= 0 {
 		return cli.Usagef("--call-timeout %q: want a positive duration such as 10s", *callTimeout)
@@ -223,6 +232,13 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if cfg.debugAddr != "" {
+		dbg, err := serveDebug(cfg.debugAddr, log)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, func() { dbg.Close() })
+	}
 	log.Info("portald running",
 		"id", key.ID().String(), "short_id", key.ID().Short(), "name", cfg.name,
 		"api", ln.Addr().String(), "overlay", key.ID().OverlayAddr().String(),
@@ -358,4 +374,22 @@ func lockDataDir(path string) (func(), error) {
 		return nil, fmt.Errorf("lock data directory: %w", err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// serveDebug serves Go's pprof profiles on addr (loopback, checked by the
+// flag), for measuring the daemon under load.
+func serveDebug(addr string, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("serving pprof profiles", "addr", ln.Addr().String())
+	return srv, nil
 }
