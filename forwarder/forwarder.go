@@ -210,7 +210,9 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.refuse(w, http.StatusUnprocessableEntity, "invalid_id", "malformed peer id", "app", app.Name)
 		return
 	}
-	prefix, err := identity.ParsePrefix(rawID)
+	// The cheap check first: a full ID found in the store was validated
+	// when it was stored; only one that is not gets the full check below.
+	prefix, err := identity.NormalizePrefix(rawID)
 	if err != nil {
 		f.refuse(w, http.StatusUnprocessableEntity, "invalid_id", err.Error(), "app", app.Name)
 		return
@@ -222,6 +224,12 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	peer, err := f.dir.Peer(ctx, prefix)
+	if errors.Is(err, peers.ErrNotFound) {
+		if _, perr := identity.ParsePrefix(prefix); perr != nil {
+			f.refuse(w, http.StatusUnprocessableEntity, "invalid_id", perr.Error(), "app", app.Name)
+			return
+		}
+	}
 	switch {
 	case errors.Is(err, peers.ErrNotFound):
 		f.refuse(w, http.StatusNotFound, "not_found", "no peer matches "+prefix, "app", app.Name)

@@ -428,6 +428,15 @@ func TestParsePrefix(t *testing.T) {
 			if got != "" {
 				t.Errorf("ParsePrefix(%q) returned %q with an error", tt.in, got)
 			}
+			// NormalizePrefix skips only the key checks of a full ID.
+			norm, nerr := NormalizePrefix(tt.in)
+			keyCheck := strings.Contains(tt.wantErr, "padding") || strings.Contains(tt.wantErr, "point") || strings.Contains(tt.wantErr, "small-order")
+			if keyCheck && (nerr != nil || norm != strings.ToLower(tt.in)) {
+				t.Errorf("NormalizePrefix(%q) = %q, %v; want the lower-case input", tt.in, norm, nerr)
+			}
+			if !keyCheck && nerr == nil {
+				t.Errorf("NormalizePrefix(%q) = %q, want an error like ParsePrefix's", tt.in, norm)
+			}
 		})
 	}
 }
