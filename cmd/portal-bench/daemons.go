@@ -215,7 +215,8 @@ func (b *bench) measureCallPeer(d *daemons) error {
 		done := make(chan error, 1)
 		saved = append(saved, done)
 		go func() {
-			done <- saveProfile(p.debug, b.duration, filepath.Join(b.profile, "portald-"+p.id[:6]+".pprof"))
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.debug, int(b.duration.Seconds()))
+			done <- saveProfile(url, filepath.Join(b.profile, "portald-"+p.id[:6]+".pprof"))
 		}()
 	}
 	var err error
@@ -253,7 +254,9 @@ func (d *daemons) upload(size int64) error {
 
 // streamRSS streams size bytes through call_peer and returns the larger
 // growth of the two portald processes' peak RSS over their RSS before.
-func (d *daemons) streamRSS(size int64) (int64, error) {
+// With profiles, it saves each portald's allocation profile after the
+// stream in dir.
+func (d *daemons) streamRSS(size int64, dir string) (int64, error) {
 	var before [2]int64
 	for i, p := range []*portal{d.a, d.b} {
 		// Reset the peak ("5" to clear_refs), so that it is this
@@ -279,6 +282,11 @@ func (d *daemons) streamRSS(size int64) (int64, error) {
 		}
 		fmt.Fprintf(os.Stderr, "portald %d: RSS %d MiB before, peak %d MiB while streaming %d MiB in %v\n", i, before[i]>>20, peak>>20, size>>20, time.Since(start).Round(time.Millisecond))
 		growth = max(growth, peak-before[i])
+		if p.debug != "" {
+			if err := saveProfile("http://"+p.debug+"/debug/pprof/allocs", filepath.Join(dir, "portald-"+p.id[:6]+".allocs.pprof")); err != nil {
+				return 0, err
+			}
+		}
 	}
 	return growth, nil
 }
@@ -378,15 +386,15 @@ func freePort(network string) (string, error) {
 	return port, nil
 }
 
-// saveProfile fetches a CPU profile of d from a portald's debug address.
-func saveProfile(addr string, d time.Duration, path string) error {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+// saveProfile fetches a profile from a portald's debug address.
+func saveProfile(url, path string) error {
+	resp, err := http.Get(url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", addr, resp.Status)
+		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	f, err := os.Create(path)
 	if err != nil {

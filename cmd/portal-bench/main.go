@@ -129,7 +129,7 @@ func (b *bench) run(want func(string) bool, stream int64, idle time.Duration) er
 			}
 		}
 		if want("rss") {
-			if b.rssGrowth, err = d.streamRSS(stream); err != nil {
+			if b.rssGrowth, err = d.streamRSS(stream, b.profile); err != nil {
 				return fmt.Errorf("rss: %w", err)
 			}
 		}
