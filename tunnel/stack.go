@@ -26,10 +26,12 @@ const (
 	stackBatch = 64
 	// queueLen is the outbound queue between the stack and wireguard-go.
 	queueLen = 1024
-	// tcpBufferSize is the TCP send/receive buffer ceiling: large enough to
-	// keep a WAN path with some latency full (the stack's default is 1 MiB
-	// receive, 1 MiB send with auto-tuning off).
-	tcpBufferSize = 4 << 20
+	// tcpBufferSize is the TCP send/receive buffer ceiling (receive
+	// buffers grow to it by moderation). 2 MiB keeps 160 Mbit/s per
+	// connection at 100 ms RTT; 4 MiB bought nothing on loopback and made
+	// a portald's peak RSS grow 73 MiB instead of 35 while 4 GiB streamed
+	// through call_peer (portal-bench, docs/performance.md).
+	tcpBufferSize = 2 << 20
 )
 
 // netStack is the userspace TCP/IP stack of a Portal: IPv6 only, one
