@@ -202,31 +202,24 @@ func (d *daemons) close() {
 // in b.profile.
 func (b *bench) measureCallPeer(d *daemons) error {
 	r := row{name: "ours, call_peer (full path)"}
+	// Profiles cover the first seconds of the upload (give it a size that
+	// lasts) and the whole request test.
+	saved := b.profileDaemons(d, 2*time.Second, "upload")
 	start := time.Now()
 	if err := d.upload(b.upload); err != nil {
 		return err
 	}
 	r.mbps = float64(b.upload) / time.Since(start).Seconds() / 1e6
-	var saved []chan error
-	for _, p := range []*portal{d.a, d.b} {
-		if p.debug == "" {
-			continue
-		}
-		done := make(chan error, 1)
-		saved = append(saved, done)
-		go func() {
-			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.debug, int(b.duration.Seconds()))
-			done <- saveProfile(url, filepath.Join(b.profile, "portald-"+p.id[:6]+".pprof"))
-		}()
+	if err := waitAll(saved); err != nil {
+		return err
 	}
+	saved = b.profileDaemons(d, b.duration, "requests")
 	var err error
 	if r.p50, r.p99, r.rps, err = requests(d.http, d.callURL("/small"), b.duration); err != nil {
 		return err
 	}
-	for _, done := range saved {
-		if err := <-done; err != nil {
-			return fmt.Errorf("profile: %w", err)
-		}
+	if err := waitAll(saved); err != nil {
+		return err
 	}
 	b.rows = append(b.rows, r)
 	fmt.Fprintf(os.Stderr, "%-28s done: %.1f MB/s, p50 %v, %.0f req/s\n", r.name, r.mbps, r.p50, r.rps)
@@ -384,6 +377,33 @@ func freePort(network string) (string, error) {
 	defer ln.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port, nil
+}
+
+// profileDaemons starts fetching a CPU profile of length d from each
+// portald that serves profiles, into b.profile/portald-<short id>-<what>.pprof.
+func (b *bench) profileDaemons(d *daemons, length time.Duration, what string) []chan error {
+	var saved []chan error
+	for _, p := range []*portal{d.a, d.b} {
+		if p.debug == "" {
+			continue
+		}
+		done := make(chan error, 1)
+		saved = append(saved, done)
+		go func() {
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.debug, int(length.Seconds()))
+			done <- saveProfile(url, filepath.Join(b.profile, "portald-"+p.id[:6]+"-"+what+".pprof"))
+		}()
+	}
+	return saved
+}
+
+func waitAll(saved []chan error) error {
+	for _, done := range saved {
+		if err := <-done; err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
+	}
+	return nil
 }
 
 // saveProfile fetches a profile from a portald's debug address.
