@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv6"
@@ -32,6 +33,11 @@ type Bind struct {
 	batch   *ipv6.PacketConn                    // the same socket, for recvmmsg and sendmmsg
 	rx      []ipv6.Message                      // receive's; wireguard-go calls it from one goroutine
 	tx      sync.Pool                           // *[]ipv6.Message for Send's batches
+	arenas  sync.Pool                           // *[]byte, 2*maxCoalesced, for coalescing sends
+	gro     bool                                // the kernel coalesces what we receive (offload_linux.go)
+	gso     atomic.Bool                         // the kernel segments what we send
+	scratch []byte                              // receive's buffer for coalesced reads
+	oob     []byte                              // receive's control messages
 	control func(b []byte, from netip.AddrPort) // must not block; nil drops
 	paths   *paths                              // set by the tunnel before Open
 
@@ -63,6 +69,11 @@ func newBind(port uint16, control func([]byte, netip.AddrPort)) (*Bind, error) {
 	growSocketBuffers(c, socketBuffer)
 	b := &Bind{conn: c, batch: ipv6.NewPacketConn(c), control: control, closed: true}
 	b.tx.New = func() any { return newMessages(bindBatch) }
+	b.arenas.New = func() any { a := make([]byte, 0, 2*maxCoalesced); return &a }
+	b.gso.Store(gsoSupported(c))
+	if b.gro = enableGRO(c); b.gro {
+		b.scratch, b.oob = make([]byte, maxCoalesced), make([]byte, groSpace)
+	}
 	return b, nil
 }
 
@@ -137,6 +148,9 @@ func (b *Bind) isClosed() bool {
 // stays the Bind's choice. Control messages between Portals go to the
 // path table, other relay messages to the control handler.
 func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	if b.gro {
+		return b.receiveCoalesced(packets, sizes, eps)
+	}
 	if len(b.rx) < len(packets) {
 		b.rx = *newMessages(len(packets))
 	}
@@ -171,6 +185,42 @@ func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 		}
 		if found {
 			return n, nil
+		}
+	}
+}
+
+// receiveCoalesced is receive when the kernel coalesces datagrams: one
+// read returns a run of datagrams from one source, which it cuts apart
+// into wireguard-go's buffers.
+func (b *Bind) receiveCoalesced(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	for {
+		n, oobn, _, from, err := b.conn.ReadMsgUDPAddrPort(b.scratch, b.oob)
+		if err != nil {
+			if b.isClosed() {
+				return 0, net.ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue // a Close raced with Open; the deadline is cleared
+			}
+			return 0, err
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		seg := groSize(b.oob[:oobn])
+		if seg <= 0 {
+			seg = n
+		}
+		count, found := 0, false
+		for off := 0; off < n && count < len(packets); off += seg {
+			p := packets[count][:copy(packets[count], b.scratch[off:min(off+seg, n)])]
+			sizes[count] = 0
+			if b.demux(p, from, &sizes[count], &eps[count]) {
+				found = true
+			}
+			count++
+		}
+		if found {
+			return count, nil
 		}
 	}
 }
@@ -244,6 +294,17 @@ func (b *Bind) writeBatch(bufs [][]byte, to netip.AddrPort) error {
 	mp := b.tx.Get().(*[]ipv6.Message)
 	defer b.tx.Put(mp)
 	addr := net.UDPAddrFromAddrPort(to)
+	if b.gso.Load() {
+		err := b.writeSegmented(bufs, addr, *mp)
+		if !errors.Is(err, syscall.EIO) {
+			return err
+		}
+		// The kernel or the device cannot segment after all.
+		b.gso.Store(false)
+	}
+	for i := range *mp {
+		(*mp)[i].OOB = nil
+	}
 	for len(bufs) > 0 {
 		msgs := (*mp)[:min(len(bufs), len(*mp))]
 		for i := range msgs {
@@ -266,6 +327,51 @@ func (b *Bind) sendControl(p []byte, to netip.AddrPort) error {
 	b.controlOut.Add(1)
 	_, err := b.conn.WriteToUDPAddrPort(p, to)
 	return err
+}
+
+// writeSegmented sends bufs coalesced: each run of equal-size datagrams
+// (a shorter one may end a run) goes as one buffer that the kernel cuts
+// apart.
+func (b *Bind) writeSegmented(bufs [][]byte, addr *net.UDPAddr, msgs []ipv6.Message) error {
+	ap := b.arenas.Get().(*[]byte)
+	defer b.arenas.Put(ap)
+	arena := (*ap)[:0]
+	n := 0
+	for i := 0; i < len(bufs); n++ {
+		if n == len(msgs) || len(arena)+maxCoalesced > cap(arena) {
+			if err := b.sendAll(msgs[:n]); err != nil {
+				return err
+			}
+			n, arena = 0, arena[:0]
+		}
+		size, start := len(bufs[i]), len(arena)
+		j := i
+		for j < len(bufs) && j-i < maxSegments && len(arena)-start+len(bufs[j]) <= maxCoalesced && len(bufs[j]) <= size {
+			arena = append(arena, bufs[j]...)
+			j++
+			if len(bufs[j-1]) < size {
+				break // only the last datagram of a run may be shorter
+			}
+		}
+		msgs[n].Buffers[0], msgs[n].Addr, msgs[n].OOB = arena[start:], addr, nil
+		if j-i > 1 {
+			msgs[n].OOB = segmentControl(size)
+		}
+		i = j
+	}
+	return b.sendAll(msgs[:n])
+}
+
+// sendAll writes msgs with as many sendmmsg calls as it takes.
+func (b *Bind) sendAll(msgs []ipv6.Message) error {
+	for len(msgs) > 0 {
+		n, err := b.batch.WriteBatch(msgs, 0)
+		if err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
 }
 
 // ParseEndpoint implements conn.Bind. An endpoint is a peer's Portal ID:

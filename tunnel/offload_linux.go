@@ -1,0 +1,76 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"net"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// UDP segmentation offload: one sendmsg carries up to maxSegments
+// equal-size datagrams (the last may be shorter) and the kernel cuts them
+// apart (UDP_SEGMENT); with UDP_GRO the kernel hands over a run of
+// datagrams from one source as one buffer with their size. On loopback
+// the datagrams then cross the kernel as one. Both are per socket and
+// turned on only where the kernel accepts them.
+const (
+	maxSegments  = 64
+	maxCoalesced = 64 << 10
+)
+
+// enableGRO asks the kernel to coalesce received datagrams.
+func enableGRO(c *net.UDPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	rc.Control(func(fd uintptr) {
+		ok = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	})
+	return ok
+}
+
+// gsoSupported reports whether the kernel takes UDP_SEGMENT on c.
+func gsoSupported(c *net.UDPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	rc.Control(func(fd uintptr) {
+		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+		ok = err == nil
+	})
+	return ok
+}
+
+// segmentControl is the control message that makes the kernel cut a
+// buffer into datagrams of size bytes.
+func segmentControl(size int) []byte {
+	b := make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], uint16(size))
+	return b
+}
+
+// groSpace is the room a received control message needs.
+var groSpace = unix.CmsgSpace(4)
+
+// groSize is the datagram size of a coalesced read, from its control
+// messages; 0 when the read is one datagram.
+func groSize(oob []byte) int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_UDP && m.Header.Type == unix.UDP_GRO && len(m.Data) >= 4 {
+			return int(binary.NativeEndian.Uint32(m.Data))
+		}
+	}
+	return 0
+}
