@@ -48,7 +48,7 @@ const concurrency = 32
 func main() {
 	portald := flag.String("portald", "bin/portald", "portald binary for the call_peer row")
 	relayBin := flag.String("relay", "bin/portal-relay", "portal-relay binary for the call_peer row")
-	upload := flag.Int64("upload", 256<<20, "bytes per bulk upload")
+	upload := flag.Int64("upload", 1<<30, "bytes per bulk upload")
 	duration := flag.Duration("duration", 5*time.Second, "length of each latency/rps run")
 	stream := flag.Int64("stream", 4<<30, "bytes streamed through call_peer for the RSS figure")
 	idle := flag.Duration("idle", 30*time.Second, "how long the idle daemon's CPU is measured")
