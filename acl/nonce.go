@@ -1,7 +1,7 @@
 package acl
 
 import (
-	"strings"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -26,8 +26,12 @@ const (
 // Each peer has its own bound, max unexpired nonces. When a peer's cache is
 // full, its new nonces are refused (the request gets 429) rather than
 // evicting unexpired ones, which would reopen the replay window; other
-// peers are unaffected. Worst-case memory is about 100 bytes per nonce, so
-// max 65536 costs at most ~6.5 MB per peer that sends at that rate.
+// peers are unaffected. A nonce is kept as a 64-bit keyed hash (a random
+// seed per store, so no peer can aim for a collision; an accidental one,
+// about 2^-44 likely with a full cache, only refuses one honest request),
+// about 30 bytes with its queue entry: the default bound, 1<<20, holds
+// 17 000 requests a second for the 60 s window and costs at most ~30 MB
+// for a peer that sends at that rate.
 //
 // Times are measured on the monotonic clock from the store's creation, so a
 // wall-clock step cannot expire entries early.
@@ -35,6 +39,7 @@ type nonceStore struct {
 	ttl   time.Duration // fixed
 	max   int           // fixed
 	epoch time.Time     // fixed; monotonic reference
+	seed  maphash.Seed  // fixed; keys the nonce hashes
 
 	mu        sync.Mutex
 	peers     map[identity.ID]*peerNonces // guarded by mu
@@ -44,18 +49,18 @@ type nonceStore struct {
 // peerNonces is one peer's nonces in arrival order, which is also expiry
 // order. Guarded by nonceStore.mu.
 type peerNonces struct {
-	seen  map[string]time.Duration // nonce → expiry (since epoch)
-	queue []nonceEntry             // queue[head:] unexpired candidates, oldest first
+	seen  map[uint64]struct{} // hashes of the unexpired nonces
+	queue []nonceEntry        // queue[head:] unexpired candidates, oldest first
 	head  int
 }
 
 type nonceEntry struct {
-	nonce  string
+	hash   uint64
 	expiry time.Duration
 }
 
 func newNonceStore(ttl time.Duration, max int, now time.Time) *nonceStore {
-	return &nonceStore{ttl: ttl, max: max, epoch: now, peers: make(map[identity.ID]*peerNonces)}
+	return &nonceStore{ttl: ttl, max: max, epoch: now, seed: maphash.MakeSeed(), peers: make(map[identity.ID]*peerNonces)}
 }
 
 // check records nonce for peer at now and reports whether it is fresh, a
@@ -70,22 +75,19 @@ func (s *nonceStore) check(peer identity.ID, nonce string, now time.Time) nonceR
 	}
 	p := s.peers[peer]
 	if p == nil {
-		p = &peerNonces{seen: make(map[string]time.Duration)}
+		p = &peerNonces{seen: make(map[uint64]struct{})}
 		s.peers[peer] = p
 	}
 	p.expireLocked(t)
-	if _, ok := p.seen[nonce]; ok {
+	h := maphash.String(s.seed, nonce)
+	if _, ok := p.seen[h]; ok {
 		return nonceReplay
 	}
 	if len(p.seen) >= s.max {
 		return nonceFull
 	}
-	// The nonce usually points into the whole Signature-Input value;
-	// keep only its own bytes.
-	nonce = strings.Clone(nonce)
-	exp := t + s.ttl
-	p.seen[nonce] = exp
-	p.queue = append(p.queue, nonceEntry{nonce: nonce, expiry: exp})
+	p.seen[h] = struct{}{}
+	p.queue = append(p.queue, nonceEntry{hash: h, expiry: t + s.ttl})
 	return nonceFresh
 }
 
@@ -104,7 +106,7 @@ func (s *nonceStore) sweepLocked(t time.Duration) {
 // expireLocked drops the nonces whose expiry is at or before t.
 func (p *peerNonces) expireLocked(t time.Duration) {
 	for p.head < len(p.queue) && p.queue[p.head].expiry <= t {
-		delete(p.seen, p.queue[p.head].nonce)
+		delete(p.seen, p.queue[p.head].hash)
 		p.queue[p.head] = nonceEntry{}
 		p.head++
 	}
