@@ -330,6 +330,8 @@ func TestCLI(t *testing.T) {
 		{[]string{"apps", "add", "notes"}, 2, "required"},
 		{[]string{"peers", "frob"}, 2, "unknown command"},
 		{[]string{"status", "--bogus"}, 2, "flag provided but not defined"},
+		{[]string{"run", "--debug-addr", "192.0.2.9:6060"}, 2, "want a loopback IP:PORT"},
+		{[]string{"run", "--debug-addr", "localhost"}, 2, "want a loopback IP:PORT"},
 	}
 	for _, tt := range bad {
 		_, stderr, code := d.cli(tt.args...)
