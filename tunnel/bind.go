@@ -161,14 +161,10 @@ func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 		}
 		n, err := b.batch.ReadBatch(msgs, 0)
 		if err != nil {
-			if b.isClosed() {
-				return 0, net.ErrClosed
+			if err = b.readError(err); err != nil {
+				return 0, err
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue // a Close raced with Open; the deadline is cleared
-			}
-			return 0, err
+			continue
 		}
 		found := false
 		for i := range n {
@@ -189,6 +185,20 @@ func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 	}
 }
 
+// readError is what a failed read returns: net.ErrClosed after Close, nil
+// (read again) for the timeout a Close that raced with Open left behind,
+// else err.
+func (b *Bind) readError(err error) error {
+	if b.isClosed() {
+		return net.ErrClosed
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return err
+}
+
 // receiveCoalesced is receive when the kernel coalesces datagrams: one
 // read returns a run of datagrams from one source, which it cuts apart
 // into wireguard-go's buffers.
@@ -196,14 +206,10 @@ func (b *Bind) receiveCoalesced(packets [][]byte, sizes []int, eps []conn.Endpoi
 	for {
 		n, oobn, _, from, err := b.conn.ReadMsgUDPAddrPort(b.scratch, b.oob)
 		if err != nil {
-			if b.isClosed() {
-				return 0, net.ErrClosed
+			if err = b.readError(err); err != nil {
+				return 0, err
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue // a Close raced with Open; the deadline is cleared
-			}
-			return 0, err
+			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		seg := groSize(b.oob[:oobn])
