@@ -24,7 +24,7 @@ import (
 const (
 	DefaultSkew           = 30 * time.Second
 	DefaultDigestMax      = 64 << 10
-	DefaultNonceCacheSize = 1 << 20
+	DefaultNonceCacheSize = 1 << 18
 )
 
 // IngressConfig configures an Ingress. Fields marked required must be set;
@@ -54,7 +54,7 @@ type IngressConfig struct {
 	// NonceCacheSize is how many unexpired nonces are remembered per peer.
 	// A peer that reaches it gets 429 for new requests until old nonces
 	// expire (2×Skew after they were seen). Zero means
-	// DefaultNonceCacheSize (1<<20: 17 000 requests a second sustained).
+	// DefaultNonceCacheSize (1<<18: 4 300 requests a second sustained).
 	NonceCacheSize int
 	// Transport carries requests to the apps' upstreams. Nil means a new
 	// *http.Transport with no HTTP proxy (never http.DefaultTransport,

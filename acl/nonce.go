@@ -2,6 +2,7 @@ package acl
 
 import (
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,10 +29,11 @@ const (
 // evicting unexpired ones, which would reopen the replay window; other
 // peers are unaffected. A nonce is kept as a 64-bit keyed hash (a random
 // seed per store, so no peer can aim for a collision; an accidental one,
-// about 2^-44 likely with a full cache, only refuses one honest request),
-// about 30 bytes with its queue entry: the default bound, 1<<20, holds
-// 17 000 requests a second for the 60 s window and costs at most ~30 MB
-// for a peer that sends at that rate.
+// about 2^-46 likely with a full cache, only refuses one honest request),
+// about 50 bytes with its map slot and queue entry: the default bound,
+// 1<<18, holds 4 300 requests a second for the 60 s window and costs at
+// most ~13 MiB for a peer that sends at that rate. The memory is given
+// back when the peer slows down (see expireLocked).
 //
 // Times are measured on the monotonic clock from the store's creation, so a
 // wall-clock step cannot expire entries early.
@@ -49,10 +51,15 @@ type nonceStore struct {
 // peerNonces is one peer's nonces in arrival order, which is also expiry
 // order. Guarded by nonceStore.mu.
 type peerNonces struct {
+	peak  int                 // most entries since seen was last rebuilt
 	seen  map[uint64]struct{} // hashes of the unexpired nonces
 	queue []nonceEntry        // queue[head:] unexpired candidates, oldest first
 	head  int
 }
+
+// shrinkAt is the peak number of nonces above which a peer's cache is
+// rebuilt once it holds less than a quarter of its peak.
+const shrinkAt = 4096
 
 type nonceEntry struct {
 	hash   uint64
@@ -87,6 +94,7 @@ func (s *nonceStore) check(peer identity.ID, nonce string, now time.Time) nonceR
 		return nonceFull
 	}
 	p.seen[h] = struct{}{}
+	p.peak = max(p.peak, len(p.seen))
 	p.queue = append(p.queue, nonceEntry{hash: h, expiry: t + s.ttl})
 	return nonceFresh
 }
@@ -109,6 +117,18 @@ func (p *peerNonces) expireLocked(t time.Duration) {
 		delete(p.seen, p.queue[p.head].hash)
 		p.queue[p.head] = nonceEntry{}
 		p.head++
+	}
+	// Go maps never shrink: after a burst, rebuild the map and the queue
+	// at their live size, so a peer that slowed down gives the memory
+	// back.
+	if p.peak >= shrinkAt && len(p.seen) < p.peak/4 {
+		seen := make(map[uint64]struct{}, len(p.seen))
+		for h := range p.seen {
+			seen[h] = struct{}{}
+		}
+		p.seen, p.peak = seen, len(seen)
+		p.queue, p.head = slices.Clone(p.queue[p.head:]), 0
+		return
 	}
 	// Reuse the slice's front once half of it is spent.
 	if p.head > 0 && p.head >= len(p.queue)/2 {

@@ -72,3 +72,28 @@ func peerCount(s *nonceStore) int {
 	defer s.mu.Unlock()
 	return len(s.peers)
 }
+
+// TestNonceStoreGivesMemoryBack: after a burst, a peer that slowed down
+// has its cache rebuilt at its live size, and replays stay refused.
+func TestNonceStoreGivesMemoryBack(t *testing.T) {
+	const ttl = time.Minute
+	start := time.Now()
+	s := newNonceStore(ttl, 1<<16, start)
+	peer := identity.ID{7}
+	for i := range 3 * shrinkAt {
+		if got := s.check(peer, fmt.Sprint("burst", i), start); got != nonceFresh {
+			t.Fatalf("burst nonce %d: %v", i, got)
+		}
+	}
+	later := start.Add(ttl + time.Second)
+	if got := s.check(peer, "calm", later); got != nonceFresh {
+		t.Fatalf("after the burst: %v", got)
+	}
+	p := s.peers[peer]
+	if p.peak > 1 || len(p.queue)-p.head != 1 || cap(p.queue) > 8 {
+		t.Errorf("after the burst expired: peak %d, queue %d (cap %d); want the cache rebuilt at its live size", p.peak, len(p.queue)-p.head, cap(p.queue))
+	}
+	if got := s.check(peer, "calm", later.Add(time.Second)); got != nonceReplay {
+		t.Errorf("replay after the rebuild: %v", got)
+	}
+}

@@ -224,7 +224,9 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	peer, err := f.dir.Peer(ctx, prefix)
-	if errors.Is(err, peers.ErrNotFound) {
+	if len(prefix) == identity.IDLen && (err != nil || peer.ID != prefix) {
+		// Not a stored full ID (unknown, or matching a stored prefix):
+		// a malformed key gets 422, whatever the store holds.
 		if _, perr := identity.ParsePrefix(prefix); perr != nil {
 			f.refuse(w, http.StatusUnprocessableEntity, "invalid_id", perr.Error(), "app", app.Name)
 			return

@@ -322,6 +322,7 @@ func TestForwardRefusals(t *testing.T) {
 		{"id bad character", "127.0.0.1:4000", PathPrefix + "abcdeu/x", 422, "invalid_id"},
 		{"empty id", "127.0.0.1:4000", PathPrefix + "/x", 422, "invalid_id"},
 		{"full id that does not decode", "127.0.0.1:4000", PathPrefix + strings.Repeat("9", 52) + "/x", 422, "invalid_id"},
+		{"full id that does not decode, extending a stored prefix", "127.0.0.1:4000", PathPrefix + "qqqqqqqq" + strings.Repeat("9", 44) + "/x", 422, "invalid_id"},
 		{"bad id before unknown peer", "127.0.0.1:4000", PathPrefix + "zzz/x", 422, "invalid_id"},
 		{"unknown peer", "127.0.0.1:4000", PathPrefix + unknown.String() + "/x", 404, "not_found"},
 		{"ambiguous prefix", "127.0.0.1:4000", PathPrefix + e.peer.ID().Short() + "/x", 409, "ambiguous"},

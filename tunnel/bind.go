@@ -37,6 +37,7 @@ type Bind struct {
 	gro     bool                                // the kernel coalesces what we receive (offload_linux.go)
 	gso     atomic.Bool                         // the kernel segments what we send
 	scratch []byte                              // receive's buffer for coalesced reads
+	left    coalesced                           // the part of scratch not handed out yet
 	oob     []byte                              // receive's control messages
 	control func(b []byte, from netip.AddrPort) // must not block; nil drops
 	paths   *paths                              // set by the tunnel before Open
@@ -72,7 +73,7 @@ func newBind(port uint16, control func([]byte, netip.AddrPort)) (*Bind, error) {
 	b.arenas.New = func() any { a := make([]byte, 0, 2*maxCoalesced); return &a }
 	b.gso.Store(gsoSupported(c))
 	if b.gro = enableGRO(c); b.gro {
-		b.scratch, b.oob = make([]byte, maxCoalesced), make([]byte, groSpace)
+		b.scratch, b.oob = make([]byte, 1<<16), make([]byte, groSpace)
 	}
 	return b, nil
 }
@@ -151,6 +152,9 @@ func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 	if b.gro {
 		return b.receiveCoalesced(packets, sizes, eps)
 	}
+	if !batchIO {
+		packets, sizes, eps = packets[:1], sizes[:1], eps[:1]
+	}
 	if len(b.rx) < len(packets) {
 		b.rx = *newMessages(len(packets))
 	}
@@ -159,7 +163,7 @@ func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 		for i := range msgs {
 			msgs[i].Buffers[0] = packets[i]
 		}
-		n, err := b.batch.ReadBatch(msgs, 0)
+		n, err := b.readBatch(msgs)
 		if err != nil {
 			if err = b.readError(err); err != nil {
 				return 0, err
@@ -185,6 +189,20 @@ func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 	}
 }
 
+// readBatch reads datagrams into msgs: with recvmmsg where x/net has it
+// (Linux), else one at a time.
+func (b *Bind) readBatch(msgs []ipv6.Message) (int, error) {
+	if batchIO {
+		return b.batch.ReadBatch(msgs, 0)
+	}
+	n, from, err := b.conn.ReadFromUDPAddrPort(msgs[0].Buffers[0])
+	msgs[0].N, msgs[0].Addr = n, net.UDPAddrFromAddrPort(from)
+	if err != nil {
+		return 0, err
+	}
+	return 1, nil
+}
+
 // readError is what a failed read returns: net.ErrClosed after Close, nil
 // (read again) for the timeout a Close that raced with Open left behind,
 // else err.
@@ -204,31 +222,45 @@ func (b *Bind) readError(err error) error {
 // into wireguard-go's buffers.
 func (b *Bind) receiveCoalesced(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	for {
-		n, oobn, _, from, err := b.conn.ReadMsgUDPAddrPort(b.scratch, b.oob)
-		if err != nil {
-			if err = b.readError(err); err != nil {
-				return 0, err
+		if b.left.n == 0 {
+			n, oobn, _, from, err := b.conn.ReadMsgUDPAddrPort(b.scratch, b.oob)
+			if err != nil {
+				if err = b.readError(err); err != nil {
+					return 0, err
+				}
+				continue
 			}
-			continue
+			seg := groSize(b.oob[:oobn])
+			if seg <= 0 {
+				seg = n
+			}
+			b.left = coalesced{off: 0, n: n, seg: seg, from: netip.AddrPortFrom(from.Addr().Unmap(), from.Port())}
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		seg := groSize(b.oob[:oobn])
-		if seg <= 0 {
-			seg = n
-		}
+		// Hand out what fits; a run longer than packets (another sender
+		// may coalesce more than we do) is continued on the next call.
+		l := &b.left
 		count, found := 0, false
-		for off := 0; off < n && count < len(packets); off += seg {
-			p := packets[count][:copy(packets[count], b.scratch[off:min(off+seg, n)])]
+		for ; l.off < l.n && count < len(packets); l.off += l.seg {
+			p := packets[count][:copy(packets[count], b.scratch[l.off:min(l.off+l.seg, l.n)])]
 			sizes[count] = 0
-			if b.demux(p, from, &sizes[count], &eps[count]) {
+			if b.demux(p, l.from, &sizes[count], &eps[count]) {
 				found = true
 			}
 			count++
+		}
+		if l.off >= l.n {
+			*l = coalesced{}
 		}
 		if found {
 			return count, nil
 		}
 	}
+}
+
+// coalesced is what is left of a coalesced read in Bind.scratch.
+type coalesced struct {
+	off, n, seg int
+	from        netip.AddrPort
 }
 
 // demux classifies one datagram: a WireGuard message for wireguard-go
@@ -274,7 +306,12 @@ func isWireGuard(p []byte) bool {
 func (b *Bind) SetMark(uint32) error { return nil }
 
 // BatchSize implements conn.Bind.
-func (b *Bind) BatchSize() int { return bindBatch }
+func (b *Bind) BatchSize() int {
+	if !batchIO {
+		return 1
+	}
+	return bindBatch
+}
 
 // Send implements conn.Bind: the peer's path table picks the path.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
@@ -294,19 +331,29 @@ func (b *Bind) write(p []byte, to netip.AddrPort) error {
 // writeBatch sends datagrams to one address with as few sendmmsg calls as
 // it takes.
 func (b *Bind) writeBatch(bufs [][]byte, to netip.AddrPort) error {
-	if len(bufs) == 1 {
-		return b.write(bufs[0], to)
+	if len(bufs) == 1 || !batchIO {
+		var err error
+		for _, buf := range bufs {
+			err = keepFirst(err, b.write(buf, to))
+		}
+		return err
 	}
 	mp := b.tx.Get().(*[]ipv6.Message)
 	defer b.tx.Put(mp)
 	addr := net.UDPAddrFromAddrPort(to)
 	if b.gso.Load() {
-		err := b.writeSegmented(bufs, addr, *mp)
-		if !errors.Is(err, syscall.EIO) {
-			return err
+		sent, err := b.writeSegmented(bufs, addr, *mp)
+		if err == nil {
+			return nil
 		}
-		// The kernel or the device cannot segment after all.
-		b.gso.Store(false)
+		// Segmentation failed: the device cannot (EIO: never again), or
+		// this path's MTU is below a segment (EMSGSIZE, EINVAL: the
+		// kernel fragments unsegmented datagrams instead). Send the rest
+		// one by one.
+		if errors.Is(err, syscall.EIO) {
+			b.gso.Store(false)
+		}
+		bufs = bufs[sent:]
 	}
 	for i := range *mp {
 		(*mp)[i].OOB = nil
@@ -337,18 +384,32 @@ func (b *Bind) sendControl(p []byte, to netip.AddrPort) error {
 
 // writeSegmented sends bufs coalesced: each run of equal-size datagrams
 // (a shorter one may end a run) goes as one buffer that the kernel cuts
-// apart.
-func (b *Bind) writeSegmented(bufs [][]byte, addr *net.UDPAddr, msgs []ipv6.Message) error {
+// apart. It returns how many of bufs were sent, all of them unless err.
+func (b *Bind) writeSegmented(bufs [][]byte, addr *net.UDPAddr, msgs []ipv6.Message) (int, error) {
 	ap := b.arenas.Get().(*[]byte)
 	defer b.arenas.Put(ap)
 	arena := (*ap)[:0]
-	n := 0
-	for i := 0; i < len(bufs); n++ {
-		if n == len(msgs) || len(arena)+maxCoalesced > cap(arena) {
-			if err := b.sendAll(msgs[:n]); err != nil {
+	var runs [bindBatch]int // datagrams in msgs[k]
+	sent, n := 0, 0
+	flush := func() error {
+		for k := 0; k < n; {
+			m, err := b.batch.WriteBatch(msgs[k:n], 0)
+			for _, r := range runs[k : k+m] {
+				sent += r
+			}
+			if err != nil {
 				return err
 			}
-			n, arena = 0, arena[:0]
+			k += m
+		}
+		n, arena = 0, arena[:0]
+		return nil
+	}
+	for i := 0; i < len(bufs); n++ {
+		if n == len(msgs) || n == len(runs) || len(arena)+maxCoalesced > cap(arena) {
+			if err := flush(); err != nil {
+				return sent, err
+			}
 		}
 		size, start := len(bufs[i]), len(arena)
 		j := i
@@ -363,21 +424,10 @@ func (b *Bind) writeSegmented(bufs [][]byte, addr *net.UDPAddr, msgs []ipv6.Mess
 		if j-i > 1 {
 			msgs[n].OOB = segmentControl(size)
 		}
+		runs[n] = j - i
 		i = j
 	}
-	return b.sendAll(msgs[:n])
-}
-
-// sendAll writes msgs with as many sendmmsg calls as it takes.
-func (b *Bind) sendAll(msgs []ipv6.Message) error {
-	for len(msgs) > 0 {
-		n, err := b.batch.WriteBatch(msgs, 0)
-		if err != nil {
-			return err
-		}
-		msgs = msgs[n:]
-	}
-	return nil
+	return sent, flush()
 }
 
 // ParseEndpoint implements conn.Bind. An endpoint is a peer's Portal ID:

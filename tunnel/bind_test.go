@@ -59,6 +59,8 @@ func TestBatchedDatagramsArriveIntact(t *testing.T) {
 		{1200, 1200, 800, 1200, 500, 500, 1452},
 		repeat(64, 3),
 		{1452},
+		append(repeat(1412, 46), 584), // over the largest UDP payload if coalesced whole
+		repeat(1024, 64),
 	}
 	var want [][]byte
 	for _, sizes := range batches {

@@ -15,8 +15,13 @@ import (
 // the datagrams then cross the kernel as one. Both are per socket and
 // turned on only where the kernel accepts them.
 const (
-	maxSegments  = 64
-	maxCoalesced = 64 << 10
+	maxSegments = 64
+	// maxCoalesced is the most data a UDP datagram carries over IPv4
+	// (65 535 - 8 - 20), which also fits IPv6.
+	maxCoalesced = 65507
+	// batchIO: x/net's ReadBatch and WriteBatch are recvmmsg and sendmmsg
+	// here; elsewhere they are not implemented.
+	batchIO = true
 )
 
 // enableGRO asks the kernel to coalesce received datagrams.

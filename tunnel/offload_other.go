@@ -7,6 +7,7 @@ import "net"
 const (
 	maxSegments  = 1
 	maxCoalesced = 0
+	batchIO      = false
 )
 
 func enableGRO(*net.UDPConn) bool    { return false }

@@ -39,10 +39,10 @@ const (
 	lockFile        = "portald.lock"
 )
 
-// runConfig is what `portald run` was asked to do.
 // gcPercent is the daemon's GOGC unless the environment sets one.
 const gcPercent = 50
 
+// runConfig is what `portald run` was asked to do.
 type runConfig struct {
 	dataDir     string
 	apiAddr     string
@@ -182,6 +182,15 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		go func() { defer bgWG.Done(); rc.Run(bg) }()
 	}
 
+	// Before the servers start, so that a debug address that cannot be
+	// bound fails start-up while only the closers have work to undo.
+	if cfg.debugAddr != "" {
+		dbg, err := serveDebug(cfg.debugAddr, log)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, func() { dbg.Close() })
+	}
 	fwd, err := forwarder.New(forwarder.Config{
 		Self:        key,
 		Directory:   store,
@@ -243,13 +252,6 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	if cfg.debugAddr != "" {
-		dbg, err := serveDebug(cfg.debugAddr, log)
-		if err != nil {
-			return err
-		}
-		closers = append(closers, func() { dbg.Close() })
-	}
 	log.Info("portald running",
 		"id", key.ID().String(), "short_id", key.ID().Short(), "name", cfg.name,
 		"api", ln.Addr().String(), "overlay", key.ID().OverlayAddr().String(),
