@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"golang.zx2c4.com/wireguard/conn"
 )
 
 // TestCoalescedReadLongerThanABatch: another sender may coalesce more
@@ -15,32 +13,10 @@ import (
 // takes up to 128); the Bind hands the rest out on the next call instead
 // of dropping them.
 func TestCoalescedReadLongerThanABatch(t *testing.T) {
-	got := make(chan []byte, 256)
-	rx, err := newBind(0, func(b []byte, _ netip.AddrPort) { got <- bytes.Clone(b) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.release()
+	rx, got := receivingBind(t)
 	if !rx.gro {
 		t.Skip("the kernel does not coalesce received UDP datagrams")
 	}
-	rx.paths = newPaths(Config{Key: newTestKey(t), Log: testLog()}, rx.write, rx.writeBatch)
-	fns, _, err := rx.Open(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		bufs := make([][]byte, rx.BatchSize())
-		for i := range bufs {
-			bufs[i] = make([]byte, 1<<16)
-		}
-		sizes, eps := make([]int, len(bufs)), make([]conn.Endpoint, len(bufs))
-		for {
-			if _, err := fns[0](bufs, sizes, eps); err != nil {
-				return
-			}
-		}
-	}()
 	const n, size = 100, 500
 	payload := make([]byte, 0, n*size)
 	for i := range n {

@@ -15,29 +15,7 @@ import (
 // coalescing where offered, and checks every datagram arrives whole, once
 // and in order, whatever the mix of sizes.
 func TestBatchedDatagramsArriveIntact(t *testing.T) {
-	got := make(chan []byte, 1024)
-	rx, err := newBind(0, func(b []byte, _ netip.AddrPort) { got <- bytes.Clone(b) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.release()
-	rx.paths = newPaths(Config{Key: newTestKey(t), Log: testLog()}, rx.write, rx.writeBatch)
-	fns, _, err := rx.Open(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		bufs := make([][]byte, rx.BatchSize())
-		for i := range bufs {
-			bufs[i] = make([]byte, 1<<16)
-		}
-		sizes, eps := make([]int, len(bufs)), make([]conn.Endpoint, len(bufs))
-		for {
-			if _, err := fns[0](bufs, sizes, eps); err != nil {
-				return
-			}
-		}
-	}()
+	rx, got := receivingBind(t)
 	tx, err := newBind(0, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +61,37 @@ func TestBatchedDatagramsArriveIntact(t *testing.T) {
 			t.Fatalf("datagram %d of %d did not arrive", i, len(want))
 		}
 	}
+}
+
+// receivingBind is a Bind whose receive function runs until the test
+// ends, handing every datagram that is not WireGuard (such as the tests'
+// 0x10-filled ones) to the returned channel.
+func receivingBind(t *testing.T) (*Bind, <-chan []byte) {
+	t.Helper()
+	got := make(chan []byte, 1024)
+	rx, err := newBind(0, func(b []byte, _ netip.AddrPort) { got <- bytes.Clone(b) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rx.release() })
+	rx.paths = newPaths(Config{Key: newTestKey(t), Log: testLog()}, rx.write, rx.writeBatch)
+	fns, _, err := rx.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		bufs := make([][]byte, rx.BatchSize())
+		for i := range bufs {
+			bufs[i] = make([]byte, 1<<16)
+		}
+		sizes, eps := make([]int, len(bufs)), make([]conn.Endpoint, len(bufs))
+		for {
+			if _, err := fns[0](bufs, sizes, eps); err != nil {
+				return
+			}
+		}
+	}()
+	return rx, got
 }
 
 func repeat(n, times int) []int {
