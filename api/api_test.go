@@ -300,3 +300,57 @@ func TestAppsLifecycle(t *testing.T) {
 		t.Errorf("get after delete = %d", status)
 	}
 }
+
+// TestListingReadsStatusOnce: listing peers asks the tunnel for the status
+// of all keyed peers in one call, and each peer shows its own status.
+func TestListingReadsStatusOnce(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := peers.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var calls [][]identity.ID
+	status := func(ids []identity.ID) []PeerStatus {
+		calls = append(calls, ids)
+		out := make([]PeerStatus, len(ids))
+		for i, id := range ids {
+			out[i] = PeerStatus{Path: "relay", Endpoint: id.Short()}
+		}
+		return out
+	}
+	h, err := New(Config{Store: store, Self: newID(t), Log: log, Status: status})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for range 3 {
+		if _, _, err := store.PutPeer(ctx, newID(t).String(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := store.PutPeer(ctx, "qqqqqq", nil); err != nil { // no key yet: no status
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/protected/peers", nil))
+	var list []Peer
+	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil || len(list) != 4 {
+		t.Fatalf("list = %s, %v", rec.Body, err)
+	}
+	if len(calls) != 1 || len(calls[0]) != 3 {
+		t.Fatalf("status asked %d times with %v; want once for the 3 keyed peers", len(calls), calls)
+	}
+	for _, p := range list {
+		want := "none"
+		if p.PublicBytesB64 != nil {
+			want = "relay"
+			if p.Endpoint == nil || *p.Endpoint != p.ShortID {
+				t.Errorf("peer %s shows endpoint %v: another peer's status", p.ShortID, p.Endpoint)
+			}
+		}
+		if p.Path != want {
+			t.Errorf("peer %s path %q, want %q", p.ShortID, p.Path, want)
+		}
+	}
+}

@@ -72,11 +72,7 @@ func (h *Handler) listPeers(w http.ResponseWriter, r *http.Request) {
 		h.storeError(w, r, err)
 		return
 	}
-	out := make([]Peer, 0, len(list))
-	for _, p := range list {
-		out = append(out, h.peerJSON(p))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, h.peersJSON(list...))
 }
 
 func (h *Handler) getPeer(w http.ResponseWriter, r *http.Request) {
@@ -89,7 +85,7 @@ func (h *Handler) getPeer(w http.ResponseWriter, r *http.Request) {
 		h.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, h.peerJSON(p))
+	writeJSON(w, http.StatusOK, h.peersJSON(p)[0])
 }
 
 func (h *Handler) putPeer(w http.ResponseWriter, r *http.Request) {
@@ -123,7 +119,7 @@ func (h *Handler) putPeer(w http.ResponseWriter, r *http.Request) {
 		h.cfg.Log.Info("peer updated", "peer", p.ShortID(), "verified", p.Verified)
 	}
 	h.cfg.PeerChanged(p, false)
-	writeJSON(w, http.StatusOK, h.peerJSON(p))
+	writeJSON(w, http.StatusOK, h.peersJSON(p)[0])
 }
 
 func (h *Handler) deletePeer(w http.ResponseWriter, r *http.Request) {
@@ -152,7 +148,29 @@ func parsePeerID(w http.ResponseWriter, s string) (string, bool) {
 	return q, true
 }
 
-func (h *Handler) peerJSON(p peers.Peer) Peer {
+// peersJSON is the API's view of peers, with the tunnel's status of all of
+// them asked for at once.
+func (h *Handler) peersJSON(list ...peers.Peer) []Peer {
+	var keys []identity.ID
+	for _, p := range list {
+		if p.HasKey() {
+			keys = append(keys, p.Key)
+		}
+	}
+	sts := h.cfg.Status(keys)
+	out := make([]Peer, len(list))
+	k := 0
+	for i, p := range list {
+		var st PeerStatus
+		if p.HasKey() {
+			st, k = sts[k], k+1
+		}
+		out[i] = peerJSON(p, st)
+	}
+	return out
+}
+
+func peerJSON(p peers.Peer, st PeerStatus) Peer {
 	out := Peer{
 		ID:       p.ID,
 		ShortID:  p.ShortID(),
@@ -166,7 +184,6 @@ func (h *Handler) peerJSON(p peers.Peer) Peer {
 	pub := base64.StdEncoding.EncodeToString(p.Key[:])
 	addr := p.Key.OverlayAddr().String()
 	out.PublicBytesB64, out.OverlayAddress = &pub, &addr
-	st := h.cfg.Status(p.Key)
 	out.IsReachable, out.Path, out.RxBytes, out.TxBytes = st.Reachable, st.Path, st.RxBytes, st.TxBytes
 	if st.Endpoint != "" {
 		out.Endpoint = &st.Endpoint

@@ -45,7 +45,7 @@ type Config struct {
 	CallPeer http.Handler
 	// Status reports a peer's tunnel state. Nil reports every peer as
 	// unreachable with path "none".
-	Status func(identity.ID) PeerStatus
+	Status func([]identity.ID) []PeerStatus
 	// PeerChanged is told of each peer the API added, changed or removed,
 	// after the store committed it; cmd/portald connects it to the tunnel.
 	// It must not block for long. Nil ignores changes.
@@ -72,7 +72,13 @@ func New(cfg Config) (*Handler, error) {
 		cfg.PeerChanged = func(peers.Peer, bool) {}
 	}
 	if cfg.Status == nil {
-		cfg.Status = func(identity.ID) PeerStatus { return PeerStatus{Path: "none"} }
+		cfg.Status = func(ids []identity.ID) []PeerStatus {
+			out := make([]PeerStatus, len(ids))
+			for i := range out {
+				out[i].Path = "none"
+			}
+			return out
+		}
 	}
 	h := &Handler{cfg: cfg}
 	r := chi.NewRouter()

@@ -360,25 +360,37 @@ func (t *Tunnel) RemovePeer(id identity.ID) error {
 // PeerStatus reports the device's view of a peer; false when the device
 // does not know the peer.
 func (t *Tunnel) PeerStatus(id identity.ID) (PeerStatus, bool) {
+	st, known := t.PeerStatuses([]identity.ID{id})
+	return st[0], known[0]
+}
+
+// PeerStatuses is PeerStatus for several peers at once, with one read of
+// the device (which lists every peer whatever is asked), so that listing
+// n peers costs one read, not n.
+func (t *Tunnel) PeerStatuses(ids []identity.ID) (sts []PeerStatus, known []bool) {
+	sts, known = make([]PeerStatus, len(ids)), make([]bool, len(ids))
 	all, err := t.deviceStatus()
 	if err != nil {
 		t.log.Warn("read device status", "err", err)
-		return PeerStatus{}, false
+		return sts, known
 	}
-	st, ok := all[id.WireGuardKey()]
-	if !ok {
-		return PeerStatus{}, false
+	for i, id := range ids {
+		st, ok := all[id.WireGuardKey()]
+		if !ok {
+			continue
+		}
+		path, endpoint, since := t.paths.status(id)
+		sts[i], known[i] = PeerStatus{
+			Reachable:     !st.lastHandshake.IsZero() && time.Since(st.lastHandshake) < sessionLifetime,
+			Path:          path,
+			PathSince:     since,
+			Endpoint:      endpoint,
+			LastHandshake: st.lastHandshake,
+			RxBytes:       st.rx,
+			TxBytes:       st.tx,
+		}, true
 	}
-	path, endpoint, since := t.paths.status(id)
-	return PeerStatus{
-		Reachable:     !st.lastHandshake.IsZero() && time.Since(st.lastHandshake) < sessionLifetime,
-		Path:          path,
-		PathSince:     since,
-		Endpoint:      endpoint,
-		LastHandshake: st.lastHandshake,
-		RxBytes:       st.rx,
-		TxBytes:       st.tx,
-	}, true
+	return sts, known
 }
 
 // deviceStatus reads the device's status of every peer.

@@ -138,17 +138,21 @@ func (o *overlay) setAddr(p peers.Peer, removed bool) {
 	}
 }
 
-// Status is the API's view of a peer's tunnel state.
-func (o *overlay) Status(id identity.ID) api.PeerStatus {
-	st, ok := o.tun.PeerStatus(id)
-	out := api.PeerStatus{Path: "none"}
-	if !ok {
-		return out
-	}
-	out.Reachable, out.LastHandshake, out.RxBytes, out.TxBytes = st.Reachable, st.LastHandshake, st.RxBytes, st.TxBytes
-	out.Path, out.PathSince = st.Path, st.PathSince
-	if st.Endpoint.IsValid() {
-		out.Endpoint = st.Endpoint.String()
+// Status is the API's view of the peers' tunnel state, from one read of
+// the device.
+func (o *overlay) Status(ids []identity.ID) []api.PeerStatus {
+	sts, known := o.tun.PeerStatuses(ids)
+	out := make([]api.PeerStatus, len(ids))
+	for i, st := range sts {
+		out[i].Path = "none"
+		if !known[i] {
+			continue
+		}
+		out[i].Reachable, out[i].LastHandshake, out[i].RxBytes, out[i].TxBytes = st.Reachable, st.LastHandshake, st.RxBytes, st.TxBytes
+		out[i].Path, out[i].PathSince = st.Path, st.PathSince
+		if st.Endpoint.IsValid() {
+			out[i].Endpoint = st.Endpoint.String()
+		}
 	}
 	return out
 }
