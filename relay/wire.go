@@ -165,7 +165,14 @@ func IsDeliver(b []byte) bool {
 // message (type 1–4, three zero bytes) or a Portal control message.
 // Anything else, whatever it claims, a relay drops.
 func Forwardable(payload []byte) bool {
-	return wireGuardType(payload) != 0 || len(payload) > len(PeerMessagePrefix) && string(payload[:len(PeerMessagePrefix)]) == PeerMessagePrefix
+	return wireGuardType(payload) != 0 || IsPeerMessage(payload)
+}
+
+// IsPeerMessage reports whether b starts like a control message between
+// two Portals (PeerMessagePrefix); like IsRelayMessage it looks only at
+// the header.
+func IsPeerMessage(b []byte) bool {
+	return len(b) > len(PeerMessagePrefix) && string(b[:len(PeerMessagePrefix)]) == PeerMessagePrefix
 }
 
 // wireGuardType is the WireGuard message type of b (1–4), or 0 when b does

@@ -284,7 +284,7 @@ func (b *Bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 			*size, *ep = copy(p, payload), pe
 			return true
 		}
-	case len(p) >= len(relay.PeerMessagePrefix) && string(p[:len(relay.PeerMessagePrefix)]) == relay.PeerMessagePrefix:
+	case relay.IsPeerMessage(p):
 		b.paths.handleControl(p, from, false)
 	case b.control != nil:
 		b.controlIn.Add(1)

@@ -620,7 +620,7 @@ func (ps *paths) deliver(src identity.ID, payload []byte, from netip.AddrPort) (
 		ps.ctr.deliverStranger.Add(1)
 		return nil, false
 	}
-	if len(payload) > len(relay.PeerMessagePrefix) && string(payload[:len(relay.PeerMessagePrefix)]) == relay.PeerMessagePrefix {
+	if relay.IsPeerMessage(payload) {
 		ps.handleControl(payload, from, true)
 		return nil, false
 	}
