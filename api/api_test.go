@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"portal/identity"
@@ -25,6 +27,11 @@ type testAPI struct {
 	url   string
 	store *peers.Store
 	self  identity.ID
+	owner Token
+	// calls counts the requests that reached the call_peer handler;
+	// lastAuth is the Authorization it saw last.
+	calls    atomic.Int32
+	lastAuth atomic.Value
 }
 
 func newTestAPI(t *testing.T) *testAPI {
@@ -35,15 +42,37 @@ func newTestAPI(t *testing.T) *testAPI {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	self := newID(t)
-	h, err := New(Config{Store: store, Self: self, Name: "Alice's Portal", Log: log})
+	a := &testAPI{store: store, self: newID(t), owner: newToken(t)}
+	callPeer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.calls.Add(1)
+		a.lastAuth.Store(r.Header.Get("Authorization"))
+		w.WriteHeader(http.StatusNoContent)
+	})
+	h, err := New(Config{Store: store, Self: a.self, Name: "Alice's Portal", Owner: a.owner, Log: log, CallPeer: callPeer})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testAPI{url: srv.URL, store: store, self: self}
+	a.url = srv.URL
+	return a
 }
+
+func newToken(t testing.TB) Token {
+	t.Helper()
+	tok, err := NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// asApp and asStranger are the two source addresses tests call from:
+// 127.0.0.1 is the installed app's, 127.0.0.2 nobody's.
+var (
+	asApp      = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	asStranger = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}
+)
 
 func newID(t testing.TB) identity.ID {
 	t.Helper()
@@ -54,8 +83,16 @@ func newID(t testing.TB) identity.ID {
 	return k.ID()
 }
 
-// call sends a request and returns the status and body.
+// call sends a request as the owner and returns the status and body. hdr
+// holds header name, value pairs; an "Authorization" pair replaces the
+// owner's token, and an empty value sends none.
 func (a *testAPI) call(t *testing.T, method, path, body string, hdr ...string) (int, []byte) {
+	t.Helper()
+	return a.callFrom(t, asApp, method, path, body, hdr...)
+}
+
+// callFrom is call from the source address from.
+func (a *testAPI) callFrom(t *testing.T, from *net.TCPAddr, method, path, body string, hdr ...string) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -65,14 +102,21 @@ func (a *testAPI) call(t *testing.T, method, path, body string, hdr ...string) (
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Authorization", "Bearer "+a.owner.Reveal())
 	for i := 0; i+1 < len(hdr); i += 2 {
-		if hdr[i] == "Host" {
+		if hdr[i] == "Authorization" && hdr[i+1] == "" {
+			req.Header.Del("Authorization")
+		} else if hdr[i] == "Host" {
 			req.Host = hdr[i+1]
 		} else {
 			req.Header.Set(hdr[i], hdr[i+1])
 		}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := &http.Client{Transport: &http.Transport{
+		DialContext:       (&net.Dialer{LocalAddr: from}).DialContext,
+		DisableKeepAlives: true,
+	}}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +234,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"delete unknown app", "DELETE", "/protected/apps/notes", ``, nil, 404, "not_found"},
 		{"dns rebinding host", "GET", "/protected/peers", ``, []string{"Host", "evil.example"}, 403, "bad_host"},
 		{"cross-origin", "PUT", "/protected/peers", `{"id":"abcdef"}`, []string{"Origin", "http://evil.example"}, 403, "cross_origin"},
-		{"call_peer before tunnel", "POST", "/internal/call_peer/" + full + "/x", `{}`, nil, 503, "not_ready"},
+		{"cross-site fetch without Origin", "GET", "/protected/peers", ``, []string{"Sec-Fetch-Site", "cross-site"}, 403, "cross_site"},
+		{"same-site fetch", "GET", "/protected/peers", ``, []string{"Sec-Fetch-Site", "same-site"}, 403, "cross_site"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -319,7 +364,8 @@ func TestListingReadsStatusOnce(t *testing.T) {
 		}
 		return out
 	}
-	h, err := New(Config{Store: store, Self: newID(t), Log: log, Status: status})
+	owner := newToken(t)
+	h, err := New(Config{Store: store, Self: newID(t), Owner: owner, Log: log, Status: status})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +379,9 @@ func TestListingReadsStatusOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/protected/peers", nil))
+	req := httptest.NewRequest("GET", "http://127.0.0.1/protected/peers", nil)
+	req.Header.Set("Authorization", "Bearer "+owner.Reveal())
+	h.ServeHTTP(rec, req)
 	var list []Peer
 	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil || len(list) != 4 {
 		t.Fatalf("list = %s, %v", rec.Body, err)

@@ -3,10 +3,7 @@ package api
 import (
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -38,6 +35,10 @@ type Config struct {
 	Self identity.ID
 	// Name is this Portal's display name, as whoareyou reports it.
 	Name string
+	// Owner is the owner token: a request that presents it may do
+	// everything; other callers get what design.md §2 "Who may do what"
+	// allows them. Required.
+	Owner Token
 	// Log receives one line per change and per failed request. Required.
 	Log *slog.Logger
 	// CallPeer serves /internal/call_peer/{id}/{path...}. Nil answers 503
@@ -65,6 +66,8 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("api: Config.Store is required")
 	case cfg.Self.IsZero():
 		return nil, errors.New("api: Config.Self is required")
+	case cfg.Owner.IsZero():
+		return nil, errors.New("api: Config.Owner is required")
 	case cfg.Log == nil:
 		return nil, errors.New("api: Config.Log is required")
 	}
@@ -88,59 +91,50 @@ func New(cfg Config) (*Handler, error) {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
 	})
-	r.Get("/public/meta/whoareyou", h.whoAreYou)
+	// Who may call what: design.md §2 "Who may do what".
+	r.With(h.authorize(anyone)).Get("/public/meta/whoareyou", h.whoAreYou)
 	r.Route("/protected/peers", func(r chi.Router) {
-		r.Get("/", h.listPeers)
-		r.Put("/", h.putPeer)
-		r.Get("/{id}", h.getPeer)
-		r.Delete("/{id}", h.deletePeer)
+		r.With(h.authorize(appCaller)).Get("/", h.listPeers)
+		r.With(h.authorize(owner)).Put("/", h.putPeer)
+		r.With(h.authorize(appCaller)).Get("/{id}", h.getPeer)
+		r.With(h.authorize(owner)).Delete("/{id}", h.deletePeer)
 	})
 	r.Route("/protected/apps", func(r chi.Router) {
+		r.Use(h.authorize(owner))
 		r.Get("/", h.listApps)
 		r.Put("/", h.putApp)
 		r.Get("/{name}", h.getApp)
 		r.Put("/{name}", h.putApp)
 		r.Delete("/{name}", h.deleteApp)
 	})
+	// call_peer judges no Authorization: the app's own credential for its
+	// peer passes through untouched (callPeer refuses only the owner's).
 	r.HandleFunc("/internal/call_peer/*", h.callPeer)
 	h.router = r
 	return h, nil
 }
 
-// ServeHTTP applies the same-machine checks, then routes the request.
+// ServeHTTP refuses what a web browser sends on behalf of another site,
+// then routes the request; each route checks who its caller is.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !allowedHost(r.Host) {
-		writeError(w, http.StatusForbidden, "bad_host", "Host "+quote(r.Host)+" is not served here; use an IP address, localhost or portal_core")
+	if !browserGuard(w, r) {
 		return
-	}
-	if o := r.Header.Get("Origin"); o != "" {
-		if u, err := url.Parse(o); err != nil || !strings.EqualFold(u.Host, r.Host) {
-			writeError(w, http.StatusForbidden, "cross_origin", "cross-origin requests are refused")
-			return
-		}
 	}
 	h.router.ServeHTTP(w, r)
 }
 
+// callPeer hands a call to the forwarder, unless it carries the owner
+// token: the owner's credential must never reach a peer, whichever app or
+// mistake put it there.
 func (h *Handler) callPeer(w http.ResponseWriter, r *http.Request) {
+	if h.carriesOwnerToken(r) {
+		h.cfg.Log.Warn("refused a call_peer that carried the owner token; it was not forwarded", "source", r.RemoteAddr, "path", r.URL.Path)
+		writeError(w, http.StatusBadRequest, "owner_token_in_call", "this call carries the owner token in Authorization; it is never sent to a peer")
+		return
+	}
 	if h.cfg.CallPeer == nil {
 		writeError(w, http.StatusServiceUnavailable, "not_ready", "the tunnel is not running yet")
 		return
 	}
 	h.cfg.CallPeer.ServeHTTP(w, r)
-}
-
-// allowedHost reports whether a request's Host names this machine without
-// going through DNS: an IP literal, localhost, or portal_core, the name
-// apps know the core by. Anything else may be a DNS-rebinding page.
-func allowedHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if net.ParseIP(host) != nil {
-		return true
-	}
-	return strings.EqualFold(host, "localhost") || strings.EqualFold(host, "portal_core")
 }

@@ -34,8 +34,9 @@ trap 'exit 130' INT TERM
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # pa/pb run the portald client against Alice's or Bob's Portal, echoing it.
-pa() { (PS4='$ '; set -x; "$BIN/portald" "$@" --api "127.0.0.1:$API_A"); }
-pb() { (PS4='$ '; set -x; "$BIN/portald" "$@" --api "127.0.0.1:$API_B"); }
+# The data directory is where the client finds its owner's token.
+pa() { (PS4='$ '; set -x; "$BIN/portald" "$@" --api "127.0.0.1:$API_A" --data "$work/alice"); }
+pb() { (PS4='$ '; set -x; "$BIN/portald" "$@" --api "127.0.0.1:$API_B" --data "$work/bob"); }
 
 wait_api() {
 	for _ in $(seq 100); do
@@ -79,7 +80,7 @@ pb peers add "${ID_A:0:6}" --name "Alice"
 step "wait until each Portal reaches the other"
 for _ in $(seq 200); do
 	ok=0
-	"$BIN/portald" peers ls --json --api "127.0.0.1:$API_B" | grep -q "\"id\": \"$ID_A\"" && ok=1
+	"$BIN/portald" peers ls --json --api "127.0.0.1:$API_B" --data "$work/bob" | grep -q "\"id\": \"$ID_A\"" && ok=1
 	[ "$ok" = 1 ] && break
 	sleep 0.05
 done

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"portal/api"
 	"portal/identity"
 )
 
@@ -39,7 +40,8 @@ type portal struct {
 	cmd   *exec.Cmd
 	api   string // base URL
 	id    string
-	debug string // pprof address, or ""
+	debug string    // pprof address, or ""
+	owner api.Token // its owner token, for the owner's calls
 }
 
 func startDaemons(portald, relayBin string, profile bool) (d *daemons, err error) {
@@ -75,10 +77,10 @@ func startDaemons(portald, relayBin string, profile bool) (d *daemons, err error
 	go d.app.Serve(ln)
 	app := map[string]any{"meta": json.RawMessage(benchMeta), "upstream": "http://" + ln.Addr().String(), "sources": []string{"127.0.0.1"}}
 	for _, p := range []struct{ self, peer *portal }{{d.a, d.b}, {d.b, d.a}} {
-		if err := d.call("PUT", p.self.api+"/protected/peers", map[string]string{"id": p.peer.id}, nil); err != nil {
+		if err := d.call(p.self, "PUT", "/protected/peers", map[string]string{"id": p.peer.id}, nil); err != nil {
 			return nil, err
 		}
-		if err := d.call("PUT", p.self.api+"/protected/apps/bench", app, nil); err != nil {
+		if err := d.call(p.self, "PUT", "/protected/apps/bench", app, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -138,18 +140,22 @@ func (d *daemons) startPortal(bin, name string, profile bool) (*portal, error) {
 		ID string `json:"id"`
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for d.call("GET", p.api+"/public/meta/whoareyou", nil, &me) != nil {
+	for d.call(p, "GET", "/public/meta/whoareyou", nil, &me) != nil {
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("portald %s did not start", name)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	p.id = me.ID
+	if p.owner, err = api.ReadToken(filepath.Join(d.dir, name, api.TokenFile)); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
-// call sends a JSON request to a portald API and decodes the answer.
-func (d *daemons) call(method, url string, in, out any) error {
+// call sends a JSON request to p's API, as its owner once the token is
+// known, and decodes the answer.
+func (d *daemons) call(p *portal, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -158,9 +164,12 @@ func (d *daemons) call(method, url string, in, out any) error {
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, url, body)
+	req, err := http.NewRequest(method, p.api+path, body)
 	if err != nil {
 		return err
+	}
+	if !p.owner.IsZero() {
+		req.Header.Set("Authorization", "Bearer "+p.owner.Reveal())
 	}
 	resp, err := d.http.Do(req)
 	if err != nil {
@@ -169,7 +178,7 @@ func (d *daemons) call(method, url string, in, out any) error {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s %s", method, url, resp.Status, bytes.TrimSpace(data))
+		return fmt.Errorf("%s %s: %s %s", method, p.api+path, resp.Status, bytes.TrimSpace(data))
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
@@ -323,7 +332,7 @@ func (d *daemons) idleCPU(dur time.Duration) (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := d.call("PUT", p.api+"/protected/peers", map[string]string{"id": k.ID().String()}, nil); err != nil {
+		if err := d.call(p, "PUT", "/protected/peers", map[string]string{"id": k.ID().String()}, nil); err != nil {
 			return 0, err
 		}
 	}

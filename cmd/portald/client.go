@@ -10,12 +10,15 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"portal/api"
 )
 
 // client talks to a running daemon's internal API.
 type client struct {
-	addr string
-	http *http.Client
+	addr  string
+	token api.Token // zero: calls without the owner's authority
+	http  *http.Client
 }
 
 func newClient(addr string) *client {
@@ -52,6 +55,9 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if !c.token.IsZero() {
+		req.Header.Set("Authorization", "Bearer "+c.token.Reveal())
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var op *net.OpError
@@ -69,6 +75,9 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 		e := &apiError{Status: resp.StatusCode}
 		if json.Unmarshal(data, e) != nil || e.Msg == "" {
 			return fmt.Errorf("%s %s: HTTP %d from %s", method, path, resp.StatusCode, c.addr)
+		}
+		if e.Code == "bad_token" {
+			return fmt.Errorf("the daemon at %s refused the owner token: it belongs to another data directory (check --data or --token-file)", c.addr)
 		}
 		return e
 	}

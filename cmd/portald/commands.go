@@ -17,12 +17,16 @@ import (
 
 func cmdID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("id", stderr)
-	addr := apiFlag(c)
+	cf := addClientFlags(c)
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
+	cl, err := cf.client(false)
+	if err != nil {
+		return err
+	}
 	var me api.WhoAmI
-	if err := newClient(*addr).do(ctx, "GET", "/public/meta/whoareyou", nil, &me); err != nil {
+	if err := cl.do(ctx, "GET", "/public/meta/whoareyou", nil, &me); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, me.ID)
@@ -38,13 +42,16 @@ type statusReport struct {
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("status", stderr)
-	addr := apiFlag(c)
+	cf := addClientFlags(c)
 	asJSON := c.Bool("json", false, "print JSON")
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
-	cl := newClient(*addr)
-	rep := statusReport{API: *addr}
+	cl, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	rep := statusReport{API: *cf.api}
 	if err := cl.do(ctx, "GET", "/public/meta/whoareyou", nil, &rep.Self); err != nil {
 		return err
 	}
@@ -79,7 +86,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func cmdPeersAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("peers add", stderr)
-	addr := apiFlag(c)
+	cf := addClientFlags(c)
 	name := c.String("name", "", "a name for the peer")
 	pos, err := c.Parse(args, 1)
 	if err != nil {
@@ -90,7 +97,11 @@ func cmdPeersAdd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		req.Name = name
 	}
 	var p api.Peer
-	if err := newClient(*addr).do(ctx, "PUT", "/protected/peers", req, &p); err != nil {
+	cl, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	if err := cl.do(ctx, "PUT", "/protected/peers", req, &p); err != nil {
 		return err
 	}
 	state := "verified"
@@ -103,7 +114,7 @@ func cmdPeersAdd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 func cmdPeersLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("peers ls", stderr)
-	addr := apiFlag(c)
+	cf := addClientFlags(c)
 	filter := c.String("name", "", "only peers whose name contains this (case-insensitive)")
 	asJSON := c.Bool("json", false, "print JSON")
 	if _, err := c.Parse(args, 0); err != nil {
@@ -114,7 +125,11 @@ func cmdPeersLs(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		path += "?" + url.Values{"name": {*filter}}.Encode()
 	}
 	var list []api.Peer
-	if err := newClient(*addr).do(ctx, "GET", path, nil, &list); err != nil {
+	cl, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	if err := cl.do(ctx, "GET", path, nil, &list); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -129,12 +144,16 @@ func cmdPeersLs(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func cmdPeersRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("peers rm", stderr)
-	addr := apiFlag(c)
+	cf := addClientFlags(c)
 	pos, err := c.Parse(args, 1)
 	if err != nil {
 		return err
 	}
-	if err := newClient(*addr).do(ctx, "DELETE", "/protected/peers/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+	cl, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	if err := cl.do(ctx, "DELETE", "/protected/peers/"+url.PathEscape(pos[0]), nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "peer %s removed\n", pos[0])
@@ -143,7 +162,7 @@ func cmdPeersRm(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func cmdAppsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("apps add", stderr)
-	addr := apiFlag(c)
+	cf := addClientFlags(c)
 	metaFile := c.String("meta", "", "path of the app's app_meta.json")
 	upstream := c.String("upstream", "", "base URL of the app's HTTP server")
 	var sources cli.List
@@ -164,7 +183,11 @@ func cmdAppsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	req := api.PutAppRequest{Meta: meta, Upstream: *upstream, Sources: sources}
 	var a api.App
-	if err := newClient(*addr).do(ctx, "PUT", "/protected/apps/"+url.PathEscape(pos[0]), req, &a); err != nil {
+	cl, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	if err := cl.do(ctx, "PUT", "/protected/apps/"+url.PathEscape(pos[0]), req, &a); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "app %s installed: upstream %s, sources %s\n", a.Name, a.Upstream, strings.Join(a.Sources, ","))
@@ -173,13 +196,17 @@ func cmdAppsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func cmdAppsLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("apps ls", stderr)
-	addr := apiFlag(c)
+	cf := addClientFlags(c)
 	asJSON := c.Bool("json", false, "print JSON")
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
 	var list []api.App
-	if err := newClient(*addr).do(ctx, "GET", "/protected/apps", nil, &list); err != nil {
+	cl, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	if err := cl.do(ctx, "GET", "/protected/apps", nil, &list); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -199,12 +226,16 @@ func cmdAppsLs(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func cmdAppsRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("apps rm", stderr)
-	addr := apiFlag(c)
+	cf := addClientFlags(c)
 	pos, err := c.Parse(args, 1)
 	if err != nil {
 		return err
 	}
-	if err := newClient(*addr).do(ctx, "DELETE", "/protected/apps/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+	cl, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	if err := cl.do(ctx, "DELETE", "/protected/apps/"+url.PathEscape(pos[0]), nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "app %s removed\n", pos[0])

@@ -49,6 +49,7 @@ type daemon struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	addr string
+	data string        // its data directory
 	done chan struct{} // closed when the process has exited
 
 	mu  sync.Mutex
@@ -61,7 +62,7 @@ var apiAddrRE = regexp.MustCompile(`msg="portald running".* api=(\S+)`)
 // and waits until it serves. The process is killed at test cleanup.
 func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, done: make(chan struct{})}
+	d := &daemon{t: t, done: make(chan struct{}), data: dataDir}
 	args := append([]string{"run", "--data", dataDir, "--api", "127.0.0.1:0", "--udp", "0", "--name", "test portal"}, extra...)
 	d.cmd = exec.Command(portaldBin, args...)
 	stderr, err := d.cmd.StderrPipe()
@@ -129,8 +130,25 @@ func (d *daemon) kill9() {
 	<-d.done
 }
 
-// request sends a JSON request to the daemon's API.
+// request sends a JSON request to the daemon's API as its owner.
 func (d *daemon) request(method, path, body string) (int, []byte) {
+	d.t.Helper()
+	return d.requestAs(d.ownerToken(), method, path, body)
+}
+
+// ownerToken is the daemon's owner token, as its data directory holds it.
+func (d *daemon) ownerToken() string {
+	d.t.Helper()
+	tok, err := api.ReadToken(filepath.Join(d.data, api.TokenFile))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return tok.Reveal()
+}
+
+// requestAs sends a JSON request with token as the bearer credential
+// (none when empty).
+func (d *daemon) requestAs(token, method, path, body string) (int, []byte) {
 	d.t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -139,6 +157,9 @@ func (d *daemon) request(method, path, body string) (int, []byte) {
 	req, err := http.NewRequest(method, "http://"+d.addr+path, rd)
 	if err != nil {
 		d.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -152,10 +173,10 @@ func (d *daemon) request(method, path, body string) (int, []byte) {
 	return resp.StatusCode, data
 }
 
-// cli runs a portald client subcommand against the daemon.
+// cli runs a portald client subcommand against the daemon, as its owner.
 func (d *daemon) cli(args ...string) (stdout, stderr string, code int) {
 	d.t.Helper()
-	return runCLI(d.t, append(args, "--api", d.addr)...)
+	return runCLI(d.t, append(args, "--api", d.addr, "--data", d.data)...)
 }
 
 func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
@@ -345,9 +366,35 @@ func TestCLI(t *testing.T) {
 	}
 
 	// No daemon there: one clear line, exit 1.
-	_, stderr, code := runCLI(t, "peers", "ls", "--api", "127.0.0.1:1")
+	_, stderr, code := runCLI(t, "peers", "ls", "--api", "127.0.0.1:1", "--data", d.data)
 	if code != 1 || !strings.Contains(stderr, "cannot reach portald") {
 		t.Errorf("no daemon: exit %d, stderr %q", code, stderr)
+	}
+	// Owner commands without a readable token, or with another Portal's:
+	// one line that says what to do, exit 1, and nothing changes.
+	other := t.TempDir()
+	if _, _, err := api.LoadOrCreateToken(filepath.Join(other, api.TokenFile)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"peers", "ls", "--data", t.TempDir()}, "no owner token at"},
+		{[]string{"peers", "add", newID(t).String(), "--token-file", filepath.Join(t.TempDir(), "none")}, "no owner token at"},
+		{[]string{"apps", "rm", "notes", "--data", other}, "refused the owner token"},
+		{[]string{"peers", "rm", "abcdef", "--token-file", filepath.Join(other, api.TokenFile)}, "refused the owner token"},
+	} {
+		_, stderr, code := runCLI(t, append(tt.args, "--api", d.addr)...)
+		if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("portald %s: exit %d, stderr %q; want 1 and one line with %q", strings.Join(tt.args, " "), code, stderr, tt.want)
+		}
+	}
+	// The token found through PORTAL_DATA works like --data.
+	env := exec.Command(portaldBin, "peers", "ls", "--json", "--api", d.addr)
+	env.Env = append(os.Environ(), "PORTAL_DATA="+d.data)
+	if out, err := env.CombinedOutput(); err != nil {
+		t.Errorf("PORTAL_DATA: %s %v", out, err)
 	}
 	// The environment sets flags too.
 	cmd := exec.Command(portaldBin, "id")

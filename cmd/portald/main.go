@@ -31,7 +31,8 @@ const usage = `usage:
   portald apps add NAME --meta FILE --upstream URL --source IP [--source IP]...
   portald apps ls [--json]
   portald apps rm NAME
-Client subcommands take --api ADDR (PORTAL_API, default 127.0.0.1:8480).
+Client subcommands take --api ADDR (PORTAL_API, default 127.0.0.1:8480) and
+act as the owner with the token in --data DIR (PORTAL_DATA) or --token-file FILE.
 Run 'portald COMMAND -h' for a command's flags.`
 
 func main() {

@@ -26,13 +26,18 @@ type labPortal struct {
 	t    *testing.T
 	host *netlab.Host
 	id   string
+	data string // its data directory: the CLI finds the owner token there
 }
 
-// run runs a command on the Portal's host and returns its output.
+// run runs a command on the Portal's host and returns its output. The
+// owner's environment names the data directory, as PORTAL_DATA, so that
+// the CLI acts as the owner.
 func (p *labPortal) run(name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := p.host.Command(ctx, name, args...).CombinedOutput()
+	cmd := p.host.Command(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "PORTAL_DATA="+p.data)
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
@@ -41,14 +46,15 @@ func (p *labPortal) run(name string, args ...string) (string, error) {
 func startLabPortal(t *testing.T, host *netlab.Host, name string, relays ...string) *labPortal {
 	t.Helper()
 	ctx := context.Background()
-	args := []string{"run", "--data", t.TempDir(), "--api", "127.0.0.1:8480", "--udp", "51820", "--name", name, "--call-timeout", "3s"}
+	data := t.TempDir()
+	args := []string{"run", "--data", data, "--api", "127.0.0.1:8480", "--udp", "51820", "--name", name, "--call-timeout", "3s"}
 	for _, r := range relays {
 		args = append(args, "--relay", r)
 	}
 	netlab.Start(t, host.Command(ctx, portaldBin, args...))
 	gb := host.Command(ctx, guestbookBin, "--listen", "127.0.0.1:8080", "--core", "http://127.0.0.1:8480")
 	netlab.Start(t, gb)
-	p := &labPortal{t: t, host: host}
+	p := &labPortal{t: t, host: host, data: data}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		out, err := p.run(portaldBin, "id")

@@ -114,6 +114,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		// at the same throughput (portal-bench, docs/performance.md).
 		debug.SetGCPercent(gcPercent)
 	}
+	// Whatever the daemon creates in the data directory (SQLite's WAL and
+	// shared-memory files included) is for its own user only.
+	syscall.Umask(0o077)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -133,14 +136,21 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 	}()
 
-	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
+	if err := secureDataDir(cfg.dataDir, log); err != nil {
+		return err
 	}
 	unlock, err := lockDataDir(filepath.Join(cfg.dataDir, lockFile))
 	if err != nil {
 		return err
 	}
 	closers = append(closers, unlock)
+	owner, created, err := api.LoadOrCreateToken(filepath.Join(cfg.dataDir, api.TokenFile))
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created the owner token: the command line reads it from the data directory", "token_file", filepath.Join(cfg.dataDir, api.TokenFile))
+	}
 
 	key, created, err := identity.LoadOrCreateKey(filepath.Join(cfg.dataDir, keyFile))
 	if err != nil {
@@ -230,6 +240,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		Store:       store,
 		Self:        key.ID(),
 		Name:        cfg.name,
+		Owner:       owner,
 		Log:         log.With("component", "api"),
 		CallPeer:    fwd,
 		Status:      ov.Status,
