@@ -355,7 +355,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dec, err := ca.meta.Decide(escaped)
 	switch {
 	case errors.Is(err, ErrBadPath):
-		in.refuse(w, slog.LevelInfo, http.StatusBadRequest, "bad_path", "the request path "+strings.TrimPrefix(err.Error(), ErrBadPath.Error()+": ")+" is refused", short, "app", name)
+		in.refuse(w, slog.LevelInfo, http.StatusBadRequest, "bad_path", err.Error(), short, "app", name)
 		return
 	case err != nil:
 		in.log.Error("ingress: installed app is unusable", "app", name, "err", err)
@@ -435,7 +435,7 @@ func (in *Ingress) proxyError(w http.ResponseWriter, r *http.Request, err error)
 			if cut := a.watch.cutReason(); cut != nil {
 				// The connection is closed after this answer; the peer
 				// sees it if it still reads.
-				in.log.Log(r.Context(), in.infoLog.level(slog.LevelInfo), "ingress: request body cut", attrs...)
+				in.log.Log(r.Context(), in.infoLog.level(slog.LevelInfo), "ingress: request body cut", append(attrs, "reason", cut)...)
 				httpx.WriteError(w, http.StatusRequestTimeout, "slow_body", strings.TrimPrefix(cut.Error(), "acl: "))
 				return
 			}

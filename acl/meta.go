@@ -211,7 +211,7 @@ func (m *Meta) compileReadings() {
 		}
 		r, err := decodeReadings(p.Prefix)
 		if err != nil {
-			m.warnf("path %q can never match: %v (a request path holding it is refused)", p.Prefix, errors.Unwrap(err))
+			m.warnf("path %q can never match: %s, and so would a request path under it (refused)", p.Prefix, strings.TrimPrefix(err.Error(), ErrBadPath.Error()+": "))
 			continue
 		}
 		if hasDotSegment(r.strict, false) || hasDotSegment(r.lenient, false) {

@@ -39,7 +39,7 @@ const slash2F = '\x00'
 var ErrBadPath = errors.New("bad request path")
 
 // errDotSegment is wrapped by readPath's error for a dot segment.
-var errDotSegment = fmt.Errorf("%w: a dot segment (\".\" or \"..\")", ErrBadPath)
+var errDotSegment = fmt.Errorf("%w: it has a dot segment (\".\" or \"..\") when read one way or the other", ErrBadPath)
 
 // errNoDefault is Decide's error for a Meta without the "" rule's
 // readings, which ParseMeta never returns.
@@ -57,7 +57,7 @@ type readings struct {
 // app would resolve it, and a peer has no reason to send one.
 func readPath(escaped string) (readings, error) {
 	if !strings.HasPrefix(escaped, "/") {
-		return readings{}, fmt.Errorf("%w: the path must be absolute", ErrBadPath)
+		return readings{}, fmt.Errorf("%w: it is not absolute", ErrBadPath)
 	}
 	r, err := decodeReadings(escaped)
 	if err != nil {
@@ -79,12 +79,12 @@ func decodeReadings(escaped string) (readings, error) {
 		c := escaped[i]
 		if c == '%' {
 			if i+2 >= len(escaped) || !isHex(escaped[i+1]) || !isHex(escaped[i+2]) {
-				return readings{}, fmt.Errorf("%w: an invalid %%-escape", ErrBadPath)
+				return readings{}, fmt.Errorf("%w: it holds an invalid %%-escape", ErrBadPath)
 			}
 			c = unhex(escaped[i+1])<<4 | unhex(escaped[i+2])
 			i += 2
 			if c < 0x20 || c == 0x7f {
-				return readings{}, fmt.Errorf("%w: an escaped control character", ErrBadPath)
+				return readings{}, fmt.Errorf("%w: it holds an escaped control character", ErrBadPath)
 			}
 			dec.WriteByte(c)
 			if c == '/' {
@@ -94,7 +94,7 @@ func decodeReadings(escaped string) (readings, error) {
 			continue
 		}
 		if c < 0x20 || c == 0x7f {
-			return readings{}, fmt.Errorf("%w: a control character", ErrBadPath)
+			return readings{}, fmt.Errorf("%w: it holds a control character", ErrBadPath)
 		}
 		strict.WriteByte(c)
 		dec.WriteByte(c)

@@ -88,6 +88,7 @@ type Forwarder struct {
 	transport   *http.Transport
 	proxy       *httputil.ReverseProxy
 	keys        *identity.PairKeys
+	skew        *skewLog
 }
 
 // New validates cfg and returns a Forwarder.
@@ -116,6 +117,7 @@ func New(cfg Config) (*Forwarder, error) {
 		digestMax:   cfg.DigestMax,
 		log:         cfg.Log,
 		keys:        identity.NewPairKeys(cfg.Self, 0),
+		skew:        &skewLog{log: cfg.Log, logged: make(map[identity.ID]time.Duration)},
 	}
 	if f.callTimeout == 0 {
 		f.callTimeout = DefaultCallTimeout
@@ -143,10 +145,11 @@ func New(cfg Config) (*Forwarder, error) {
 		ReadBufferSize:     64 << 10,
 	}
 	f.proxy = &httputil.ReverseProxy{
-		Rewrite:      f.rewrite,
-		Transport:    callTransport{f.transport},
-		BufferPool:   httpx.NewBufferPool(),
-		ErrorHandler: f.proxyError,
+		Rewrite:        f.rewrite,
+		Transport:      callTransport{f.transport},
+		BufferPool:     httpx.NewBufferPool(),
+		ErrorHandler:   f.proxyError,
+		ModifyResponse: f.modifyResponse,
 		// FlushInterval 0: the proxy flushes each write itself for
 		// responses of unknown length and event streams, and batches the
 		// rest (perf-notes §2).
@@ -166,8 +169,9 @@ type call struct {
 	app     string     // calling app's name
 	peer    peers.Peer // resolved peer, with a known key
 	key     identity.PairKey
-	path    string // decoded path for the peer
-	rawPath string // the same, with the app's escaping
+	path    string    // decoded path for the peer
+	rawPath string    // the same, with the app's escaping
+	sent    time.Time // when rewrite signed the request
 	// err is set by rewrite when the request must not be sent; the
 	// transport then fails the request with it.
 	err error
@@ -305,9 +309,19 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 			return
 		}
 	}
-	if err := identity.SignRequest(out, f.selfID, c.key, time.Now(), newNonce()); err != nil {
+	c.sent = time.Now()
+	if err := identity.SignRequest(out, f.selfID, c.key, c.sent, newNonce()); err != nil {
 		c.err = err
 	}
+}
+
+// modifyResponse is the proxy's ModifyResponse hook: it watches the
+// peer's answers for 401 clock_skew (see skewLog) and passes them on.
+func (f *Forwarder) modifyResponse(res *http.Response) error {
+	if c := callFrom(res.Request.Context()); c != nil {
+		f.skew.observe(res, c.peer.Key, c.sent)
+	}
+	return nil
 }
 
 // reservedHeader reports whether an app-sent header must not reach the
