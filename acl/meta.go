@@ -163,16 +163,11 @@ func ParseMeta(data []byte) (*Meta, error) {
 	return m, nil
 }
 
-// Match returns the rule governing a request for path: the first entry of
-// Paths, which are sorted longest first, whose Prefix is a byte prefix of
-// path (strings.HasPrefix).
-//
-// This is plain string-prefix matching, as in the original platform, not
-// segment matching: a rule "/share/" does not match "/share", and a rule
-// "/api" matches "/apiX" as well as "/api/x". Matching does no cleaning or
-// unescaping either, so the caller must pass the same form of the URL path
-// for every request (the cleaned, decoded path) or a client could dodge a
-// stricter rule with "//" or "/./".
+// Match returns the rule whose key, as written, is the longest byte
+// prefix of path (strings.HasPrefix): the original platform's plain
+// string-prefix lookup, with no reading of escapes, case or dot segments.
+// It serves displays and tests; the ingress judges requests with Decide,
+// which reads path and keys both ways a server may read them.
 //
 // For a Meta from ParseMeta the result is never nil, because the mandatory
 // "" rule matches everything. It is nil only for a nil or hand-built Meta
