@@ -31,6 +31,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseID$$' -fuzztime=$(FUZZTIME) ./identity/
 	$(GO) test -run='^$$' -fuzz='^FuzzParsePrefix$$' -fuzztime=$(FUZZTIME) ./identity/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseMeta$$' -fuzztime=$(FUZZTIME) ./acl/
+	$(GO) test -run='^$$' -fuzz='^FuzzPathReadings$$' -fuzztime=$(FUZZTIME) ./acl/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseMessage$$' -fuzztime=$(FUZZTIME) ./relay/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRecord$$' -fuzztime=$(FUZZTIME) ./relay/
 	$(GO) test -run='^$$' -fuzz='^FuzzVerifyRequest$$' -fuzztime=$(FUZZTIME) ./identity/

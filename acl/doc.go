@@ -13,17 +13,23 @@
 //   - compiles header value templates such as "{{ auth.client_id }}" into
 //     segments (Template), so serving a request never re-parses them and
 //     peer-chosen values can never inject header lines (Template.Render);
-//   - selects the rule for a request path by longest prefix (Meta.Match).
+//   - reads every key, and at request time the request path, in two ways,
+//     strict and lenient, because app servers disagree on what a path
+//     means, and applies the more restrictive of the two readings' rules
+//     (Meta.Decide); a key that can never match, or keys that read as one
+//     with different access, install with a warning (Meta.Warnings).
 //
 // # Ingress
 //
 // [Ingress] is the receiving side of call_peer: the http.Handler that
 // portald serves on its overlay address, TCP 80, inside the tunnel. It
 // names the caller by the connection's source overlay address (WireGuard
-// proved it), verifies the RFC 9421 signature and its nonce, picks the app
-// by the first label of Host, applies the path rules above, replaces every
-// X-Ptl-* header with the rendered templates, and reverse-proxies to the
-// app's upstream, streamed.
+// proved it), verifies the RFC 9421 signature and its nonce, checks that
+// Host names one of this Portal's apps, applies the path rules above,
+// replaces every X-Ptl-* header and every header the manifest sets with
+// the rendered templates, and reverse-proxies to the app's upstream,
+// streamed, with a bound on each peer's requests in flight and on slow
+// request bodies. [Ingress] lists the steps and their statuses.
 //
 // # Imports
 //

@@ -1,7 +1,9 @@
 package acl
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,7 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
-	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +27,10 @@ const (
 	DefaultSkew           = 30 * time.Second
 	DefaultDigestMax      = 64 << 10
 	DefaultNonceCacheSize = 1 << 18
+	DefaultBodyIdle       = 60 * time.Second
+	DefaultBodyMinRate    = 1 << 10 // bytes per second
+	DefaultBodyRateWindow = 30 * time.Second
+	DefaultPeerInflight   = 64
 )
 
 // IngressConfig configures an Ingress. Fields marked required must be set;
@@ -56,6 +62,21 @@ type IngressConfig struct {
 	// expire (2×Skew after they were seen). Zero means
 	// DefaultNonceCacheSize (1<<18: 4 300 requests a second sustained).
 	NonceCacheSize int
+	// BodyIdle cuts a request body on which the peer sent nothing for this
+	// long. Zero means DefaultBodyIdle (60 s).
+	BodyIdle time.Duration
+	// BodyMinRate cuts a request body that arrives slower than this many
+	// bytes per second, averaged over BodyRateWindow. Zero means
+	// DefaultBodyMinRate (1 KiB/s); negative means no minimum. Only time
+	// spent waiting for the peer counts, not time the app takes to read.
+	BodyMinRate int64
+	// BodyRateWindow is the window BodyMinRate is averaged over. Zero
+	// means DefaultBodyRateWindow (30 s).
+	BodyRateWindow time.Duration
+	// PeerInflight bounds the requests one peer has in flight at the apps
+	// (an upgraded connection counts while it is open); past it the peer
+	// gets 429. Zero means DefaultPeerInflight (64).
+	PeerInflight int
 	// Transport carries requests to the apps' upstreams. Nil means a new
 	// *http.Transport with no HTTP proxy (never http.DefaultTransport,
 	// whose proxy settings come from the environment).
@@ -72,23 +93,39 @@ type IngressConfig struct {
 //
 //  1. the peer: the connection's source address must be a known peer's
 //     (401 unknown_peer); the request must carry a valid signature by that
-//     peer (401 bad_signature) with a nonce not seen in the replay window
-//     (401 replay; 429 too_many_requests when the peer's nonce cache is
-//     full); a covered Content-Digest must match the body (401 bad_digest);
-//  2. the app: the first label of Host must name an installed app (404
-//     no_such_app);
-//  3. the path: it must be absolute and free of ".." segments (400
-//     bad_path); the cleaned path selects the app's rule, longest prefix
-//     first;
+//     peer (401 bad_signature; 401 clock_skew, with this Portal's time in
+//     the answer's "now", when only its created time is out of the skew
+//     window) with a nonce not seen in the replay window (401 replay; 429
+//     too_many_requests when the peer's nonce cache is full); a covered
+//     Content-Digest must match the body (401 bad_digest);
+//  2. the app: Host must be <app>.<this Portal's short id>.portal, any
+//     case, port 80 optional (421 misdirected); its first label must name
+//     an installed app (404 no_such_app);
+//  3. the path, as sent, is read two ways, strict and lenient (see
+//     [Meta.Decide]); an invalid escape, a control character, invalid
+//     UTF-8 or a dot segment in either reading is refused (400 bad_path);
+//     each reading selects a rule, longest key first, and the more
+//     restrictive of the two applies;
 //  4. the rule: public and peer admit the peer, private answers 401
 //     private;
-//  5. the headers: every X-Ptl-* the peer sent, and the signature headers,
-//     are removed; the rule's header templates are rendered and set;
-//  6. the request is proxied to the app's upstream, streamed, upgrades
-//     included (502 app_unreachable when the app cannot be reached).
+//  5. the headers: every X-Ptl-* the peer sent, every header name any rule
+//     of the app's manifest sets, and the signature headers are removed;
+//     the strict reading's rule's templates are rendered and set. Only a
+//     WebSocket Upgrade passes; any other is removed (with Connection and
+//     HTTP2-Settings) and the request goes on as plain HTTP/1.1;
+//  6. the request is proxied to the app's upstream, the path as the peer
+//     sent it after the upstream's base path, streamed, WebSocket upgrades
+//     included (502 app_unreachable when the app cannot be reached). A
+//     peer has at most PeerInflight requests in flight at the apps (429
+//     too_many_requests past it, before the app sees anything); a request
+//     body idle for BodyIdle, or slower than BodyMinRate over
+//     BodyRateWindow, is cut: the app's read of the body fails, and the
+//     peer gets 408 slow_body if it still reads, on a connection that is
+//     then closed.
 //
 // Every refusal is a JSON error {"error": "...", "code": "..."}. Ingress
-// is safe for concurrent use; it starts no goroutines of its own.
+// is safe for concurrent use; the only goroutines it starts are the timers
+// that watch request bodies, stopped before ServeHTTP returns.
 type Ingress struct {
 	// Fixed after NewIngress.
 	selfVars   Vars // the portal.* fields
@@ -103,6 +140,10 @@ type Ingress struct {
 	nonces     *nonceStore
 	infoLog    *logLimiter
 	now        func() time.Time // time.Now; replaced in tests
+	bodyIdle   time.Duration
+	minRate    int64 // bytes per second; <= 0 for none
+	rateWindow time.Duration
+	inflight   *inflight
 
 	keys *identity.PairKeys
 
@@ -139,6 +180,12 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 		return nil, fmt.Errorf("acl: IngressConfig.DigestMax %d is negative", cfg.DigestMax)
 	case cfg.NonceCacheSize < 0:
 		return nil, fmt.Errorf("acl: IngressConfig.NonceCacheSize %d is negative", cfg.NonceCacheSize)
+	case cfg.BodyIdle < 0:
+		return nil, fmt.Errorf("acl: IngressConfig.BodyIdle %v is negative", cfg.BodyIdle)
+	case cfg.BodyRateWindow < 0:
+		return nil, fmt.Errorf("acl: IngressConfig.BodyRateWindow %v is negative", cfg.BodyRateWindow)
+	case cfg.PeerInflight < 0:
+		return nil, fmt.Errorf("acl: IngressConfig.PeerInflight %d is negative", cfg.PeerInflight)
 	}
 	id := cfg.Self.ID()
 	in := &Ingress{
@@ -159,6 +206,10 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 		now:        time.Now,
 		keys:       identity.NewPairKeys(cfg.Self, 0),
 		apps:       make(map[string]*compiledApp),
+		bodyIdle:   cmp.Or(cfg.BodyIdle, DefaultBodyIdle),
+		minRate:    cmp.Or(cfg.BodyMinRate, DefaultBodyMinRate),
+		rateWindow: cmp.Or(cfg.BodyRateWindow, DefaultBodyRateWindow),
+		inflight:   &inflight{max: cmp.Or(cfg.PeerInflight, DefaultPeerInflight), n: make(map[identity.ID]int)},
 	}
 	if in.skew == 0 {
 		in.skew = DefaultSkew
@@ -210,11 +261,13 @@ type admitted struct {
 	peer     peers.Peer
 	app      string
 	upstream *url.URL
-	// path and rawPath are the path the app receives: the cleaned path,
-	// with the peer's escaping (rawPath) when cleaning changed nothing.
-	path, rawPath string
-	headers       []Header
-	vars          Vars
+	// rawPath is the path as the peer sent it (escaped), which the app
+	// receives after the upstream's base path.
+	rawPath string
+	headers []Header   // the strict reading's rule's
+	strip   []string   // every header name the manifest sets
+	watch   *bodyWatch // nil for a request without a body
+	vars    Vars
 }
 
 type admittedKey struct{}
@@ -241,6 +294,10 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sig, err := identity.VerifyRequest(r, peer.Key, key, now, in.skew)
+	if errors.Is(err, identity.ErrClockSkew) {
+		in.refuseSkew(w, now, short, err)
+		return
+	}
 	if err != nil {
 		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "bad_signature", "the request signature is missing or invalid", short, "err", err)
 		return
@@ -264,8 +321,13 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("Content-Digest")
 	}
 
-	// 2. Which app?
-	name := appName(r.Host)
+	// 2. Which app? The Host must be ours: a request meant for another
+	// Portal was misrouted or replayed here.
+	name, ok := in.hostApp(r.Host)
+	if !ok {
+		in.refuse(w, slog.LevelInfo, http.StatusMisdirectedRequest, "misdirected", "the Host is not <app>."+in.selfVars.PortalDomain, short, "host", r.Host)
+		return
+	}
 	if name == "" {
 		in.refuse(w, slog.LevelInfo, http.StatusNotFound, "no_such_app", "the Host does not name an app", short, "host", r.Host)
 		return
@@ -287,25 +349,41 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// 3. Which rule?
-	clean, err := cleanPath(r.URL.Path)
-	if err != nil {
+	// 3. Which rule? The path is judged as sent, both ways it may be read,
+	// and goes to the app as sent.
+	escaped := r.URL.EscapedPath()
+	dec, err := ca.meta.Decide(escaped)
+	switch {
+	case errors.Is(err, ErrBadPath):
 		in.refuse(w, slog.LevelInfo, http.StatusBadRequest, "bad_path", err.Error(), short, "app", name)
 		return
+	case err != nil:
+		in.log.Error("ingress: installed app is unusable", "app", name, "err", err)
+		httpx.WriteError(w, http.StatusInternalServerError, "internal", "the app's installation is broken")
+		return
 	}
-	rule := ca.meta.Match(clean)
 
 	// 4. Admitted?
-	if rule == nil || (rule.Access != AccessPublic && rule.Access != AccessPeer) {
+	if dec.Access != AccessPublic && dec.Access != AccessPeer {
 		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "private", "this path is private to the Portal's owner", short, "app", name)
 		return
 	}
 
-	// 5 and 6 happen in rewrite.
-	a := &admitted{peer: peer, app: name, upstream: ca.upstream, path: clean, headers: rule.Headers}
-	if clean == r.URL.Path {
-		a.rawPath = r.URL.RawPath // keep the peer's escaping, e.g. of %2F
+	// 5 and 6: the headers are set in rewrite; the app's hold is bounded
+	// here, in count and in time.
+	if !in.inflight.acquire(peer.Key) {
+		in.refuse(w, slog.LevelInfo, http.StatusTooManyRequests, "too_many_requests", "too many requests from this peer in flight; retry later", short, "app", name)
+		return
 	}
+	defer in.inflight.release(peer.Key)
+	var watch *bodyWatch
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		watch = newBodyWatch(r.Body, http.NewResponseController(w), in.bodyIdle, in.rateWindow, in.minRate)
+		defer watch.stop()
+		r.Body = watch
+	}
+	a := &admitted{peer: peer, app: name, upstream: ca.upstream, rawPath: escaped, headers: dec.Rule.Headers,
+		strip: ca.meta.setHeaders, watch: watch}
 	a.vars = in.selfVars
 	a.vars.ClientID = peer.Key.String()
 	a.vars.ClientName = peer.DisplayName()
@@ -329,22 +407,39 @@ func (in *Ingress) rewrite(pr *httputil.ProxyRequest) {
 		RawQuery:   pr.In.URL.RawQuery,
 		ForceQuery: pr.In.URL.ForceQuery,
 	}
-	out.URL.Path, out.URL.RawPath = joinPath(u, a.path, a.rawPath)
+	out.URL.Path, out.URL.RawPath = joinPath(u, a.rawPath)
 	// Out.Host stays the Host the peer used, <app>.<our short id>.portal,
 	// as a reverse proxy in front of the app would pass it.
-	dropUntrusted(out.Header)
-	dropUntrusted(out.Trailer)
+	dropUntrusted(out.Header, a.strip)
+	dropUntrusted(out.Trailer, a.strip)
+	// Only WebSocket upgrades pass (design §2, step 6): an app behind us
+	// that speaks h2c, say, must not be switched to it by a peer.
+	if up := out.Header.Get("Upgrade"); up != "" && !strings.EqualFold(strings.TrimSpace(up), "websocket") {
+		out.Header.Del("Upgrade")
+		out.Header.Del("Connection")
+	}
+	out.Header.Del("Http2-Settings")
 	for _, h := range a.headers {
 		out.Header[h.Name] = []string{h.Value.Render(a.vars)}
 	}
 }
 
 // proxyError is the proxy's ErrorHandler: the app could not be reached or
-// failed before its response headers.
+// failed before its response headers, or the peer's body was cut.
 func (in *Ingress) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	attrs := []any{"err", err}
-	if a, ok := r.Context().Value(admittedKey{}).(*admitted); ok {
+	a, _ := r.Context().Value(admittedKey{}).(*admitted)
+	if a != nil {
 		attrs = append(attrs, "peer", a.peer.Key.Short(), "app", a.app)
+		if a.watch != nil {
+			if cut := a.watch.cutReason(); cut != nil {
+				// The connection is closed after this answer; the peer
+				// sees it if it still reads.
+				in.log.Log(r.Context(), in.infoLog.level(slog.LevelInfo), "ingress: request body cut", append(attrs, "reason", cut)...)
+				httpx.WriteError(w, http.StatusRequestTimeout, "slow_body", strings.TrimPrefix(cut.Error(), "acl: "))
+				return
+			}
+		}
 	}
 	if r.Context().Err() != nil {
 		in.log.Debug("ingress: peer went away", attrs...)
@@ -366,6 +461,34 @@ func (in *Ingress) refuse(w http.ResponseWriter, level slog.Level, status int, c
 		in.log.Log(context.Background(), level, "ingress refused: "+msg, attrs...)
 	}
 	httpx.WriteError(w, status, code, msg)
+}
+
+// SkewError is the JSON body of a 401 clock_skew answer: the usual error
+// shape plus Now, this Portal's time when it judged the request, so that
+// the sender can tell how far apart the two clocks are (the Date header has
+// whole seconds only).
+type SkewError struct {
+	Error string    `json:"error"`
+	Code  string    `json:"code"`
+	Now   time.Time `json:"now"` // RFC 3339, UTC, with nanoseconds
+}
+
+// refuseSkew answers a validly signed request whose created time is
+// outside the skew window: the clocks differ, which the sender's owner can
+// fix, so it is worth saying so (401 clock_skew) rather than bad_signature.
+func (in *Ingress) refuseSkew(w http.ResponseWriter, now time.Time, peerShort string, err error) {
+	level := in.infoLog.level(slog.LevelWarn)
+	in.log.Log(context.Background(), level, "ingress refused: the peer's clock is off", "status", http.StatusUnauthorized, "code", "clock_skew", "peer", peerShort, "err", err)
+	b, _ := json.Marshal(SkewError{
+		Error: "the signature's created time is more than " + in.skew.String() + " from this Portal's clock; check both clocks",
+		Code:  "clock_skew",
+		Now:   now.UTC(),
+	})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusUnauthorized)
+	w.Write(append(b, '\n'))
 }
 
 // compiled returns app's parsed manifest and upstream, compiling them once
@@ -402,67 +525,44 @@ func (in *Ingress) compiled(app peers.App) (*compiledApp, error) {
 	return ca, nil
 }
 
-// appName returns the first label of host, lower-cased, or "" when it
-// cannot be an app name (1-63 of a-z 0-9 _ -).
-func appName(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+// hostApp returns the app a Host names: Host must be
+// <app>.<this Portal's short id>.portal, in any case, port 80 optional
+// (else ok is false: 421). name is "" when the first label cannot be an
+// app name (1-63 of a-z 0-9 _ -).
+func (in *Ingress) hostApp(host string) (name string, ok bool) {
+	host = strings.ToLower(host)
+	host = strings.TrimSuffix(host, ":80")
+	label, rest, found := strings.Cut(host, ".")
+	if !found || rest != in.selfVars.PortalDomain {
+		return "", false
 	}
-	label, _, _ := strings.Cut(host, ".")
 	if label == "" || len(label) > 63 {
-		return ""
+		return "", true
 	}
-	label = strings.ToLower(label)
 	for i := 0; i < len(label); i++ {
 		c := label[i]
 		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return ""
+			return "", true
 		}
 	}
-	return label
+	return label, true
 }
 
-// cleanPath returns the decoded request path p in the form Match needs:
-// "." segments and repeated slashes removed, a trailing slash kept. It
-// refuses a path that is not absolute, has a ".." segment (even one that
-// would stay inside the root: a peer has no reason to send one, and
-// refusing beats guessing how the app would resolve it) or holds a control
-// character.
-func cleanPath(p string) (string, error) {
-	if !strings.HasPrefix(p, "/") {
-		return "", errors.New("the request path must be absolute")
+// joinPath appends the escaped request path rawPath to the upstream's base
+// path, with one slash between them, and returns the joined path decoded
+// and escaped (for url.URL's Path and RawPath).
+func joinPath(base *url.URL, rawPath string) (string, string) {
+	escaped := rawPath
+	if base.Path != "" && base.Path != "/" {
+		escaped = strings.TrimSuffix(base.EscapedPath(), "/") + rawPath
 	}
-	for i := 0; i < len(p); i++ {
-		if c := p[i]; c < 0x20 || c == 0x7f {
-			return "", errors.New("the request path holds a control character")
-		}
+	p, err := url.PathUnescape(escaped)
+	if err != nil {
+		// Both parts were checked (readPath, compiled); keep the request
+		// unroutable rather than guess.
+		return "/", ""
 	}
-	for seg := range strings.SplitSeq(p, "/") {
-		if seg == ".." {
-			return "", errors.New(`the request path has a ".." segment`)
-		}
-	}
-	clean := path.Clean(p)
-	if strings.HasSuffix(p, "/") && clean != "/" {
-		clean += "/"
-	}
-	return clean, nil
-}
-
-// joinPath appends the request path to the upstream's base path, with one
-// slash between them; rawPath, when set, is the escaped form of path.
-func joinPath(base *url.URL, p, rawPath string) (string, string) {
-	if base.Path == "" || base.Path == "/" {
-		return p, rawPath
-	}
-	joined := strings.TrimSuffix(base.Path, "/") + p
-	if rawPath == "" && base.RawPath == "" {
-		return joined, ""
-	}
-	if rawPath == "" {
-		rawPath = (&url.URL{Path: p}).EscapedPath()
-	}
-	return joined, strings.TrimSuffix(base.EscapedPath(), "/") + rawPath
+	return p, escaped
 }
 
 // isPtlHeader reports whether name starts with "X-Ptl-", in any case.
@@ -470,15 +570,18 @@ func isPtlHeader(name string) bool {
 	return len(name) >= len("X-Ptl-") && strings.EqualFold(name[:len("X-Ptl-")], "X-Ptl-")
 }
 
-// dropUntrusted removes from a peer's headers (or trailers) every X-Ptl-*
-// and the signature headers, and every name with an underscore: CGI, WSGI,
-// Rack and PHP map both "_" and "-" to "_", so X_Ptl_Client_Id would reach
-// such an app as the identity header the core vouches for. (nginx drops
-// underscored names by default for the same reason.)
-func dropUntrusted(h http.Header) {
+// dropUntrusted removes from a peer's headers (or trailers) every X-Ptl-*,
+// every name in strip (the headers the app's manifest sets, on any rule:
+// the app trusts them to come from the core), the signature headers, and
+// every name with an underscore: CGI, WSGI, Rack and PHP map both "_" and
+// "-" to "_", so X_Ptl_Client_Id would reach such an app as the identity
+// header the core vouches for. (nginx drops underscored names by default
+// for the same reason.)
+func dropUntrusted(h http.Header, strip []string) {
 	for k := range h {
 		if isPtlHeader(k) || strings.ContainsRune(k, '_') ||
-			strings.EqualFold(k, "Signature") || strings.EqualFold(k, "Signature-Input") {
+			strings.EqualFold(k, "Signature") || strings.EqualFold(k, "Signature-Input") ||
+			slices.ContainsFunc(strip, func(s string) bool { return strings.EqualFold(k, s) }) {
 			delete(h, k)
 		}
 	}

@@ -319,21 +319,30 @@ func TestIngressRules(t *testing.T) {
 		{"/public", 200, "", "", true, ""}, // "/public/" needs the slash
 		{"/private/x", 401, "private", "", false, ""},
 		{"/private/", 401, "private", "", false, ""},
-		{"/private", 200, "", "", true, ""},
+		{"/private", 401, "private", "", false, ""}, // under "/private/" when read leniently
 		{"/private/shared/doc", 200, "", "shared", false, ""},
 		{"/private/sharedx", 401, "private", "", false, ""},
 		{"/api", 200, "", "api of " + self.Short(), true, ""},
 		{"/apix/y", 200, "", "api of " + self.Short(), true, ""},
 		{"/%70rivate/x", 401, "private", "", false, ""},
 		{"//private/x", 401, "private", "", false, ""},
-		{"/./private/x", 401, "private", "", false, ""},
+		{"/./private/x", 400, "bad_path", "", false, ""},
+		{"/PRIVATE/x", 401, "private", "", false, ""},
+		{"/private;x/y", 401, "private", "", false, ""},
+		{"/private%2Fx", 401, "private", "", false, ""},
+		{`/private\x`, 401, "private", "", false, ""},
 		{"/public//../private/x", 400, "bad_path", "", false, ""},
 		{"/a/../private/x", 400, "bad_path", "", false, ""},
 		{"/a/%2e%2e/private/x", 400, "bad_path", "", false, ""},
 		{"/..", 400, "bad_path", "", false, ""},
 		{"/a%00b", 400, "bad_path", "", false, ""},
-		{"/public//page", 200, "", "", false, "/base/public/page"},
-		{"/x/./y/", 200, "", "", true, "/base/x/y/"},
+		{"/public//page", 200, "", "", false, ""},
+		{"/x/./y/", 400, "bad_path", "", false, ""},
+		{"/x/%2e/y/", 400, "bad_path", "", false, ""},
+		{"/x/..;/y/", 400, "bad_path", "", false, ""},
+		{"/x/%ff", 400, "bad_path", "", false, ""},
+		{"/x/%7F", 400, "bad_path", "", false, ""},
+		{"/x;y/%7e", 200, "", "", true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
@@ -419,13 +428,31 @@ func TestIngressRefusals(t *testing.T) {
 			req.Host = e.host
 			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now().Add(-2*DefaultSkew), randomNonce())
 			return req
-		}, nil, 401, "bad_signature"},
+		}, nil, 401, "clock_skew"},
 		{"created in the future", func(t *testing.T) *http.Request {
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = e.host
 			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now().Add(2*DefaultSkew), randomNonce())
 			return req
+		}, nil, 401, "clock_skew"},
+		{"stale and forged", func(t *testing.T) *http.Request {
+			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
+			req.Host = e.host
+			identity.SignRequest(req, e.a.ID(), otherKey, time.Now().Add(-2*DefaultSkew), randomNonce())
+			return req
 		}, nil, 401, "bad_signature"},
+		{"another portal's host", func(t *testing.T) *http.Request {
+			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
+			req.Host = "notes." + other.ID().Domain()
+			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), randomNonce())
+			return req
+		}, nil, 421, "misdirected"},
+		{"foreign host", func(t *testing.T) *http.Request {
+			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
+			req.Host = "notes.evil.example"
+			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), randomNonce())
+			return req
+		}, nil, 421, "misdirected"},
 		{"altered body under a digest", func(t *testing.T) *http.Request {
 			req := bodyReq(t)
 			req.Body = io.NopCloser(strings.NewReader("altered body!"))
@@ -615,7 +642,7 @@ func TestIngressStripsUncoveredDigest(t *testing.T) {
 
 func TestIngressUpgrade(t *testing.T) {
 	e := newIngressEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-Ptl-Client-Id") == "" || !strings.EqualFold(r.Header.Get("Upgrade"), "echo-proto") {
+		if r.Header.Get("X-Ptl-Client-Id") == "" || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(w, "missing identity or upgrade", http.StatusBadRequest)
 			return
 		}
@@ -624,13 +651,13 @@ func TestIngressUpgrade(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo-proto\r\n\r\n")
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 		brw.Flush()
 		io.Copy(conn, brw)
 	}), nil)
 	req := e.request(t, "GET", "/ws", nil)
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "echo-proto")
+	req.Header.Set("Upgrade", "websocket")
 	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -691,7 +718,7 @@ func TestIngressCompilesOncePerInstall(t *testing.T) {
 			t.Fatalf("the same install was compiled again")
 		}
 	}
-	e.admit(t, nil, e.request(t, "GET", "/private", nil))
+	e.admit(t, nil, e.request(t, "GET", "/private/shared/x", nil))
 	// Reinstall with /private/ now public.
 	e.setApp("notes", strings.Replace(notesMeta, `"/private/": {"access": "private"}`, `"/private/": {"access": "public"}`, 1), e.upstream.URL)
 	e.admit(t, nil, e.request(t, "GET", "/private/x", nil))
@@ -706,76 +733,53 @@ func TestIngressCompilesOncePerInstall(t *testing.T) {
 	}
 }
 
-func TestCleanPath(t *testing.T) {
-	for _, tt := range []struct{ in, want string }{
-		{"/", "/"},
-		{"/a/b", "/a/b"},
-		{"/a/b/", "/a/b/"},
-		{"//a//b//", "/a/b/"},
-		{"/./a/./b", "/a/b"},
-		{"/a/.", "/a"},
-		{"/a/./", "/a/"},
-		{"/...", "/..."},
-		{"/a..b/..c", "/a..b/..c"},
-		{"", "!"},
-		{"a/b", "!"},
-		{"*", "!"},
-		{"/..", "!"},
-		{"/a/..", "!"},
-		{"/a/../", "!"},
-		{"/../a", "!"},
-		{"/a\x00", "!"},
-		{"/a\nb", "!"},
-		{"/a\x7f", "!"},
+func TestHostApp(t *testing.T) {
+	e := newIngressEnv(t, nil, nil)
+	dom := e.self.ID().Domain()
+	for _, tt := range []struct {
+		host, name string
+		ok         bool
+	}{
+		{"notes." + dom, "notes", true},
+		{"NOTES." + strings.ToUpper(dom), "notes", true},
+		{"notes." + dom + ":80", "notes", true},
+		{"my_app-2." + dom, "my_app-2", true},
+		{"no*tes." + dom, "", true},
+		{"." + dom, "", true},
+		{strings.Repeat("a", 64) + "." + dom, "", true},
+		{"notes." + dom + ":8080", "", false},
+		{"notes." + dom + ".", "", false},
+		{"notes.x." + dom, "", false},
+		{"notes.abcdef.portal", "", false},
+		{"notes.evil.example", "", false},
+		{"notes", "", false},
+		{dom, "", false},
+		{"", "", false},
+		{"[fd00::1]:80", "", false},
 	} {
-		got, err := cleanPath(tt.in)
-		if tt.want == "!" {
-			if err == nil {
-				t.Errorf("cleanPath(%q) = %q, want error", tt.in, got)
-			}
-			continue
-		}
-		if err != nil || got != tt.want {
-			t.Errorf("cleanPath(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-		}
-	}
-}
-
-func TestAppName(t *testing.T) {
-	for host, want := range map[string]string{
-		"notes.abcdef.portal":          "notes",
-		"NOTES.abcdef.portal":          "notes",
-		"notes.abcdef.portal:80":       "notes",
-		"my_app-2.abcdef.portal":       "my_app-2",
-		"notes":                        "notes",
-		"":                             "",
-		".abcdef.portal":               "",
-		"no*tes.abcdef.portal":         "",
-		"[fd00::1]:80":                 "",
-		strings.Repeat("a", 64) + ".x": "",
-	} {
-		if got := appName(host); got != want {
-			t.Errorf("appName(%q) = %q, want %q", host, got, want)
+		if name, ok := e.in.hostApp(tt.host); name != tt.name || ok != tt.ok {
+			t.Errorf("hostApp(%q) = %q, %v; want %q, %v", tt.host, name, ok, tt.name, tt.ok)
 		}
 	}
 }
 
 func TestJoinPath(t *testing.T) {
-	for _, tt := range []struct{ base, path, raw, wantPath, wantRaw string }{
-		{"http://h", "/a", "", "/a", ""},
-		{"http://h/", "/a", "", "/a", ""},
-		{"http://h/base", "/a", "", "/base/a", ""},
-		{"http://h/base/", "/a/", "", "/base/a/", ""},
-		{"http://h/base/", "/a/b", "/a%2Fb", "/base/a/b", "/base/a%2Fb"},
-		{"http://h/b%2Fc/", "/a", "", "/b/c/a", "/b%2Fc/a"},
+	for _, tt := range []struct{ base, raw, wantPath, wantRaw string }{
+		{"http://h", "/a", "/a", "/a"},
+		{"http://h/", "/a", "/a", "/a"},
+		{"http://h/base", "/a", "/base/a", "/base/a"},
+		{"http://h/base/", "/a/", "/base/a/", "/base/a/"},
+		{"http://h/base/", "/a%2Fb", "/base/a/b", "/base/a%2Fb"},
+		{"http://h/base/", "//a/.;x/%7e", "/base//a/.;x/~", "/base//a/.;x/%7e"},
+		{"http://h/b%2Fc/", "/a", "/b/c/a", "/b%2Fc/a"},
 	} {
 		u, err := url.Parse(tt.base)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, raw := joinPath(u, tt.path, tt.raw)
+		p, raw := joinPath(u, tt.raw)
 		if p != tt.wantPath || raw != tt.wantRaw {
-			t.Errorf("joinPath(%s, %q, %q) = %q, %q; want %q, %q", tt.base, tt.path, tt.raw, p, raw, tt.wantPath, tt.wantRaw)
+			t.Errorf("joinPath(%s, %q) = %q, %q; want %q, %q", tt.base, tt.raw, p, raw, tt.wantPath, tt.wantRaw)
 		}
 	}
 }

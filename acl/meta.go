@@ -67,6 +67,21 @@ type Meta struct {
 	// Raw is the manifest as given, compacted with json.Compact. It keeps
 	// fields this package ignores and is what MarshalJSON returns.
 	Raw json.RawMessage
+	// Warnings name keys that install but do not do what they seem to: a
+	// key that can never match (a dot segment, an invalid or control
+	// %-escape), a key read differently than written (an escape other than
+	// %2F, "//"), and keys that read as one with different access (the
+	// more restrictive applies to both). They are for the owner: the API
+	// returns them in its answer and logs them. Never an error, so a
+	// manifest the original platform accepted still installs.
+	Warnings []string
+
+	// The keys' readings, for Decide (see pathread.go); set by ParseMeta.
+	strict  []strictKey  // longest reading first
+	lenient []lenientKey // longest reading first, one per distinct reading
+	// setHeaders are the header names any rule sets, canonical, sorted:
+	// the ingress removes them all from a peer's request.
+	setHeaders []string
 }
 
 // Path is one access rule of a manifest: requests whose URL path starts
@@ -138,6 +153,7 @@ func ParseMeta(data []byte) (*Meta, error) {
 	if m.Paths, err = parsePaths(top); err != nil {
 		return nil, err
 	}
+	m.compileReadings()
 	var buf bytes.Buffer
 	buf.Grow(len(raw))
 	if err := json.Compact(&buf, raw); err != nil {
@@ -147,16 +163,11 @@ func ParseMeta(data []byte) (*Meta, error) {
 	return m, nil
 }
 
-// Match returns the rule governing a request for path: the first entry of
-// Paths, which are sorted longest first, whose Prefix is a byte prefix of
-// path (strings.HasPrefix).
-//
-// This is plain string-prefix matching, as in the original platform, not
-// segment matching: a rule "/share/" does not match "/share", and a rule
-// "/api" matches "/apiX" as well as "/api/x". Matching does no cleaning or
-// unescaping either, so the caller must pass the same form of the URL path
-// for every request (the cleaned, decoded path) or a client could dodge a
-// stricter rule with "//" or "/./".
+// Match returns the rule whose key, as written, is the longest byte
+// prefix of path (strings.HasPrefix): the original platform's plain
+// string-prefix lookup, with no reading of escapes, case or dot segments.
+// It serves displays and tests; the ingress judges requests with Decide,
+// which reads path and keys both ways a server may read them.
 //
 // For a Meta from ParseMeta the result is never nil, because the mandatory
 // "" rule matches everything. It is nil only for a nil or hand-built Meta
@@ -171,6 +182,105 @@ func (m *Meta) Match(path string) *Path {
 		}
 	}
 	return nil
+}
+
+// SetHeaders returns the names of the headers any rule of m sets,
+// canonical and sorted. A peer's request loses all of them, not only the
+// applied rule's, so that a rule that sets none cannot pass on a peer's own.
+func (m *Meta) SetHeaders() []string { return slices.Clone(m.setHeaders) }
+
+// compileReadings fills m's readings of the keys, the header names and the
+// warnings about keys from m.Paths.
+func (m *Meta) compileReadings() {
+	type lenientRule struct {
+		access Access
+		keys   []string
+	}
+	byLenient := make(map[string]*lenientRule)
+	for i := range m.Paths {
+		p := &m.Paths[i]
+		for _, h := range p.Headers {
+			if !slices.Contains(m.setHeaders, h.Name) {
+				m.setHeaders = append(m.setHeaders, h.Name)
+			}
+		}
+		r, err := decodeReadings(p.Prefix)
+		if err != nil {
+			m.warnf("path %q can never match: %s, and so would a request path under it (refused)", p.Prefix, strings.TrimPrefix(err.Error(), ErrBadPath.Error()+": "))
+			continue
+		}
+		if hasDotSegment(r.strict, false) || hasDotSegment(r.lenient, false) {
+			m.warnf("path %q can never match: a request path under it has a dot segment (\".\" or \"..\") and is refused", p.Prefix)
+			continue
+		}
+		if strings.Contains(p.Prefix, "%") && r.strict != strings.ReplaceAll(strings.ReplaceAll(p.Prefix, "%2F", string(slash2F)), "%2f", string(slash2F)) {
+			m.warnf("path %q holds %%-escapes other than %%2F; they are decoded, so it matches the paths that decode to %q", p.Prefix, strings.ReplaceAll(r.strict, string(slash2F), "%2F"))
+		}
+		if strings.Contains(p.Prefix, "//") {
+			m.warnf("path %q holds \"//\", which many app servers merge: it is also read as %q", p.Prefix, r.lenient)
+		}
+		m.strict = append(m.strict, strictKey{reading: r.strict, rule: p})
+		lr := byLenient[r.lenient]
+		if lr == nil {
+			lr = &lenientRule{access: p.Access}
+			byLenient[r.lenient] = lr
+		} else if lr.access != p.Access {
+			if restrictiveness(p.Access) > restrictiveness(lr.access) {
+				lr.access = p.Access
+			}
+		}
+		lr.keys = append(lr.keys, p.Prefix)
+	}
+	slices.Sort(m.setHeaders)
+	// Longest reading first; among equal strict readings, the most
+	// restrictive rule first (its headers then apply).
+	slices.SortStableFunc(m.strict, func(a, b strictKey) int {
+		if len(a.reading) != len(b.reading) {
+			return len(b.reading) - len(a.reading)
+		}
+		if c := strings.Compare(a.reading, b.reading); c != 0 {
+			return c
+		}
+		return restrictiveness(b.rule.Access) - restrictiveness(a.rule.Access)
+	})
+	for reading, lr := range byLenient {
+		k := lenientKey{reading: reading, access: lr.access}
+		if len(reading) > 1 && strings.HasSuffix(reading, "/") {
+			k.bare = strings.TrimSuffix(reading, "/")
+		}
+		m.lenient = append(m.lenient, k)
+		if len(lr.keys) > 1 {
+			slices.Sort(lr.keys)
+			for _, key := range lr.keys[1:] {
+				if a := m.rule(key).Access; a != m.rule(lr.keys[0]).Access {
+					m.warnf("paths %q read as one (%q) with different access; %s applies to both", lr.keys, reading, lr.access)
+					break
+				}
+			}
+		}
+	}
+	slices.SortFunc(m.lenient, func(a, b lenientKey) int {
+		if len(a.reading) != len(b.reading) {
+			return len(b.reading) - len(a.reading)
+		}
+		return strings.Compare(a.reading, b.reading)
+	})
+	slices.Sort(m.Warnings)
+}
+
+// rule returns the rule whose key is exactly key, or nil.
+func (m *Meta) rule(key string) *Path {
+	for i := range m.Paths {
+		if m.Paths[i].Prefix == key {
+			return &m.Paths[i]
+		}
+	}
+	return nil
+}
+
+// warnf adds a warning.
+func (m *Meta) warnf(format string, args ...any) {
+	m.Warnings = append(m.Warnings, fmt.Sprintf(format, args...))
 }
 
 // MarshalJSON returns a copy of Raw, so that the API echoes the manifest as

@@ -308,3 +308,130 @@ func TestAccessValid(t *testing.T) {
 		}
 	}
 }
+
+func TestDecide(t *testing.T) {
+	m, err := ParseMeta([]byte(meta(`
+		"": {"access":"public"},
+		"/admin/": {"access":"private"},
+		"/share/": {"access":"public", "headers": {"X-Rule": "share"}},
+		"/Share/": {"access":"peer"},
+		"/@acme%2F": {"access":"peer", "headers": {"X-Rule": "acme"}},
+		"/api": {"access":"peer"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path   string
+		access Access
+		rule   string // the strict rule's key; "!" for ErrBadPath
+	}{
+		{"/", AccessPublic, ""},
+		{"/admin/x", AccessPrivate, "/admin/"},
+		{"/admin", AccessPrivate, ""},
+		{"/admin;v=1", AccessPrivate, ""},
+		{"/ADMIN/x", AccessPrivate, ""},
+		{"/admin%2Fx", AccessPrivate, ""},
+		{"/adminx", AccessPublic, ""},
+		{"/share/x", AccessPeer, "/share/"}, // "/Share/" folds to it: the stricter applies
+		{"/Share/x", AccessPeer, "/Share/"},
+		{"/@acme%2Fw", AccessPeer, "/@acme%2F"},
+		{"/@acme%2fw", AccessPeer, "/@acme%2F"},
+		{"/@ACME%2Fw", AccessPeer, ""},
+		{"/@acme/w", AccessPeer, ""}, // lenient: under "/@acme%2F"
+		{"/apiv2", AccessPeer, "/api"},
+		{"/a/./b", "", "!"},
+		{"/a/%2E", "", "!"},
+		{"/a/.%2e/b", "", "!"},
+		{"/a/..;x/b", "", "!"},
+		{"/a/..%5cb", "", "!"},
+		{"/a/x%2F..%2Fb", "", "!"},
+		{"/a%00", "", "!"},
+		{"/a%0a", "", "!"},
+		{"/a\x7f", "", "!"},
+		{"/a%ff", "", "!"},
+		{"/a%", "", "!"},
+		{"/a%4", "", "!"},
+		{"/a%g0", "", "!"},
+		{"a", "", "!"},
+		{"", "", "!"},
+		{"*", "", "!"},
+		{"/...", AccessPublic, ""},
+		{"/a..b/..c", AccessPublic, ""},
+	} {
+		d, err := m.Decide(tt.path)
+		if tt.rule == "!" {
+			if !errors.Is(err, ErrBadPath) {
+				t.Errorf("Decide(%q) = %+v, %v; want ErrBadPath", tt.path, d, err)
+			}
+			continue
+		}
+		if err != nil || d.Access != tt.access || d.Rule.Prefix != tt.rule {
+			t.Errorf("Decide(%q) = %v rule %q, %v; want %v rule %q", tt.path, d.Access, d.Rule, err, tt.access, tt.rule)
+		}
+	}
+	if _, err := (&Meta{}).Decide("/"); err == nil || errors.Is(err, ErrBadPath) {
+		t.Errorf("Decide on a hand-built Meta: %v, want an error other than ErrBadPath", err)
+	}
+}
+
+func TestLenientReading(t *testing.T) {
+	for in, want := range map[string]string{
+		"":               "",
+		"/":              "/",
+		"//":             "/",
+		"/A//B/":         "/a/b/",
+		`/a\b`:           "/a/b",
+		"/a;x/b;y":       "/a/b",
+		"/a/;x":          "/a/",
+		"/;x":            "/",
+		"/\u212a/\u017f": "/k/s",           // KELVIN SIGN, LONG S
+		"/\u00e9/\u03c3": "/\u00c9/\u03a3", // no ASCII in the orbit: its smallest rune
+		"/\u03c2":        "/\u03a3",        // final sigma folds with sigma
+		"/x%2Fy":         "/x/y",
+	} {
+		r, err := decodeReadings(in)
+		if err != nil || r.lenient != want {
+			t.Errorf("lenient reading of %q = %q, %v; want %q", in, r.lenient, err, want)
+		}
+	}
+}
+
+func TestParseMetaWarnings(t *testing.T) {
+	for _, tt := range []struct {
+		paths string
+		want  []string // substrings, one per warning, in order
+	}{
+		{`"":{"access":"peer"},"/a/":{"access":"public"}`, nil},
+		{`"":{"access":"peer"},"/@acme%2F":{"access":"public"}`, nil},
+		{`"":{"access":"peer"},"/a/../b/":{"access":"public"}`, []string{`"/a/../b/" can never match`}},
+		{`"":{"access":"peer"},"/a/%2e/":{"access":"public"}`, []string{`"/a/%2e/" can never match`}},
+		{`"":{"access":"peer"},"/a/..":{"access":"public"}`, nil}, // matches "/a/..x"
+		{`"":{"access":"peer"},"/100%/":{"access":"public"}`, []string{`"/100%/" can never match`}},
+		{`"":{"access":"peer"},"/a%00/":{"access":"public"}`, []string{`"/a%00/" can never match`}},
+		{`"":{"access":"peer"},"/a%ff/":{"access":"public"}`, []string{`"/a%ff/" can never match`}},
+		{`"":{"access":"peer"},"/%61/":{"access":"public"}`, []string{`"/%61/" holds %-escapes`}},
+		{`"":{"access":"peer"},"//a/":{"access":"public"}`, []string{`"//a/" holds "//"`}},
+		{`"":{"access":"peer"},"/Admin/":{"access":"private"},"/admin/":{"access":"public"}`,
+			[]string{`paths ["/Admin/" "/admin/"] read as one ("/admin/") with different access; private applies`}},
+		{`"":{"access":"peer"},"/Admin/":{"access":"public"},"/admin/":{"access":"public"}`, nil},
+	} {
+		m, err := ParseMeta([]byte(meta(tt.paths)))
+		if err != nil {
+			t.Errorf("%s: ParseMeta: %v, want a manifest that installs", tt.paths, err)
+			continue
+		}
+		if len(m.Warnings) != len(tt.want) {
+			t.Errorf("%s: warnings %q, want %d", tt.paths, m.Warnings, len(tt.want))
+			continue
+		}
+		for i, w := range tt.want {
+			if !strings.Contains(m.Warnings[i], w) {
+				t.Errorf("%s: warning %q, want it to hold %q", tt.paths, m.Warnings[i], w)
+			}
+		}
+	}
+	m, _ := ParseMeta([]byte(meta(`"":{"access":"peer","headers":{"x-b":"1"}},"/a/":{"access":"peer","headers":{"X-A":"1","X-B":"2"}}`)))
+	if got := m.SetHeaders(); fmt.Sprint(got) != "[X-A X-B]" {
+		t.Errorf("SetHeaders = %q, want [X-A X-B]", got)
+	}
+}

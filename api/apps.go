@@ -22,6 +22,9 @@ type App struct {
 	Sources   []string        `json:"sources"`
 	CreatedAt time.Time       `json:"created_at"`
 	UpdatedAt time.Time       `json:"updated_at"`
+	// Warnings, in the answer to an install only, name manifest paths
+	// that install but do not do what they seem to (acl.Meta.Warnings).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // PutAppRequest is the body of PUT /protected/apps[/{name}]: the app's
@@ -107,7 +110,12 @@ func (h *Handler) putApp(w http.ResponseWriter, r *http.Request) {
 		verb = "app installed"
 	}
 	h.cfg.Log.Info(verb, "app", a.Name, "upstream", a.Upstream, "sources", len(a.Sources))
-	writeJSON(w, http.StatusOK, appJSON(a))
+	for _, warning := range meta.Warnings {
+		h.cfg.Log.Warn("app_meta.json: "+warning, "app", a.Name)
+	}
+	out := appJSON(a)
+	out.Warnings = meta.Warnings
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *Handler) deleteApp(w http.ResponseWriter, r *http.Request) {

@@ -45,6 +45,14 @@
 // read or write pushes back, so a stalled peer frees its resources while a
 // long transfer that keeps moving is never cut.
 //
+// # Clock skew
+//
+// A peer answers 401 clock_skew, with its own time in the JSON field "now",
+// to a request whose signature is valid but whose created time is outside
+// its skew window. The Forwarder passes that answer to the app unchanged and
+// logs a warning with the measured offset once per peer: again only after
+// another answer from that peer, or when the offset moves by 5 s or more.
+//
 // # Imports
 //
 // forwarder imports identity/ (signing) and peers/ (lookups). It never

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
@@ -26,6 +27,12 @@ const (
 	DefaultIdleTimeout = 60 * time.Second
 	DefaultDigestMax   = 64 << 10
 )
+
+// MaxConnsPerPeer is the default of Config.MaxConnsPerPeer. A receiving
+// Portal accepts at least this many connections from one peer (and
+// answers 429 past its --peer-inflight), so an honest sender's calls are
+// never refused for want of a connection.
+const MaxConnsPerPeer = 128
 
 // PathPrefix is the API path under which the Forwarder is mounted.
 const PathPrefix = "/internal/call_peer/"
@@ -69,6 +76,10 @@ type Config struct {
 	// and chunked bodies stream uncovered. Zero means DefaultDigestMax
 	// (64 KiB); negative disables digests.
 	DigestMax int64
+	// MaxConnsPerPeer bounds the connections open to one peer; further
+	// calls wait for one, and a call that gets none within CallTimeout
+	// answers 504. Zero means MaxConnsPerPeer (128).
+	MaxConnsPerPeer int
 	// Log receives call failures (warn) and refusals (debug). Required.
 	Log *slog.Logger
 }
@@ -88,6 +99,7 @@ type Forwarder struct {
 	transport   *http.Transport
 	proxy       *httputil.ReverseProxy
 	keys        *identity.PairKeys
+	skew        *skewLog
 }
 
 // New validates cfg and returns a Forwarder.
@@ -105,6 +117,12 @@ func New(cfg Config) (*Forwarder, error) {
 		return nil, fmt.Errorf("forwarder: Config.CallTimeout %v is negative", cfg.CallTimeout)
 	case cfg.IdleTimeout < 0:
 		return nil, fmt.Errorf("forwarder: Config.IdleTimeout %v is negative", cfg.IdleTimeout)
+	case cfg.MaxConnsPerPeer < 0:
+		return nil, fmt.Errorf("forwarder: Config.MaxConnsPerPeer %d is negative", cfg.MaxConnsPerPeer)
+	}
+	maxConns := cfg.MaxConnsPerPeer
+	if maxConns == 0 {
+		maxConns = MaxConnsPerPeer
 	}
 	f := &Forwarder{
 		self:        cfg.Self,
@@ -116,6 +134,7 @@ func New(cfg Config) (*Forwarder, error) {
 		digestMax:   cfg.DigestMax,
 		log:         cfg.Log,
 		keys:        identity.NewPairKeys(cfg.Self, 0),
+		skew:        &skewLog{log: cfg.Log, logged: make(map[identity.ID]time.Duration)},
 	}
 	if f.callTimeout == 0 {
 		f.callTimeout = DefaultCallTimeout
@@ -129,7 +148,11 @@ func New(cfg Config) (*Forwarder, error) {
 	f.transport = &http.Transport{
 		Proxy:               nil, // never an HTTP proxy: the tunnel is the only way out
 		DialContext:         f.dialPeer,
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConnsPerHost: maxConns,
+		// Past it, calls wait for a connection (callTransport bounds the
+		// wait): the receiving ingress closes connections past its own
+		// per-peer bound.
+		MaxConnsPerHost: maxConns,
 		// A peer's answer is hostile input: its headers are capped as
 		// tightly as the API's own requests (Go's default is 10 MB).
 		MaxResponseHeaderBytes: 64 << 10,
@@ -143,10 +166,11 @@ func New(cfg Config) (*Forwarder, error) {
 		ReadBufferSize:     64 << 10,
 	}
 	f.proxy = &httputil.ReverseProxy{
-		Rewrite:      f.rewrite,
-		Transport:    callTransport{f.transport},
-		BufferPool:   httpx.NewBufferPool(),
-		ErrorHandler: f.proxyError,
+		Rewrite:        f.rewrite,
+		Transport:      callTransport{f.transport, f.callTimeout},
+		BufferPool:     httpx.NewBufferPool(),
+		ErrorHandler:   f.proxyError,
+		ModifyResponse: f.modifyResponse,
 		// FlushInterval 0: the proxy flushes each write itself for
 		// responses of unknown length and event streams, and batches the
 		// rest (perf-notes §2).
@@ -166,8 +190,9 @@ type call struct {
 	app     string     // calling app's name
 	peer    peers.Peer // resolved peer, with a known key
 	key     identity.PairKey
-	path    string // decoded path for the peer
-	rawPath string // the same, with the app's escaping
+	path    string    // decoded path for the peer
+	rawPath string    // the same, with the app's escaping
+	sent    time.Time // when rewrite signed the request
 	// err is set by rewrite when the request must not be sent; the
 	// transport then fails the request with it.
 	err error
@@ -305,9 +330,19 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 			return
 		}
 	}
-	if err := identity.SignRequest(out, f.selfID, c.key, time.Now(), newNonce()); err != nil {
+	c.sent = time.Now()
+	if err := identity.SignRequest(out, f.selfID, c.key, c.sent, newNonce()); err != nil {
 		c.err = err
 	}
+}
+
+// modifyResponse is the proxy's ModifyResponse hook: it watches the
+// peer's answers for 401 clock_skew (see skewLog) and passes them on.
+func (f *Forwarder) modifyResponse(res *http.Response) error {
+	if c := callFrom(res.Request.Context()); c != nil {
+		f.skew.observe(res, c.peer.Key, c.sent)
+	}
+	return nil
 }
 
 // reservedHeader reports whether an app-sent header must not reach the
@@ -332,7 +367,13 @@ func newNonce() string {
 
 // callTransport is the proxy's Transport: it refuses a request that
 // rewrite could not prepare, and otherwise sends it through the tunnel.
-type callTransport struct{ base *http.Transport }
+// A call that waits for a free connection to its peer (all
+// MaxConnsPerPeer busy) waits at most the call timeout, like every other
+// step before the peer's response headers.
+type callTransport struct {
+	base     *http.Transport
+	connWait time.Duration
+}
 
 func (t callTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if c := callFrom(r.Context()); c != nil && c.err != nil {
@@ -341,8 +382,33 @@ func (t callTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		return nil, c.err
 	}
-	return t.base.RoundTrip(r)
+	// The context lives as long as the inbound request, which outlives
+	// the response body; the timer cancels it only while no connection
+	// has been had.
+	ctx, cancel := context.WithCancelCause(r.Context())
+	timer := time.AfterFunc(t.connWait, func() { cancel(errNoConn) })
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { timer.Stop() }}
+	resp, err := t.base.RoundTrip(r.WithContext(httptrace.WithClientTrace(ctx, trace)))
+	if err != nil {
+		timer.Stop()
+		if errors.Is(context.Cause(ctx), errNoConn) {
+			return nil, errNoConn
+		}
+	}
+	return resp, err
 }
+
+// errNoConn is a call that found no free connection to its peer within the
+// call timeout: a timeout (504), not an unreachable peer.
+var errNoConn error = noConnError{}
+
+type noConnError struct{}
+
+func (noConnError) Error() string {
+	return "every connection to the peer stayed busy for the call timeout"
+}
+func (noConnError) Timeout() bool   { return true }
+func (noConnError) Temporary() bool { return true }
 
 // dialPeer is the Transport's DialContext: Config.Dial bounded by
 // CallTimeout, with the connection wrapped in the idle deadline.

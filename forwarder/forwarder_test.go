@@ -694,6 +694,7 @@ func TestNewValidates(t *testing.T) {
 		"no Log":           func(c *Config) { c.Log = nil },
 		"negative timeout": func(c *Config) { c.CallTimeout = -1 },
 		"negative idle":    func(c *Config) { c.IdleTimeout = -1 },
+		"negative conns":   func(c *Config) { c.MaxConnsPerPeer = -1 },
 	} {
 		c := good
 		mut(&c)
@@ -705,7 +706,7 @@ func TestNewValidates(t *testing.T) {
 	if f.proxy.Transport == nil || f.transport.Proxy != nil || f.transport.DialContext == nil {
 		t.Errorf("transport must be set, dial through Config.Dial and use no HTTP proxy")
 	}
-	if f.transport.MaxIdleConnsPerHost != 64 || f.transport.IdleConnTimeout != 90*time.Second ||
+	if f.transport.MaxIdleConnsPerHost != MaxConnsPerPeer || f.transport.MaxConnsPerHost != MaxConnsPerPeer || f.transport.IdleConnTimeout != 90*time.Second ||
 		f.transport.ResponseHeaderTimeout != DefaultCallTimeout || f.transport.ForceAttemptHTTP2 {
 		t.Errorf("transport settings = %+v", f.transport)
 	}
@@ -753,3 +754,138 @@ func TestReservedHeader(t *testing.T) {
 
 // Compile-time check that the store is a Directory.
 var _ Directory = (*peers.Store)(nil)
+
+// logLines is a slog handler's output, safe for concurrent use.
+type logLines struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logLines) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(b)
+}
+
+func (l *logLines) count(substr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.buf.String(), substr)
+}
+
+// TestForwardClockSkewWarnsOnce: a peer that answers 401 clock_skew gets
+// one warning with the measured offset, not one per call; after a success
+// it is warned about again. The app gets the peer's answer unchanged.
+func TestForwardClockSkewWarnsOnce(t *testing.T) {
+	var skewed atomic.Bool
+	var offset atomic.Int64
+	skewed.Store(true)
+	offset.Store(int64(42 * time.Second))
+	logs := &logLines{}
+	e := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !skewed.Load() {
+			io.WriteString(w, "ok")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		json.NewEncoder(w).Encode(map[string]any{
+			"error": "clocks differ", "code": "clock_skew",
+			"now": time.Now().Add(time.Duration(offset.Load())).UTC(),
+		})
+	}), func(c *Config) {
+		c.Log = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	call := func() (int, []byte) {
+		t.Helper()
+		res, err := http.Get(e.url(e.peer.ID().String(), "/x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, body
+	}
+	const warning = "its clock is 42s ahead of ours"
+	for i := range 3 {
+		status, body := call()
+		if status != 401 || errorOf(t, status, body).Code != "clock_skew" || !strings.Contains(string(body), `"now"`) {
+			t.Fatalf("call %d: %d %s, want the peer's 401 clock_skew unchanged", i, status, body)
+		}
+	}
+	if n := logs.count(warning); n != 1 {
+		t.Fatalf("after 3 skewed calls: %d warnings %q, want 1", n, warning)
+	}
+	// The offset moves: warned again.
+	offset.Store(int64(-90 * time.Second))
+	call()
+	if n := logs.count("its clock is 1m30s behind ours"); n != 1 {
+		t.Fatalf("after the offset moved: %d warnings, want 1", n)
+	}
+	// A success, then the old skew again: warned again.
+	skewed.Store(false)
+	if status, _ := call(); status != 200 {
+		t.Fatalf("unskewed call: %d, want 200", status)
+	}
+	skewed.Store(true)
+	offset.Store(int64(42 * time.Second))
+	call()
+	if n := logs.count(warning); n != 2 {
+		t.Fatalf("after a success and a new skew: %d warnings, want 2", n)
+	}
+	// Three warnings in all, each with the peer and offset as attributes.
+	if n := logs.count("peer=" + e.peer.ID().Short() + " offset="); n != 3 {
+		t.Errorf("%d skew warnings in all, want 3", n)
+	}
+}
+
+// TestForwardWaitsForAConnectionAtMostTheCallTimeout: with every
+// connection to the peer busy, a further call waits for one, and answers
+// 504 when none frees up within the call timeout; once one frees up, calls
+// go through on it.
+func TestForwardWaitsForAConnectionAtMostTheCallTimeout(t *testing.T) {
+	release := make(chan struct{})
+	e := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			// Headers now, the body when released: the connection
+			// stays busy without tripping the header timeout.
+			w.WriteHeader(http.StatusOK)
+			http.NewResponseController(w).Flush()
+			<-release
+		}
+	}), func(c *Config) {
+		c.CallTimeout = 300 * time.Millisecond
+		c.MaxConnsPerPeer = 1
+	})
+	held, err := http.Get(e.url(e.peer.ID().String(), "/hold"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Body.Close()
+	if held.StatusCode != http.StatusOK {
+		t.Fatalf("held call: %d", held.StatusCode)
+	}
+	start := time.Now()
+	res, err := http.Get(e.url(e.peer.ID().String(), "/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusGatewayTimeout || errorOf(t, res.StatusCode, body).Code != "timeout" {
+		t.Fatalf("call with no free connection: %d %s, want 504 timeout", res.StatusCode, body)
+	}
+	if elapsed := time.Since(start); elapsed < 300*time.Millisecond || elapsed > timeoutBound {
+		t.Errorf("answered after %v, want between the call timeout (300ms) and %v", elapsed, timeoutBound)
+	}
+	close(release)
+	io.Copy(io.Discard, held.Body)
+	res, err = http.Get(e.url(e.peer.ID().String(), "/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("call after the connection freed up: %d, want 200", res.StatusCode)
+	}
+}

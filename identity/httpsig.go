@@ -16,6 +16,14 @@ import (
 // errors.Is. The wrapping error says why.
 var ErrBadSignature = errors.New("bad request signature")
 
+// ErrClockSkew is wrapped, together with ErrBadSignature, by the error
+// VerifyRequest returns for a signature that is valid in every other
+// respect but whose created time is outside the skew window: the two
+// Portals' clocks differ, which the receiver reports as such (401
+// clock_skew) so the sender's owner can fix it. It is only reported for a
+// signature whose MAC verifies, so it tells a forger nothing.
+var ErrClockSkew = errors.New("signature created outside the clock skew window")
+
 const (
 	// sigLabel is the only signature label we emit or accept.
 	sigLabel = "sig1"
@@ -151,9 +159,10 @@ func SignRequest(r *http.Request, from ID, key PairKey, created time.Time, nonce
 //     with no duplicates and nothing beyond those and content-digest;
 //   - exactly the parameters created, nonce, keyid and alg (in any order),
 //     with alg "hmac-sha256" and keyid the ID expect (in any letter case);
-//   - created within ±skew of now;
 //   - an HMAC-SHA256 over the recomputed base equal (in constant time) to
-//     the Signature value.
+//     the Signature value;
+//   - created within ±skew of now, checked last: that error also wraps
+//     ErrClockSkew.
 //
 // If content-digest is covered, the Content-Digest header must be present;
 // whether the body matches it is CheckContentDigest's job. VerifyRequest
@@ -253,9 +262,6 @@ func VerifyRequest(r *http.Request, expect ID, key PairKey, now time.Time, skew 
 		return out, badSig("keyid is not the sending peer's Portal ID")
 	}
 	out.KeyID = expect
-	if d := now.Sub(out.Created); d > skew || d < -skew {
-		return out, badSig("created is %s away from now, more than the allowed %s", d.Round(time.Second), skew)
-	}
 
 	base, _, err := signatureBase(r, covered, sigParams)
 	if err != nil {
@@ -266,6 +272,12 @@ func VerifyRequest(r *http.Request, expect ID, key PairKey, now time.Time, skew 
 	var sum [sha256.Size]byte
 	if !hmac.Equal(mac.Sum(sum[:0]), want) {
 		return out, badSig("signature does not match")
+	}
+	// After the MAC: a clock_skew answer must come only for a request the
+	// peer really signed.
+	if d := now.Sub(out.Created); d > skew || d < -skew {
+		return out, fmt.Errorf("identity: verify request: created is %s away from now, more than the allowed %s: %w (%w)",
+			d.Round(time.Second), skew, ErrClockSkew, ErrBadSignature)
 	}
 	return out, nil
 }

@@ -340,9 +340,18 @@ func TestVerifySkew(t *testing.T) {
 		if tt.ok != (err == nil) {
 			t.Errorf("now-created = %v: got %v, want ok=%v", tt.offset, err, tt.ok)
 		}
-		if err != nil && !errors.Is(err, ErrBadSignature) {
-			t.Errorf("now-created = %v: error %v does not wrap ErrBadSignature", tt.offset, err)
+		if err != nil && (!errors.Is(err, ErrBadSignature) || !errors.Is(err, ErrClockSkew)) {
+			t.Errorf("now-created = %v: error %v does not wrap both ErrBadSignature and ErrClockSkew", tt.offset, err)
 		}
+	}
+	// A forged signature out of the window is a bad signature, never
+	// clock skew: the skew is only reported for what the peer signed.
+	r := f.newSignedRequest(t, "")
+	r.Header.Set("X-Unsigned", "x")
+	r.Method = "PUT"
+	_, err := VerifyRequest(r, f.from.ID(), f.key, f.now.Add(time.Hour), skew)
+	if !errors.Is(err, ErrBadSignature) || errors.Is(err, ErrClockSkew) {
+		t.Errorf("altered request out of the window: got %v, want ErrBadSignature without ErrClockSkew", err)
 	}
 }
 

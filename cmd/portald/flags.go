@@ -6,7 +6,10 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
+	"strconv"
+	"time"
 
+	"portal/acl"
 	"portal/api"
 	"portal/internal/cli"
 )
@@ -56,4 +59,44 @@ func (f clientFlags) client(asOwner bool) (*client, error) {
 	}
 	c.token = tok
 	return c, nil
+}
+
+// ingressLimits bound a peer's hold on the apps behind the ingress
+// (design §2 "Receiving side", step 6).
+type ingressLimits struct {
+	bodyIdle     time.Duration
+	bodyMinRate  int64 // bytes per second; -1 for none
+	peerInflight int
+	nonceCache   int
+}
+
+// ingressFlags adds --body-idle, --body-min-rate, --peer-inflight and
+// --nonce-cache to c;
+// the returned func, called after c.Parse, checks and returns them.
+func ingressFlags(c *cli.Command) func() (ingressLimits, error) {
+	idle := c.String("body-idle", acl.DefaultBodyIdle.String(), "cut a peer's request body after this long without data")
+	rate := c.String("body-min-rate", strconv.Itoa(acl.DefaultBodyMinRate),
+		"cut a peer's request body slower than this many bytes per second, averaged over "+acl.DefaultBodyRateWindow.String()+" (0: no minimum)")
+	inflight := c.String("peer-inflight", strconv.Itoa(acl.DefaultPeerInflight), "most requests one peer may have in flight at the apps; past it 429")
+	nonces := c.String("nonce-cache", strconv.Itoa(acl.DefaultNonceCacheSize), "request nonces remembered per peer against replay, each for twice the skew window; past it 429")
+	return func() (ingressLimits, error) {
+		var l ingressLimits
+		var err error
+		if l.bodyIdle, err = time.ParseDuration(*idle); err != nil || l.bodyIdle <= 0 {
+			return l, cli.Usagef("--body-idle %q: want a positive duration such as 60s", *idle)
+		}
+		if l.bodyMinRate, err = strconv.ParseInt(*rate, 10, 64); err != nil || l.bodyMinRate < 0 {
+			return l, cli.Usagef("--body-min-rate %q: want bytes per second, such as 1024, or 0 for no minimum", *rate)
+		}
+		if l.bodyMinRate == 0 {
+			l.bodyMinRate = -1 // acl's "none"; its zero means the default
+		}
+		if l.peerInflight, err = strconv.Atoi(*inflight); err != nil || l.peerInflight < 1 {
+			return l, cli.Usagef("--peer-inflight %q: want a whole number of requests, 1 or more", *inflight)
+		}
+		if l.nonceCache, err = strconv.Atoi(*nonces); err != nil || l.nonceCache < 1024 {
+			return l, cli.Usagef("--nonce-cache %q: want a whole number of nonces, 1024 or more", *nonces)
+		}
+		return l, nil
+	}
 }

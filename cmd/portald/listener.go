@@ -4,12 +4,19 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"portal/forwarder"
 )
 
-// maxConnsPerPeer bounds the connections one peer may hold open to the
-// ingress: an authenticated but hostile peer could otherwise pin
-// goroutines, stack buffers and upstream connections without end.
-const maxConnsPerPeer = 64
+// connsPerPeer is how many connections one peer may hold open to the
+// ingress: twice its requests in flight (--peer-inflight), so that a peer
+// at its limit still gets its 429s on spare connections, and never fewer
+// than forwarder.MaxConnsPerPeer, what an honest sender opens. An
+// authenticated but hostile peer could otherwise pin goroutines, buffers
+// and TCP windows without end.
+func connsPerPeer(inflight int) int {
+	return max(2*inflight, forwarder.MaxConnsPerPeer)
+}
 
 // perSourceLimit is a net.Listener that closes, at once, a connection from
 // a source address that already holds max connections.

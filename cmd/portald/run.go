@@ -53,6 +53,7 @@ type runConfig struct {
 	callTimeout time.Duration
 	keepalive   time.Duration
 	debugAddr   string
+	ingress     ingressLimits
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -67,6 +68,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	callTimeout := c.String("call-timeout", "10s", "call_peer: longest wait for a peer's response headers")
 	keepalive := c.String("keepalive", tunnel.DefaultKeepalive.String(), "WireGuard keepalive towards connected peers; keeps NAT mappings open")
 	debugAddr := c.String("debug-addr", "", "serve Go's pprof profiles on this loopback address (off when empty)")
+	ingressLimits := ingressFlags(c)
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
@@ -82,6 +84,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return cli.Usagef("--call-timeout %q: want a positive duration such as 10s", *callTimeout)
 	}
 	cfg.callTimeout = timeout
+	if cfg.ingress, err = ingressLimits(); err != nil {
+		return err
+	}
 	if cfg.keepalive, err = time.ParseDuration(*keepalive); err != nil || cfg.keepalive < time.Second || cfg.keepalive > time.Hour {
 		return cli.Usagef("--keepalive %q: want a duration from 1s to 1h, such as 25s", *keepalive)
 	}
@@ -217,6 +222,11 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		PeerByAddr: ov.PeerByAddr,
 		App:        store.App,
 		Log:        log.With("component", "ingress"),
+
+		BodyIdle:       cfg.ingress.bodyIdle,
+		BodyMinRate:    cfg.ingress.bodyMinRate,
+		PeerInflight:   cfg.ingress.peerInflight,
+		NonceCacheSize: cfg.ingress.nonceCache,
 	})
 	if err != nil {
 		return err
@@ -234,7 +244,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	ingressErr := make(chan error, 1)
-	go func() { ingressErr <- ingressSrv.Serve(limitPerSource(overlayLn, maxConnsPerPeer)) }()
+	go func() { ingressErr <- ingressSrv.Serve(limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight))) }()
 
 	handler, err := api.New(api.Config{
 		Store:       store,
