@@ -4,7 +4,7 @@ BIN         ?= bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 60s
 
-.PHONY: build test demo bench lint fuzz clean
+.PHONY: build test demo bench load lint fuzz clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
@@ -20,6 +20,12 @@ demo: build
 # side by side on loopback (cmd/portal-bench); a few minutes.
 bench: build
 	$(BIN)/portal-bench --portald $(BIN)/portald --relay $(BIN)/portal-relay $(BENCHFLAGS)
+
+# 1 000 concurrent call_peer clients for 60 s through one pair of real
+# daemons, first with the in-flight limit raised, then at its default
+# (cmd/portald TestLoad; make test runs a short version); about 3 minutes.
+load:
+	$(GO) test -count=1 -run '^TestLoad$$' -v -timeout 30m ./cmd/portald -args -load.full
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
