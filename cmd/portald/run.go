@@ -244,7 +244,9 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	ingressErr := make(chan error, 1)
-	go func() { ingressErr <- ingressSrv.Serve(limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight))) }()
+	go func() {
+		ingressErr <- ingressSrv.Serve(limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight)))
+	}()
 
 	handler, err := api.New(api.Config{
 		Store:       store,
