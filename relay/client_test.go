@@ -380,11 +380,11 @@ func TestHandlePacketDrops(t *testing.T) {
 	c.resolve(context.Background())
 	ack := (&message{typ: msgRegisterAck, expires: time.Now().Add(time.Minute), observed: relayAddr}).append(nil)
 	reply := (&message{typ: msgLookupReply, status: statusNotFound}).append(nil)
-	c.HandlePacket([]byte("ptl\x01"), relayAddr)
+	c.HandlePacket([]byte("ptl\x02"), relayAddr)
 	c.HandlePacket(ack, netip.MustParseAddrPort("127.0.0.2:9"))
 	c.HandlePacket(ack, relayAddr)                                         // no registration with that nonce
 	c.HandlePacket(reply, netip.MustParseAddrPort("[::ffff:127.0.0.1]:9")) // mapped: from the relay; no lookup
-	c.HandlePacket([]byte("ptl\x01\x70"), relayAddr)
+	c.HandlePacket([]byte("ptl\x02\x70"), relayAddr)
 	want := ClientStats{DroppedMalformed: 1, DroppedNotRelay: 1, DroppedUnknownNonce: 2, DroppedUnknownType: 1}
 	if got := c.Stats(); got != want {
 		t.Errorf("Stats = %+v, want %+v", got, want)

@@ -40,8 +40,10 @@ func TestStoreLookup(t *testing.T) {
 		{"abcdeq", entries[2], statusFound},
 		{"abcdefghjk", entries[0], statusFound},
 		{"abcdefghjz", nil, statusNotFound},
-		{"zzzzzz", nil, statusNotFound}, // only an expired match
-		{"yyyyyy", entries[4], statusFound},
+		{"zzzzzz", nil, statusNotFound},  // only an expired match
+		{"yyyyyy", nil, statusAmbiguous}, // an expired record still holds its ID
+		{"yyyyyyaaa", entries[4], statusFound},
+		{"yyyyyyaab", nil, statusNotFound}, // only an expired match
 		{"qqqqqq", nil, statusNotFound},
 	}
 	for _, tt := range tests {
@@ -51,11 +53,20 @@ func TestStoreLookup(t *testing.T) {
 		}
 	}
 
-	if n := s.sweep(t0); n != 2 {
+	if n := s.sweep(t0, HoldDuration); n != 2 {
 		t.Errorf("sweep removed %d, want 2", n)
 	}
 	if got, want := s.len(), 4; got != want {
 		t.Errorf("len after sweep = %d, want %d", got, want)
+	}
+	if got, want := s.holds(), 2; got != want {
+		t.Errorf("holds after sweep = %d, want %d", got, want)
+	}
+	if _, status := s.lookup("yyyyyy", t0); status != statusAmbiguous {
+		t.Errorf("after sweep: lookup(yyyyyy) = %v, want ambiguous (held)", status)
+	}
+	if n := s.sweepHolds(t0.Add(HoldDuration)); n != 2 || s.holds() != 0 {
+		t.Errorf("sweepHolds released %d, %d left; want 2, 0", n, s.holds())
 	}
 	s.remove(entries[1])
 	if got, status := s.lookup("abcdef", t0); got != entries[0] || status != statusFound {

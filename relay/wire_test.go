@@ -193,9 +193,9 @@ func TestIsRelayMessage(t *testing.T) {
 		want bool
 	}{
 		{"register", (&message{typ: msgRegister}).append(nil), true},
-		{"unknown type", []byte("ptl\x01\x7f"), true},
-		{"header only is too short", []byte("ptl\x01"), false},
-		{"other version", []byte("ptl\x02\x01"), false},
+		{"unknown type", []byte("ptl\x02\x7f"), true},
+		{"header only is too short", []byte("ptl\x02"), false},
+		{"other version", []byte("ptl\x01\x01"), false},
 		{"bad magic", []byte("ptk\x01\x01"), false},
 		{"empty", nil, false},
 	}
@@ -282,11 +282,11 @@ func TestParseMessageRejects(t *testing.T) {
 		want error
 	}{
 		{"bad magic", set(lookupMsg, 0, 'P'), errMalformed},
-		{"other version", set(lookupMsg, 3, 2), errMalformed},
-		{"too short for a header", []byte("ptl\x01"), errMalformed},
-		{"unknown type", []byte("ptl\x01\x40anything"), errUnknownType},
+		{"other version", set(lookupMsg, 3, 1), errMalformed},
+		{"too short for a header", []byte("ptl\x02"), errMalformed},
+		{"unknown type", []byte("ptl\x02\x40anything"), errUnknownType},
 		{"oversized", append((&message{typ: msgRegister, record: raw}).append(nil), make([]byte, MaxMessageSize)...), errMalformed},
-		{"no nonce", []byte("ptl\x01\x03"), errMalformed},
+		{"no nonce", []byte("ptl\x02\x03"), errMalformed},
 		{"register without record", (&message{typ: msgRegister}).append(nil), errMalformed},
 		{"register with short record", (&message{typ: msgRegister, record: raw[:minRecordLen-1]}).append(nil), errMalformed},
 		{"register with long record", (&message{typ: msgRegister, record: make([]byte, maxRecordLen+1)}).append(nil), errMalformed},
