@@ -28,7 +28,13 @@ type testPortal struct {
 
 func startPortal(t *testing.T, relays []string, interval time.Duration, local ...netip.AddrPort) *testPortal {
 	t.Helper()
-	p := &testPortal{key: newKey(t), pc: listenUDP(t, "127.0.0.1:0")}
+	return startPortalAt(t, "127.0.0.1:0", relays, interval, local...)
+}
+
+// startPortalAt is startPortal on a socket bound to addr.
+func startPortalAt(t *testing.T, addr string, relays []string, interval time.Duration, local ...netip.AddrPort) *testPortal {
+	t.Helper()
+	p := &testPortal{key: newKey(t), pc: listenUDP(t, addr)}
 	c, err := NewClient(ClientConfig{
 		Key:            p.key,
 		Name:           "portal " + p.key.ID().Short(),

@@ -437,11 +437,7 @@ func (s *Server) sweepLoop() {
 			s.mu.Lock()
 			s.sweepLocked(now)
 			if now.Sub(s.lastHoldSweep) >= holdSweepInterval {
-				s.lastHoldSweep = now
-				if n := s.store.sweepHolds(now); n > 0 {
-					s.ctr.released.Add(uint64(n))
-					s.dirty = true
-				}
+				s.sweepHoldsLocked(now)
 			}
 			s.mu.Unlock()
 			s.saveStateIfDue(now, false)
@@ -452,6 +448,15 @@ func (s *Server) sweepLoop() {
 				s.forwards.sweep(now)
 			}
 		}
+	}
+}
+
+// sweepHoldsLocked releases the holds that have ended.
+func (s *Server) sweepHoldsLocked(now time.Time) {
+	s.lastHoldSweep = now
+	if n := s.store.sweepHolds(now); n > 0 {
+		s.ctr.released.Add(uint64(n))
+		s.dirty = true
 	}
 }
 
@@ -677,7 +682,13 @@ func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now tim
 	// A new ID needs room among the remembered IDs; holds are never
 	// evicted to make it.
 	if s.store.get(rec.ID) == nil && s.store.getHold(rec.ID) == nil && s.store.len()+s.store.holds() >= s.maxHolds {
-		return reasonFull
+		if now.Sub(s.lastHoldSweep) >= time.Second {
+			s.sweepLocked(now)
+			s.sweepHoldsLocked(now)
+		}
+		if s.store.len()+s.store.holds() >= s.maxHolds {
+			return reasonFull
+		}
 	}
 	if !counted {
 		s.dirty = true
