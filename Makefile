@@ -33,6 +33,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseMeta$$' -fuzztime=$(FUZZTIME) ./acl/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseMessage$$' -fuzztime=$(FUZZTIME) ./relay/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRecord$$' -fuzztime=$(FUZZTIME) ./relay/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseState$$' -fuzztime=$(FUZZTIME) ./relay/
+	$(GO) test -run='^$$' -fuzz='^FuzzRegisterCookie$$' -fuzztime=$(FUZZTIME) ./relay/
 	$(GO) test -run='^$$' -fuzz='^FuzzVerifyRequest$$' -fuzztime=$(FUZZTIME) ./identity/
 
 clean:

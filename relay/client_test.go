@@ -334,6 +334,11 @@ func TestClientRelayRestart(t *testing.T) {
 			if !p.client.Registered() {
 				t.Error("Registered() = false")
 			}
+			// The restarted relay has a new cookie secret: it refused the
+			// old cookie and the client fetched a new one.
+			if st := p.client.Stats(); st.CookiesRefused == 0 || st.CookieRequests < 2 {
+				t.Errorf("cookies refused %d, requested %d; want ≥ 1 and ≥ 2", st.CookiesRefused, st.CookieRequests)
+			}
 		})
 	}
 }
@@ -397,5 +402,25 @@ func TestHandlePacketDrops(t *testing.T) {
 	}
 	if c.Registered() {
 		t.Error("Registered() = true without an ack for a registration")
+	}
+}
+
+// TestClientCookieReuse: the first registration fetches the relay's
+// cookie (one more round trip), and later rounds within cookieReuse reuse
+// it.
+func TestClientCookieReuse(t *testing.T) {
+	checkLeaks(t)
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	start := time.Now()
+	p := startPortal(t, []string{srv.addr.String()}, 20*time.Millisecond)
+	if !waitFor(2*time.Second, p.client.Registered) {
+		t.Fatal("not registered")
+	}
+	t.Logf("registered %v after start", time.Since(start).Round(time.Millisecond))
+	if !waitFor(3*time.Second, func() bool { return p.client.Stats().Acks >= 10 }) {
+		t.Fatalf("acks: %+v", p.client.Stats())
+	}
+	if st, sst := p.client.Stats(), srv.Stats(); st.CookieRequests != 1 || sst.CookiesSent != 1 || sst.RefusedCookie != 0 {
+		t.Errorf("client cookie requests %d, relay cookies sent %d refused %d; want 1, 1, 0", st.CookieRequests, sst.CookiesSent, sst.RefusedCookie)
 	}
 }

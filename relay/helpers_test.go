@@ -75,6 +75,9 @@ func testLog(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// testLogDiscard is a logger that drops everything, for fuzz targets.
+func testLogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 type tWriter struct{ t *testing.T }
 
 func (w tWriter) Write(b []byte) (int, error) {

@@ -319,3 +319,32 @@ func TestLookupCarriesFullID(t *testing.T) {
 		t.Fatal("a full ID does not fit in a Lookup")
 	}
 }
+
+func TestCookieJar(t *testing.T) {
+	src := netip.MustParseAddrPort("198.51.100.7:4000")
+	j := newCookieJar(t0)
+	c := j.make(src, t0)
+	tests := []struct {
+		name string
+		src  netip.AddrPort
+		at   time.Time
+		want bool
+	}{
+		{"same address", src, t0, true},
+		{"IPv4-mapped form", netip.MustParseAddrPort("[::ffff:198.51.100.7]:4000"), t0, true},
+		{"one rotation later", src, t0.Add(cookieRotate), true},
+		{"other port", netip.MustParseAddrPort("198.51.100.7:4001"), t0, false},
+		{"other address", netip.MustParseAddrPort("198.51.100.8:4000"), t0, false},
+		{"IPv6", netip.MustParseAddrPort("[2001:db8::7]:4000"), t0, false},
+		{"two rotations later", src, t0.Add(2 * cookieRotate), false},
+	}
+	for _, tt := range tests {
+		// Times only move forward through the table, as a clock does.
+		if got := j.check(c, tt.src, tt.at); got != tt.want {
+			t.Errorf("%s: check = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if other := newCookieJar(t0); other.check(c, src, t0) {
+		t.Error("another relay's jar (another secret) accepted the cookie")
+	}
+}
