@@ -287,8 +287,6 @@ const (
 	// lookupLen is the size of every Lookup: the size of the largest
 	// LookupReply, so that answering never amplifies.
 	lookupLen = headerLen + nonceLen + 1 + maxRecordLen
-	// cookieMsgLen is the size of a CookieRequest and of a Cookie.
-	cookieMsgLen = headerLen + nonceLen + cookieLen
 )
 
 // errMalformed reports a message that does not follow the layout.
