@@ -41,8 +41,9 @@ const (
 	// sweepInterval is how often expired records are dropped. Lookups never
 	// return expired records whether or not they were swept.
 	sweepInterval = 10 * time.Second
-	// holdSweepInterval is how often ended holds are released; lookups
-	// ignore ended holds whether or not they were released.
+	// holdSweepInterval is how often ended holds are released (and
+	// stop counting against their source's share); lookups ignore ended
+	// holds whether or not they were released.
 	holdSweepInterval = time.Hour
 	// saveInterval is the least time between two writes of the state file
 	// when IDs were added or released; saveRefresh is the longest time
@@ -682,7 +683,10 @@ func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now tim
 	// A new ID needs room among the remembered IDs; holds are never
 	// evicted to make it.
 	if s.store.get(rec.ID) == nil && s.store.getHold(rec.ID) == nil && s.store.len()+s.store.holds() >= s.maxHolds {
-		if now.Sub(s.lastHoldSweep) >= time.Second {
+		// Releasing walks every hold: at most once a minute, so that
+		// a source sending new IDs to a full relay cannot make it
+		// walk a million holds a second.
+		if now.Sub(s.lastHoldSweep) >= time.Minute {
 			s.sweepLocked(now)
 			s.sweepHoldsLocked(now)
 		}
