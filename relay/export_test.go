@@ -72,3 +72,6 @@ func (s *Server) boundAddr(id identity.ID) netip.AddrPort {
 func (s *Server) registerFrom(src netip.AddrPort, cookie [cookieLen]byte, raw []byte) message {
 	return s.register(&message{typ: msgRegister, nonce: [nonceLen]byte{9}, cookie: cookie, record: raw}, src)
 }
+
+// tickNow runs the sweeper's periodic work once, at the server's clock.
+func (s *Server) tickNow() { s.tick(s.now()) }

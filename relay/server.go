@@ -434,21 +434,27 @@ func (s *Server) sweepLoop() {
 		case <-s.done:
 			return
 		case <-t.C:
-			now := s.now()
-			s.mu.Lock()
-			s.sweepLocked(now)
-			if now.Sub(s.lastHoldSweep) >= holdSweepInterval {
-				s.sweepHoldsLocked(now)
-			}
-			s.mu.Unlock()
-			s.saveStateIfDue(now, false)
-			if s.limiter != nil {
-				s.limiter.sweep(now)
-			}
-			if s.forwards != nil {
-				s.forwards.sweep(now)
-			}
+			s.tick(s.now())
 		}
+	}
+}
+
+// tick is sweepLoop's periodic work: expired records become holds, ended
+// holds are released (hourly), the state file is written when due, and
+// idle sources are forgotten.
+func (s *Server) tick(now time.Time) {
+	s.mu.Lock()
+	s.sweepLocked(now)
+	if now.Sub(s.lastHoldSweep) >= holdSweepInterval {
+		s.sweepHoldsLocked(now)
+	}
+	s.mu.Unlock()
+	s.saveStateIfDue(now, false)
+	if s.limiter != nil {
+		s.limiter.sweep(now)
+	}
+	if s.forwards != nil {
+		s.forwards.sweep(now)
 	}
 }
 
