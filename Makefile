@@ -40,6 +40,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzPathReadings$$' -fuzztime=$(FUZZTIME) ./acl/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseMessage$$' -fuzztime=$(FUZZTIME) ./relay/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRecord$$' -fuzztime=$(FUZZTIME) ./relay/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseState$$' -fuzztime=$(FUZZTIME) ./relay/
+	$(GO) test -run='^$$' -fuzz='^FuzzRegisterCookie$$' -fuzztime=$(FUZZTIME) ./relay/
 	$(GO) test -run='^$$' -fuzz='^FuzzVerifyRequest$$' -fuzztime=$(FUZZTIME) ./identity/
 
 clean:

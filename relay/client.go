@@ -46,6 +46,9 @@ const (
 	// registration answers it, so the Portal registers again within
 	// this interval.
 	KeepaliveInterval = 5 * time.Second
+	// cookieAskRetry is how long a cookie request may go unanswered
+	// before a registration round asks again (a lost datagram).
+	cookieAskRetry = time.Second
 )
 
 // ClientConfig configures a Client. Key, Relays, Send and Log are required.
@@ -122,17 +125,27 @@ type relayState struct {
 	pending    []pendingReg   // registrations awaiting an answer, oldest first
 	ackedUntil time.Time      // expiry of the newest acknowledged record
 	observed   netip.AddrPort // our address as this relay last saw it
+
+	// The relay's cookie for our address, proving we receive there; a
+	// Register carries it. cookieAt is when it arrived (zero: none).
+	cookie   [cookieLen]byte
+	cookieAt time.Time
+	// The CookieRequest awaiting an answer; askedAt zero: none.
+	askNonce [nonceLen]byte
+	askedAt  time.Time
 }
 
 type pendingReg struct {
-	nonce   [nonceLen]byte
-	expires time.Time
+	nonce    [nonceLen]byte
+	expires  time.Time
+	cookieAt time.Time // of the cookie the Register carried
 }
 
 type clientCounters struct {
 	registrationsSent, acks, refused, lookupsSent, sendErrors atomic.Uint64
 	notRelay, unknownNonce, badRecord, wrongID, malformed     atomic.Uint64
 	queueFull, unknownType, notRegistered                     atomic.Uint64
+	cookieRequests, cookieRefused                             atomic.Uint64
 }
 
 // Errors returned by Client.Lookup.
@@ -191,7 +204,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 }
 
 // Run resolves the relays, registers with every relay address at once and
-// then every Interval, and resolves the names again every minute. When an
+// then every Interval (the first registration with a relay, and one a
+// minute after, first fetches the relay's cookie for this Portal's
+// address: one more round trip), and resolves the names again every minute. When an
 // ack reports an observed endpoint that the current record lacks, it
 // registers again: without delay when it is the first endpoint that relay
 // observed, since until the record lists it the relay forwards nothing to
@@ -251,7 +266,10 @@ func (c *Client) Run(ctx context.Context) error {
 }
 
 // registerAll signs a fresh record and sends it to every relay address,
-// each with its own nonce. It returns when it ran.
+// each with its own nonce and the cookie that relay gave us; to a relay of
+// which we hold no cookie younger than cookieReuse it sends a
+// CookieRequest instead (unless one is already on its way), and the
+// Cookie's arrival starts another round. It returns when it ran.
 func (c *Client) registerAll() time.Time {
 	var local []netip.AddrPort
 	if c.local != nil {
@@ -278,14 +296,23 @@ func (c *Client) registerAll() time.Time {
 	}
 	changed := !slices.Equal(c.endpoints, rec.Endpoints)
 	c.endpoints = rec.Endpoints
-	nonces := make([][nonceLen]byte, len(addrs))
+	msgs := make([]message, len(addrs))
 	for i, a := range addrs {
-		rand.Read(nonces[i][:])
-		rs := c.peers[a]
-		if len(rs.pending) == maxPending {
-			rs.pending = slices.Delete(rs.pending, 0, 1)
+		m, rs := &msgs[i], c.peers[a]
+		rand.Read(m.nonce[:])
+		switch {
+		case !rs.cookieAt.IsZero() && now.Sub(rs.cookieAt) < cookieReuse:
+			m.typ, m.cookie = msgRegister, rs.cookie
+			if len(rs.pending) == maxPending {
+				rs.pending = slices.Delete(rs.pending, 0, 1)
+			}
+			rs.pending = append(rs.pending, pendingReg{nonce: m.nonce, expires: rec.Expires, cookieAt: rs.cookieAt})
+		case !rs.askedAt.IsZero() && now.Sub(rs.askedAt) < cookieAskRetry:
+			// The Cookie on its way starts the next round.
+		default:
+			m.typ = msgCookieRequest
+			rs.askNonce, rs.askedAt = m.nonce, now
 		}
-		rs.pending = append(rs.pending, pendingReg{nonce: nonces[i], expires: rec.Expires})
 	}
 	c.mu.Unlock()
 
@@ -299,9 +326,17 @@ func (c *Client) registerAll() time.Time {
 	}
 	buf := make([]byte, 0, MaxMessageSize)
 	for i, a := range addrs {
-		m := message{typ: msgRegister, nonce: nonces[i], record: raw}
+		m := &msgs[i]
+		switch m.typ {
+		case msgRegister:
+			m.record = raw
+			c.ctr.registrationsSent.Add(1)
+		case msgCookieRequest:
+			c.ctr.cookieRequests.Add(1)
+		default:
+			continue
+		}
 		buf = m.append(buf[:0])
-		c.ctr.registrationsSent.Add(1)
 		if err := c.send(buf, a); err != nil {
 			c.ctr.sendErrors.Add(1)
 			c.log.Debug("cannot send registration", "relay", a, "err", err)
@@ -413,6 +448,27 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 		}
 		p := rs.pending[i]
 		rs.pending = slices.Delete(rs.pending, i, i+1)
+		if m.typ == msgRefused && m.reason == reasonCookie {
+			// The relay restarted (a new secret), our NAT mapping
+			// changed, or the cookie aged out: fetch a new one at once,
+			// unless the refused cookie is brand new (a relay that
+			// refuses every cookie), then within kickGap.
+			if rs.cookieAt.Equal(p.cookieAt) {
+				rs.cookieAt = time.Time{}
+			}
+			kick := c.kick
+			if time.Since(p.cookieAt) >= kickGap {
+				kick = c.kickNow
+			}
+			c.mu.Unlock()
+			c.ctr.cookieRefused.Add(1)
+			c.log.Debug("relay refused our cookie; fetching a new one", "relay", from)
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+			return
+		}
 		if m.typ == msgRefused {
 			c.mu.Unlock()
 			c.ctr.refused.Add(1)
@@ -440,6 +496,18 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 			case kick <- struct{}{}:
 			default:
 			}
+		}
+	case msgCookie:
+		if rs.askedAt.IsZero() || rs.askNonce != m.nonce {
+			c.mu.Unlock()
+			c.ctr.unknownNonce.Add(1)
+			return
+		}
+		rs.cookie, rs.cookieAt, rs.askedAt = m.cookie, time.Now(), time.Time{}
+		c.mu.Unlock()
+		select { // register with it now
+		case c.kickNow <- struct{}{}:
+		default:
 		}
 	case msgLookupReply:
 		w := c.lookups[m.nonce]

@@ -28,7 +28,13 @@ type testPortal struct {
 
 func startPortal(t *testing.T, relays []string, interval time.Duration, local ...netip.AddrPort) *testPortal {
 	t.Helper()
-	p := &testPortal{key: newKey(t), pc: listenUDP(t, "127.0.0.1:0")}
+	return startPortalAt(t, "127.0.0.1:0", relays, interval, local...)
+}
+
+// startPortalAt is startPortal on a socket bound to addr.
+func startPortalAt(t *testing.T, addr string, relays []string, interval time.Duration, local ...netip.AddrPort) *testPortal {
+	t.Helper()
+	p := &testPortal{key: newKey(t), pc: listenUDP(t, addr)}
 	c, err := NewClient(ClientConfig{
 		Key:            p.key,
 		Name:           "portal " + p.key.ID().Short(),
@@ -328,6 +334,11 @@ func TestClientRelayRestart(t *testing.T) {
 			if !p.client.Registered() {
 				t.Error("Registered() = false")
 			}
+			// The restarted relay has a new cookie secret: it refused the
+			// old cookie and the client fetched a new one.
+			if st := p.client.Stats(); st.CookiesRefused == 0 || st.CookieRequests < 2 {
+				t.Errorf("cookies refused %d, requested %d; want ≥ 1 and ≥ 2", st.CookiesRefused, st.CookieRequests)
+			}
 		})
 	}
 }
@@ -380,16 +391,36 @@ func TestHandlePacketDrops(t *testing.T) {
 	c.resolve(context.Background())
 	ack := (&message{typ: msgRegisterAck, expires: time.Now().Add(time.Minute), observed: relayAddr}).append(nil)
 	reply := (&message{typ: msgLookupReply, status: statusNotFound}).append(nil)
-	c.HandlePacket([]byte("ptl\x01"), relayAddr)
+	c.HandlePacket([]byte("ptl\x02"), relayAddr)
 	c.HandlePacket(ack, netip.MustParseAddrPort("127.0.0.2:9"))
 	c.HandlePacket(ack, relayAddr)                                         // no registration with that nonce
 	c.HandlePacket(reply, netip.MustParseAddrPort("[::ffff:127.0.0.1]:9")) // mapped: from the relay; no lookup
-	c.HandlePacket([]byte("ptl\x01\x70"), relayAddr)
+	c.HandlePacket([]byte("ptl\x02\x70"), relayAddr)
 	want := ClientStats{DroppedMalformed: 1, DroppedNotRelay: 1, DroppedUnknownNonce: 2, DroppedUnknownType: 1}
 	if got := c.Stats(); got != want {
 		t.Errorf("Stats = %+v, want %+v", got, want)
 	}
 	if c.Registered() {
 		t.Error("Registered() = true without an ack for a registration")
+	}
+}
+
+// TestClientCookieReuse: the first registration fetches the relay's
+// cookie (one more round trip), and later rounds within cookieReuse reuse
+// it.
+func TestClientCookieReuse(t *testing.T) {
+	checkLeaks(t)
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	start := time.Now()
+	p := startPortal(t, []string{srv.addr.String()}, 20*time.Millisecond)
+	if !waitFor(2*time.Second, p.client.Registered) {
+		t.Fatal("not registered")
+	}
+	t.Logf("registered %v after start", time.Since(start).Round(time.Millisecond))
+	if !waitFor(3*time.Second, func() bool { return p.client.Stats().Acks >= 10 }) {
+		t.Fatalf("acks: %+v", p.client.Stats())
+	}
+	if st, sst := p.client.Stats(), srv.Stats(); st.CookieRequests != 1 || sst.CookiesSent != 1 || sst.RefusedCookie != 0 {
+		t.Errorf("client cookie requests %d, relay cookies sent %d refused %d; want 1, 1, 0", st.CookieRequests, sst.CookiesSent, sst.RefusedCookie)
 	}
 }

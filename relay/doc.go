@@ -56,6 +56,18 @@
 // ServerConfig.RatePerSource); the limiter tracks a bounded number of
 // sources, and the store a bounded number of records (MaxRecords).
 //
+// Issue 10 added three defences. A Register carries a cookie that the
+// relay sent to its source address (a stateless HMAC over the address and
+// port, under a secret rotated every 2 minutes), checked before the
+// signature: a sender that does not receive at its address can neither
+// move a Portal's address binding nor make the relay verify signatures.
+// One source holds at most PerSourceIDs IDs (16), so that it cannot fill
+// the table. And every ID is held for HoldDuration (30 days) after its
+// record expired, within its own bound (MaxHolds), never evicted early and
+// kept across restarts in StateFile: a prefix that a held ID shares is
+// ambiguous, so a key ground to share an offline friend's short ID never
+// answers for the friend.
+//
 // # Imports
 //
 // relay imports only identity of this module. It holds no owner data and no

@@ -50,3 +50,28 @@ func (s *Server) allowFrom(ip netip.Addr) bool { return s.allow(ip) }
 // sweepSources runs the limiter's sweep once, at the server's clock, and
 // returns how many sources it forgot.
 func (s *Server) sweepSources() int { return s.limiter.sweep(s.now()) }
+
+// cookieFor returns the cookie the server hands src now.
+func (s *Server) cookieFor(src netip.AddrPort) [cookieLen]byte {
+	return s.cookies.make(src, s.now())
+}
+
+// boundAddr returns the address Delivers for id go to, if any.
+func (s *Server) boundAddr(id identity.ID) netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.store.get(id); e != nil {
+		return e.addr
+	}
+	return netip.AddrPort{}
+}
+
+// registerFrom runs a Register from src through the server's handler
+// without a socket, so that tests can use synthetic source addresses that
+// must never see a packet.
+func (s *Server) registerFrom(src netip.AddrPort, cookie [cookieLen]byte, raw []byte) message {
+	return s.register(&message{typ: msgRegister, nonce: [nonceLen]byte{9}, cookie: cookie, record: raw}, src)
+}
+
+// tickNow runs the sweeper's periodic work once, at the server's clock.
+func (s *Server) tickNow() { s.tick(s.now()) }

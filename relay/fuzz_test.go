@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"portal/identity"
 )
 
 // fuzzSeeds returns one message of every type, with valid records from a
@@ -25,6 +27,13 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		{typ: msgLookupReply, nonce: nonce, status: statusFound, record: full},
 		{typ: msgLookupReply, nonce: nonce, status: statusAmbiguous},
 		{typ: msgRefused, nonce: nonce, reason: reasonBadSignature, now: t0},
+		{typ: msgRefused, nonce: nonce, reason: reasonCookie, now: t0},
+		{typ: msgRefused, nonce: nonce, reason: reasonSourceFull, now: t0},
+		{typ: msgCookieRequest, nonce: nonce},
+		{typ: msgCookie, nonce: nonce, cookie: [cookieLen]byte{4, 5, 6}},
+		{typ: msgRegister, nonce: nonce, cookie: [cookieLen]byte{4, 5, 6}, record: full},
+		{typ: msgKeepalive},
+		{typ: msgNotRegistered},
 	}
 	var out [][]byte
 	for _, m := range msgs {
@@ -87,4 +96,66 @@ func checkRecord(t *testing.T, b []byte) {
 	if body := appendRecordBody(nil, &rec); !bytes.Equal(body, b[:len(b)-sigLen]) {
 		t.Fatalf("re-encoding differs:\n  in %x\n out %x", b[:len(b)-sigLen], body)
 	}
+}
+
+// FuzzParseState checks that parseState never panics, classifies every
+// error as errBadState, and that what it accepts re-encodes to the input.
+func FuzzParseState(f *testing.F) {
+	k1, k2 := keyFromByte(f, 1), keyFromByte(f, 2)
+	f.Add(appendState(nil, nil))
+	f.Add(appendState(nil, []hold{
+		{id: k1.ID(), until: t0, src: netip.MustParseAddr("198.51.100.7")},
+		{id: k2.ID(), until: t0.Add(HoldDuration), src: sourceKey(netip.MustParseAddr("2001:db8::1"))},
+		{id: identity.ID{7}, until: t0},
+	}))
+	f.Add([]byte(stateMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		holds, err := parseState(b)
+		if err != nil {
+			if !errors.Is(err, errBadState) {
+				t.Fatalf("parseState error %v is not errBadState", err)
+			}
+			return
+		}
+		for _, h := range holds {
+			if h.idStr != h.id.String() || h.src.IsValid() && h.src != sourceKey(h.src) {
+				t.Fatalf("parseState returned an inconsistent hold %+v", h)
+			}
+		}
+		if again := appendState(nil, holds); !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs:\n  in %x\n out %x", b, again)
+		}
+	})
+}
+
+// FuzzRegisterCookie checks the cookie gate: a Register from a source
+// whose cookie does not match is refused for its cookie, whatever the rest
+// of the message holds, before any signature check, and stores nothing.
+func FuzzRegisterCookie(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s, []byte{198, 51, 100, 7}, uint16(4000))
+	}
+	srv, err := NewServer(ServerConfig{Log: testLogDiscard(), Now: func() time.Time { return t0 }})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer srv.Close()
+	f.Fuzz(func(t *testing.T, b, ip []byte, port uint16) {
+		m, err := parseMessage(b)
+		if err != nil || m.typ != msgRegister {
+			return
+		}
+		addr, ok := netip.AddrFromSlice(ip)
+		src := netip.AddrPortFrom(addr.Unmap(), port)
+		if !ok || !validEndpoint(src) || m.cookie == srv.cookieFor(src) {
+			return
+		}
+		reply := srv.register(&m, src)
+		if reply.typ != msgRefused || reply.reason != reasonCookie {
+			t.Fatalf("register without the cookie: type %d reason %v", reply.typ, reply.reason)
+		}
+		if st := srv.Stats(); st.Records != 0 || st.RefusedBadSignature != 0 || st.Accepted != 0 {
+			t.Fatalf("a register without the cookie left a trace: %+v", st)
+		}
+	})
 }

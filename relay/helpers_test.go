@@ -75,6 +75,9 @@ func testLog(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// testLogDiscard is a logger that drops everything, for fuzz targets.
+func testLogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 type tWriter struct{ t *testing.T }
 
 func (w tWriter) Write(b []byte) (int, error) {
@@ -231,11 +234,29 @@ func randNonce() [nonceLen]byte {
 	return n
 }
 
-// register sends a Register with raw and returns the reply.
-func register(t *testing.T, pc *net.UDPConn, to netip.AddrPort, raw []byte) message {
+// getCookie asks the server for pc's cookie.
+func getCookie(t *testing.T, pc *net.UDPConn, to netip.AddrPort) [cookieLen]byte {
 	t.Helper()
 	nonce := randNonce()
-	reply := exchange(t, pc, to, message{typ: msgRegister, nonce: nonce, record: raw})
+	reply := exchange(t, pc, to, message{typ: msgCookieRequest, nonce: nonce})
+	if reply.typ != msgCookie || reply.nonce != nonce {
+		t.Fatalf("cookie reply type %d nonce %x, want Cookie with %x", reply.typ, reply.nonce, nonce)
+	}
+	return reply.cookie
+}
+
+// register fetches a cookie, sends a Register with it and raw, and returns
+// the reply.
+func register(t *testing.T, pc *net.UDPConn, to netip.AddrPort, raw []byte) message {
+	t.Helper()
+	return registerWith(t, pc, to, getCookie(t, pc, to), raw)
+}
+
+// registerWith sends a Register with cookie and raw and returns the reply.
+func registerWith(t *testing.T, pc *net.UDPConn, to netip.AddrPort, cookie [cookieLen]byte, raw []byte) message {
+	t.Helper()
+	nonce := randNonce()
+	reply := exchange(t, pc, to, message{typ: msgRegister, nonce: nonce, cookie: cookie, record: raw})
 	if reply.nonce != nonce {
 		t.Fatalf("reply nonce %x, want %x", reply.nonce, nonce)
 	}

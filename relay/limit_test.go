@@ -361,13 +361,15 @@ func TestServerRateLimit(t *testing.T) {
 func TestServerRateLimitBeforeVerify(t *testing.T) {
 	checkLeaks(t)
 	const burst = 3
-	srv := startServer(t, "127.0.0.1:0", ServerConfig{RatePerSource: minRatePerSource, BurstPerSource: burst})
+	// One more token for the cookie.
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{RatePerSource: minRatePerSource, BurstPerSource: burst + 1})
 	pc := listenUDP(t, "127.0.0.1:0")
+	cookie := getCookie(t, pc, srv.addr)
 	key := newKey(t)
 	raw := mustSign(t, key, testRecord(key, time.Now()))
 	raw[len(raw)-1] ^= 1 // a bad signature
 	for range burst + 2 {
-		if _, err := pc.WriteToUDPAddrPort((&message{typ: msgRegister, nonce: randNonce(), record: raw}).append(nil), srv.addr); err != nil {
+		if _, err := pc.WriteToUDPAddrPort((&message{typ: msgRegister, nonce: randNonce(), cookie: cookie, record: raw}).append(nil), srv.addr); err != nil {
 			t.Fatal(err)
 		}
 	}

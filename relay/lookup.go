@@ -195,6 +195,8 @@ func (c *Client) allAnswered(answered map[netip.AddrPort]status) bool {
 // ClientStats is a snapshot of a Client's counters since NewClient.
 type ClientStats struct {
 	RegistrationsSent uint64 // Register messages sent (one per relay address per round)
+	CookieRequests    uint64 // CookieRequest messages sent: first registration, then about once a minute per relay
+	CookiesRefused    uint64 // registrations refused for their cookie (a relay restart, a new NAT mapping); a new one is fetched
 	Acks              uint64 // registrations acknowledged
 	Refused           uint64 // registrations refused by a relay (logged with the reason)
 	LookupsSent       uint64 // Lookup messages sent, retries included
@@ -214,6 +216,8 @@ func (c *Client) Stats() ClientStats {
 	k := &c.ctr
 	return ClientStats{
 		RegistrationsSent:   k.registrationsSent.Load(),
+		CookieRequests:      k.cookieRequests.Load(),
+		CookiesRefused:      k.cookieRefused.Load(),
 		Acks:                k.acks.Load(),
 		Refused:             k.refused.Load(),
 		LookupsSent:         k.lookupsSent.Load(),

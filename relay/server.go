@@ -22,6 +22,17 @@ const (
 	DefaultMaxTTL = 2 * time.Minute
 	// DefaultMaxRecords is ServerConfig.MaxRecords when it is zero.
 	DefaultMaxRecords = 100_000
+	// DefaultMaxHolds is ServerConfig.MaxHolds when it is zero.
+	DefaultMaxHolds = 1_000_000
+	// DefaultPerSourceIDs is ServerConfig.PerSourceIDs when it is zero:
+	// a household's few Portals fit, and it takes 6 250 IPv4 addresses (or
+	// /64s) to fill the default table of live records.
+	DefaultPerSourceIDs = 16
+	// HoldDuration is how long a relay keeps holding an ID after its
+	// record expired, so that a prefix it shares stays ambiguous while its
+	// owner is offline: long enough for a holiday, short enough that the
+	// holds of abandoned keys go away by themselves.
+	HoldDuration = 30 * 24 * time.Hour
 
 	// clockSkew is how far a Portal's clock may run ahead of the relay's: a
 	// record may be signed up to clockSkew in the future and expire up to
@@ -30,6 +41,15 @@ const (
 	// sweepInterval is how often expired records are dropped. Lookups never
 	// return expired records whether or not they were swept.
 	sweepInterval = 10 * time.Second
+	// holdSweepInterval is how often ended holds are released (and
+	// stop counting against their source's share); lookups ignore ended
+	// holds whether or not they were released.
+	holdSweepInterval = time.Hour
+	// saveInterval is the least time between two writes of the state file
+	// when IDs were added or released; saveRefresh is the longest time
+	// between two writes, so that the holds' extended ends reach the disk.
+	saveInterval = time.Minute
+	saveRefresh  = time.Hour
 	// maxReadErrors consecutive read errors other than the socket closing
 	// end Serve, as wireguard-go ends a receive goroutine.
 	maxReadErrors = 10
@@ -44,10 +64,31 @@ type ServerConfig struct {
 	// more than MaxTTL (plus 30 s of clock skew) ahead of the relay's clock
 	// is refused. Zero means DefaultMaxTTL (2 min); negative is an error.
 	MaxTTL time.Duration
-	// MaxRecords is the most IDs the relay holds. When it is full,
-	// registrations for new IDs are refused (and counted) while known IDs
-	// may still refresh. Zero means DefaultMaxRecords; negative is an error.
+	// MaxRecords is the most live records the relay keeps. When it is
+	// full, registrations for new IDs are refused (and counted) while
+	// known IDs may still refresh. Zero means DefaultMaxRecords; negative
+	// is an error.
 	MaxRecords int
+	// MaxHolds is the most IDs the relay remembers, live or held (held:
+	// the record expired less than HoldDuration ago). While that many are
+	// remembered a new ID is refused as "full", so that every live ID can
+	// be held once its record expires; a hold is never evicted before its
+	// HoldDuration. Zero means DefaultMaxHolds; negative or less than
+	// MaxRecords is an error.
+	MaxHolds int
+	// PerSourceIDs is the most IDs, live or held, whose newest
+	// registration came from one source (an IPv4 address or an IPv6 /64,
+	// as for RatePerSource); a registration from a source at its share
+	// for an ID that does not already count against it is refused. Zero
+	// means DefaultPerSourceIDs (16); negative means no limit.
+	PerSourceIDs int
+	// StateFile, when set, is where the holds survive restarts: NewServer
+	// loads it (a missing file is a first start; a corrupt one is an
+	// error, so that a relay never silently forgets its holds), the
+	// server rewrites it atomically within a minute of a change and at
+	// least hourly, and Close writes it a last time. Empty means holds
+	// live in memory only and a restart forgets them.
+	StateFile string
 	// RatePerSource is how many messages per second one source may send,
 	// sustained, and BurstPerSource how many it may send at once; a source
 	// is an IPv4 address or an IPv6 /64, whatever the port, since a
@@ -96,8 +137,12 @@ type Server struct {
 	maxTTL     time.Duration
 	maxRecords int
 	now        func() time.Time
+	maxHolds   int
+	perSource  int // 0: no limit
+	statePath  string
 	limiter    *limiter // nil when rate limiting is off
 	forwards   *limiter // nil when forwarding is not limited
+	cookies    *cookieJar
 
 	ctr serverCounters
 
@@ -108,16 +153,20 @@ type Server struct {
 	done   chan struct{} // closed by Close
 	wg     sync.WaitGroup
 
-	// mu guards store and lastSweep.
-	mu        sync.Mutex
-	store     *store
-	lastSweep time.Time
+	// mu guards the fields below.
+	mu            sync.Mutex
+	store         *store
+	lastSweep     time.Time
+	lastHoldSweep time.Time
+	dirty         bool      // IDs were added or released since the last save
+	lastSave      time.Time // of the state file
+	saved         bool      // Close wrote the state file a last time
 }
 
 // serverCounters are the Server's statistics; see Stats.
 type serverCounters struct {
 	accepted    atomic.Uint64
-	refused     [reasonFull + 1]atomic.Uint64
+	refused     [reasonSourceFull + 1]atomic.Uint64
 	lookups     [statusBadRequest + 1]atomic.Uint64
 	malformed   atomic.Uint64
 	unknownType atomic.Uint64
@@ -126,6 +175,9 @@ type serverCounters struct {
 	readErrors  atomic.Uint64
 	rateLimited atomic.Uint64
 	keepalives  atomic.Uint64
+	cookies     atomic.Uint64
+	released    atomic.Uint64
+	saveErrors  atomic.Uint64
 
 	forwarded         [5]atomic.Uint64 // by payload: 0 control, 1–4 WireGuard message type
 	forwardedBytes    atomic.Uint64
@@ -135,8 +187,9 @@ type serverCounters struct {
 	fwdRateLimited    atomic.Uint64
 }
 
-// NewServer checks cfg and returns a Server with an empty store. It starts
-// the goroutine that sweeps expired records, so Close must be called.
+// NewServer checks cfg and returns a Server whose store holds the holds of
+// cfg.StateFile, if any. It starts the goroutine that sweeps expired
+// records and saves the state, so Close must be called.
 func NewServer(cfg ServerConfig) (*Server, error) {
 	switch {
 	case cfg.Log == nil:
@@ -157,11 +210,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("relay: ServerConfig.ForwardBurst %d is not between 0 and %d", cfg.ForwardBurst, maxBurstPerSource)
 	case cfg.MaxSources < 0:
 		return nil, fmt.Errorf("relay: ServerConfig.MaxSources %d is negative", cfg.MaxSources)
+	case cfg.MaxHolds < 0:
+		return nil, fmt.Errorf("relay: ServerConfig.MaxHolds %d is negative", cfg.MaxHolds)
 	}
 	s := &Server{
 		log:        cfg.Log,
 		maxTTL:     cfg.MaxTTL,
 		maxRecords: cfg.MaxRecords,
+		maxHolds:   cfg.MaxHolds,
+		perSource:  cfg.PerSourceIDs,
+		statePath:  cfg.StateFile,
 		now:        cfg.Now,
 		done:       make(chan struct{}),
 		store:      newStore(),
@@ -172,15 +230,87 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.maxRecords == 0 {
 		s.maxRecords = DefaultMaxRecords
 	}
+	if s.maxHolds == 0 {
+		s.maxHolds = max(DefaultMaxHolds, s.maxRecords)
+	}
+	if s.maxHolds < s.maxRecords {
+		return nil, fmt.Errorf("relay: ServerConfig.MaxHolds %d is less than MaxRecords %d", s.maxHolds, s.maxRecords)
+	}
+	switch {
+	case s.perSource == 0:
+		s.perSource = DefaultPerSourceIDs
+	case s.perSource < 0:
+		s.perSource = 0
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	s.lastSweep = s.now()
+	s.lastHoldSweep, s.lastSave = s.lastSweep, s.lastSweep
+	s.cookies = newCookieJar(s.lastSweep)
+	if err := s.loadState(); err != nil {
+		return nil, err
+	}
 	s.limiter = newLimiterOr(cfg.RatePerSource, cfg.BurstPerSource, cfg.MaxSources, DefaultRatePerSource, DefaultBurstPerSource, s.lastSweep)
 	s.forwards = newLimiterOr(cfg.ForwardRate, cfg.ForwardBurst, cfg.MaxSources, DefaultForwardRate, DefaultForwardBurst, s.lastSweep)
 	s.wg.Add(1)
 	go s.sweepLoop()
 	return s, nil
+}
+
+// loadState fills the store with the holds of the state file.
+func (s *Server) loadState() error {
+	if s.statePath == "" {
+		return nil
+	}
+	holds, found, err := loadState(s.statePath)
+	if err != nil {
+		return fmt.Errorf("%w (move the file away to start without holds, giving up the protection of offline Portals' prefixes)", err)
+	}
+	now, kept := s.now(), 0
+	for i := range holds {
+		if h := &holds[i]; now.Before(h.until) {
+			holds[kept] = *h
+			kept++
+		}
+	}
+	if kept > s.maxHolds {
+		return fmt.Errorf("relay: load state %s: %d holds, more than MaxHolds %d", s.statePath, kept, s.maxHolds)
+	}
+	for i := range holds[:kept] {
+		s.store.addHold(&holds[i])
+	}
+	if found {
+		s.log.Info("state loaded", "file", s.statePath, "holds", kept, "ended", len(holds)-kept)
+	} else {
+		s.log.Info("no state file yet; it will be created", "file", s.statePath)
+	}
+	return nil
+}
+
+// saveStateIfDue writes the state file when IDs changed and saveInterval
+// passed since the last write, or saveRefresh passed; force writes it
+// anyway. The snapshot is taken under mu, the file written outside it.
+func (s *Server) saveStateIfDue(now time.Time, force bool) {
+	if s.statePath == "" {
+		return
+	}
+	s.mu.Lock()
+	since := now.Sub(s.lastSave)
+	if !force && !(s.dirty && since >= saveInterval) && since < saveRefresh {
+		s.mu.Unlock()
+		return
+	}
+	holds := s.store.snapshot(HoldDuration)
+	s.dirty, s.lastSave = false, now
+	s.mu.Unlock()
+	if err := saveState(s.statePath, holds); err != nil {
+		s.ctr.saveErrors.Add(1)
+		s.mu.Lock()
+		s.dirty = true // try again at the next sweep
+		s.mu.Unlock()
+		s.log.Error("cannot save state; holds since the last save would be lost on restart", "err", err)
+	}
 }
 
 // newLimiterOr is a limiter for a configured rate, burst and source
@@ -214,6 +344,13 @@ func (s *Server) Close() error {
 	}
 	s.life.Unlock()
 	s.wg.Wait()
+	s.mu.Lock()
+	last := !s.saved
+	s.saved = true
+	s.mu.Unlock()
+	if last {
+		s.saveStateIfDue(s.now(), true)
+	}
 	return nil
 }
 
@@ -297,23 +434,42 @@ func (s *Server) sweepLoop() {
 		case <-s.done:
 			return
 		case <-t.C:
-			now := s.now()
-			s.mu.Lock()
-			s.sweepLocked(now)
-			s.mu.Unlock()
-			if s.limiter != nil {
-				s.limiter.sweep(now)
-			}
-			if s.forwards != nil {
-				s.forwards.sweep(now)
-			}
+			s.tick(s.now())
 		}
+	}
+}
+
+// tick is sweepLoop's periodic work: expired records become holds, ended
+// holds are released (hourly), the state file is written when due, and
+// idle sources are forgotten.
+func (s *Server) tick(now time.Time) {
+	s.mu.Lock()
+	s.sweepLocked(now)
+	if now.Sub(s.lastHoldSweep) >= holdSweepInterval {
+		s.sweepHoldsLocked(now)
+	}
+	s.mu.Unlock()
+	s.saveStateIfDue(now, false)
+	if s.limiter != nil {
+		s.limiter.sweep(now)
+	}
+	if s.forwards != nil {
+		s.forwards.sweep(now)
+	}
+}
+
+// sweepHoldsLocked releases the holds that have ended.
+func (s *Server) sweepHoldsLocked(now time.Time) {
+	s.lastHoldSweep = now
+	if n := s.store.sweepHolds(now); n > 0 {
+		s.ctr.released.Add(uint64(n))
+		s.dirty = true
 	}
 }
 
 func (s *Server) sweepLocked(now time.Time) {
 	s.lastSweep = now
-	if n := s.store.sweep(now); n > 0 {
+	if n := s.store.sweep(now, HoldDuration); n > 0 {
 		s.ctr.swept.Add(uint64(n))
 	}
 }
@@ -344,6 +500,9 @@ func (s *Server) handle(pc net.PacketConn, b []byte, from net.Addr, out []byte) 
 		reply = s.register(&m, src)
 	case msgLookup:
 		reply = s.lookup(&m)
+	case msgCookieRequest:
+		s.ctr.cookies.Add(1)
+		reply = message{typ: msgCookie, nonce: m.nonce, cookie: s.cookies.make(src, s.now())}
 	case msgKeepalive:
 		s.mu.Lock()
 		known := s.store.sender(src, s.now()) != nil
@@ -446,9 +605,15 @@ func sourceString(ip netip.Addr) string {
 	return key.String()
 }
 
-// register verifies and stores a registration and returns the reply.
+// register verifies and stores a registration and returns the reply. The
+// cookie is checked first, so that a source that does not receive at its
+// address costs one HMAC and never a signature check.
 func (s *Server) register(m *message, src netip.AddrPort) message {
 	now := s.now()
+	if !s.cookies.check(m.cookie, src, now) {
+		s.ctr.refused[reasonCookie].Add(1)
+		return message{typ: msgRefused, nonce: m.nonce, reason: reasonCookie, now: now}
+	}
 	rec, err := ParseRecord(m.record, now)
 	r := reason(0)
 	switch {
@@ -473,11 +638,12 @@ func (s *Server) register(m *message, src netip.AddrPort) message {
 }
 
 // storeRecord keeps rec unless the relay holds a newer live record for the
-// same ID or is full; it returns the refusal reason, or 0.
+// same ID, the source holds its share of IDs, or the relay is full; it
+// returns the refusal reason, or 0.
 func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now time.Time) reason {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := &entry{idStr: rec.ID.String(), rec: rec, raw: bytes.Clone(raw), from: src}
+	e := &entry{idStr: rec.ID.String(), rec: rec, raw: bytes.Clone(raw), from: src, src: sourceKey(src.Addr())}
 	// Delivers for the ID go to the source of the registration only if
 	// the record itself lists it: a record is public (lookups return it),
 	// so anyone can replay it, but only from an address its owner signed.
@@ -503,6 +669,15 @@ func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now tim
 			e.addr = old.addr
 		}
 	}
+	// The ID counts against the source of its newest registration: a
+	// source at its share may refresh its IDs but add no other.
+	counted := old != nil && old.src == e.src
+	if h := s.store.getHold(rec.ID); h != nil {
+		counted = h.src == e.src
+	}
+	if s.perSource > 0 && !counted && s.store.sourceIDs(e.src) >= s.perSource {
+		return reasonSourceFull
+	}
 	if old == nil && s.store.len() >= s.maxRecords {
 		if now.Sub(s.lastSweep) >= time.Second {
 			s.sweepLocked(now)
@@ -510,6 +685,23 @@ func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now tim
 		if s.store.len() >= s.maxRecords {
 			return reasonFull
 		}
+	}
+	// A new ID needs room among the remembered IDs; holds are never
+	// evicted to make it.
+	if s.store.get(rec.ID) == nil && s.store.getHold(rec.ID) == nil && s.store.len()+s.store.holds() >= s.maxHolds {
+		// Releasing walks every hold: at most once a minute, so that
+		// a source sending new IDs to a full relay cannot make it
+		// walk a million holds a second.
+		if now.Sub(s.lastHoldSweep) >= time.Minute {
+			s.sweepLocked(now)
+			s.sweepHoldsLocked(now)
+		}
+		if s.store.len()+s.store.holds() >= s.maxHolds {
+			return reasonFull
+		}
+	}
+	if !counted {
+		s.dirty = true
 	}
 	s.store.put(e)
 	return 0
@@ -552,7 +744,8 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 
 // Stats is a snapshot of a Server's counters since NewServer.
 type Stats struct {
-	Records int // records held, including expired ones not yet swept
+	Records int // live records, including expired ones not yet swept
+	Held    int // IDs held after their record expired (see HoldDuration)
 	Sources int // sources the rate limiter tracks
 
 	Accepted            uint64 // registrations stored or refreshed
@@ -561,7 +754,12 @@ type Stats struct {
 	RefusedExpired      uint64 // refused: already expired
 	RefusedFuture       uint64 // refused: expiry beyond MaxTTL, or signed in the future
 	RefusedStale        uint64 // refused: older than the stored record (rollback)
-	RefusedFull         uint64 // refused: a new ID while MaxRecords are held
+	RefusedFull         uint64 // refused: a new ID while MaxRecords are live or MaxHolds remembered
+	RefusedCookie       uint64 // refused: no valid cookie for the source address (checked before the signature)
+	RefusedSourceFull   uint64 // refused: a new ID from a source holding PerSourceIDs
+	CookiesSent         uint64 // cookies handed out
+	HoldsReleased       uint64 // holds that ended
+	StateSaveErrors     uint64 // failed writes of the state file
 
 	LookupsFound      uint64
 	LookupsNotFound   uint64
@@ -597,7 +795,7 @@ type Stats struct {
 // including after Close.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
-	n := s.store.len()
+	n, held := s.store.len(), s.store.holds()
 	s.mu.Unlock()
 	sources := 0
 	if s.limiter != nil {
@@ -606,6 +804,7 @@ func (s *Server) Stats() Stats {
 	c := &s.ctr
 	return Stats{
 		Records:             n,
+		Held:                held,
 		Sources:             sources,
 		Accepted:            c.accepted.Load(),
 		RefusedMalformed:    c.refused[reasonMalformed].Load(),
@@ -614,6 +813,11 @@ func (s *Server) Stats() Stats {
 		RefusedFuture:       c.refused[reasonFuture].Load(),
 		RefusedStale:        c.refused[reasonStale].Load(),
 		RefusedFull:         c.refused[reasonFull].Load(),
+		RefusedCookie:       c.refused[reasonCookie].Load(),
+		RefusedSourceFull:   c.refused[reasonSourceFull].Load(),
+		CookiesSent:         c.cookies.Load(),
+		HoldsReleased:       c.released.Load(),
+		StateSaveErrors:     c.saveErrors.Load(),
 		LookupsFound:        c.lookups[statusFound].Load(),
 		LookupsNotFound:     c.lookups[statusNotFound].Load(),
 		LookupsAmbiguous:    c.lookups[statusAmbiguous].Load(),
@@ -644,6 +848,7 @@ func (s *Server) Stats() Stats {
 func (st Stats) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Int("records", st.Records),
+		slog.Int("held", st.Held),
 		slog.Int("sources", st.Sources),
 		slog.Uint64("accepted", st.Accepted),
 		slog.Uint64("refused_malformed", st.RefusedMalformed),
@@ -652,6 +857,11 @@ func (st Stats) LogValue() slog.Value {
 		slog.Uint64("refused_future", st.RefusedFuture),
 		slog.Uint64("refused_stale", st.RefusedStale),
 		slog.Uint64("refused_full", st.RefusedFull),
+		slog.Uint64("refused_cookie", st.RefusedCookie),
+		slog.Uint64("refused_source_full", st.RefusedSourceFull),
+		slog.Uint64("cookies_sent", st.CookiesSent),
+		slog.Uint64("holds_released", st.HoldsReleased),
+		slog.Uint64("state_save_errors", st.StateSaveErrors),
 		slog.Uint64("lookups_found", st.LookupsFound),
 		slog.Uint64("lookups_not_found", st.LookupsNotFound),
 		slog.Uint64("lookups_ambiguous", st.LookupsAmbiguous),

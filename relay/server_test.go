@@ -287,7 +287,7 @@ func TestServerIgnoresJunk(t *testing.T) {
 	junk := [][]byte{
 		[]byte("hello"),
 		{1, 0, 0, 0, 1, 2, 3, 4},
-		[]byte("ptl\x01\x60future message type"),
+		[]byte("ptl\x02\x60future message type"),
 		(&message{typ: msgRegisterAck, expires: t0, observed: addrOf(pc)}).append(nil),
 		(&message{typ: msgLookup, query: "abcdef"}).append(nil)[:lookupLen-1],
 		make([]byte, MaxMessageSize+100),

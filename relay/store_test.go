@@ -2,6 +2,10 @@ package relay
 
 import (
 	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -40,8 +44,10 @@ func TestStoreLookup(t *testing.T) {
 		{"abcdeq", entries[2], statusFound},
 		{"abcdefghjk", entries[0], statusFound},
 		{"abcdefghjz", nil, statusNotFound},
-		{"zzzzzz", nil, statusNotFound}, // only an expired match
-		{"yyyyyy", entries[4], statusFound},
+		{"zzzzzz", nil, statusNotFound},  // only an expired match
+		{"yyyyyy", nil, statusAmbiguous}, // an expired record still holds its ID
+		{"yyyyyyaaa", entries[4], statusFound},
+		{"yyyyyyaab", nil, statusNotFound}, // only an expired match
 		{"qqqqqq", nil, statusNotFound},
 	}
 	for _, tt := range tests {
@@ -51,11 +57,20 @@ func TestStoreLookup(t *testing.T) {
 		}
 	}
 
-	if n := s.sweep(t0); n != 2 {
+	if n := s.sweep(t0, HoldDuration); n != 2 {
 		t.Errorf("sweep removed %d, want 2", n)
 	}
 	if got, want := s.len(), 4; got != want {
 		t.Errorf("len after sweep = %d, want %d", got, want)
+	}
+	if got, want := s.holds(), 2; got != want {
+		t.Errorf("holds after sweep = %d, want %d", got, want)
+	}
+	if _, status := s.lookup("yyyyyy", t0); status != statusAmbiguous {
+		t.Errorf("after sweep: lookup(yyyyyy) = %v, want ambiguous (held)", status)
+	}
+	if n := s.sweepHolds(t0.Add(HoldDuration)); n != 2 || s.holds() != 0 {
+		t.Errorf("sweepHolds released %d, %d left; want 2, 0", n, s.holds())
 	}
 	s.remove(entries[1])
 	if got, status := s.lookup("abcdef", t0); got != entries[0] || status != statusFound {
@@ -85,5 +100,56 @@ func BenchmarkStoreLookup(b *testing.B) {
 	}
 	for i := 0; b.Loop(); i++ {
 		s.lookup(ids[i%len(ids)][:identity.ShortIDLen+1], t0)
+	}
+}
+
+// TestStateSavedWhileRunning: a new ID reaches the state file within a
+// minute, without Close (a crash loses at most that minute), and an
+// unchanged table is not rewritten before the hourly refresh.
+func TestStateSavedWhileRunning(t *testing.T) {
+	checkLeaks(t)
+	clock := &fakeClock{now: t0}
+	state := filepath.Join(t.TempDir(), "holds")
+	srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now, StateFile: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	src := netip.MustParseAddrPort("203.0.113.9:4000")
+	key := newKey(t)
+	rec := Record{ID: key.ID(), SignedAt: t0, Expires: t0.Add(time.Minute)}
+	if m := srv.registerFrom(src, srv.cookieFor(src), mustSign(t, key, rec)); m.typ != msgRegisterAck {
+		t.Fatalf("type %d reason %v", m.typ, m.reason)
+	}
+	srv.tickNow()
+	if _, err := os.Stat(state); err == nil {
+		t.Error("state written before saveInterval")
+	}
+	clock.Add(saveInterval)
+	srv.tickNow()
+	holds, found, err := loadState(state)
+	want := []hold{{id: key.ID(), idStr: key.ID().String(), until: rec.Expires.Add(HoldDuration), src: src.Addr()}}
+	if err != nil || !found || !reflect.DeepEqual(holds, want) {
+		t.Fatalf("loadState = %+v, %v, %v; want %+v", holds, found, err, want)
+	}
+	fi, _ := os.Stat(state)
+	clock.Add(saveRefresh / 2)
+	srv.tickNow()
+	if fi2, _ := os.Stat(state); !os.SameFile(fi, fi2) {
+		t.Error("unchanged state rewritten before saveRefresh")
+	}
+	clock.Add(saveRefresh / 2)
+	srv.tickNow()
+	if fi2, _ := os.Stat(state); os.SameFile(fi, fi2) {
+		t.Error("state not rewritten after saveRefresh")
+	}
+	entries, _ := os.ReadDir(filepath.Dir(state))
+	if len(entries) != 1 {
+		t.Errorf("%d files in the state directory, want 1 (no temporary file left)", len(entries))
+	}
+	// A directory that does not exist: an error, not a panic or a
+	// half-written file.
+	if err := saveState(filepath.Join(t.TempDir(), "missing", "holds"), nil); err == nil {
+		t.Error("saveState into a missing directory succeeded")
 	}
 }

@@ -15,10 +15,22 @@ import (
 //
 // Flow:
 //
-//	Portal ── Register{nonce, record} ─────▶ relay   verifies, stores ID → record
+//	Portal ── CookieRequest{nonce, padding} ─▶ relay
+//	Portal ◀── Cookie{nonce, cookie}                   cookie = MAC(secret, source addr:port)
+//	Portal ── Register{nonce, cookie, record} ─▶ relay checks the cookie, then
+//	                                                   verifies, stores ID → record
 //	Portal ◀── RegisterAck{nonce, expires, observed} │ or Refused{nonce, reason, relay time}
 //	Portal ── Lookup{nonce, query, padding} ─▶ relay
 //	Portal ◀── LookupReply{nonce, status, record}
+//
+// The cookie proves that the registering Portal receives datagrams at the
+// source address of its Register, so that a forged source address can
+// neither move another Portal's address binding nor make the relay verify
+// a signature (the cookie is checked first, always). It is stateless on the
+// relay: an HMAC over the source address and port under a secret that
+// changes every 2 minutes; a cookie is accepted under the current and the
+// previous secret, so it stays valid for 2 to 4 minutes. A Portal reuses a
+// cookie for a minute, and fetches a new one when a relay refuses it.
 //
 // A Portal puts the observed address from the ack first in its next record.
 // Replies echo the request's random nonce, so an off-path sender that does
@@ -62,12 +74,16 @@ import (
 
 // ProtocolVersion is the fourth byte of every relay message. It changes only
 // when the wire format changes incompatibly; new message types do not
-// change it.
-const ProtocolVersion = 0x01
+// change it. Version 2 added the cookie to Register (version 1 had none):
+// Portals and relays ship together, and a relay drops the messages of
+// another version as malformed. Control messages between two Portals
+// (PeerMessagePrefix) have their own version byte.
+const ProtocolVersion = 0x02
 
 // MaxMessageSize is the largest relay message in bytes; larger datagrams are
-// malformed. The messages of this version take at most 352 bytes (a Lookup);
-// the rest is room for later message types within a 1280-byte IPv6 MTU.
+// malformed. The messages of this version take at most 367 bytes (a
+// Register); the rest is room for later message types within a 1280-byte
+// IPv6 MTU.
 const MaxMessageSize = 1200
 
 // magic is the first three bytes of every relay message.
@@ -78,7 +94,9 @@ const magic = "ptl"
 type msgType byte
 
 const (
-	// msgRegister (Portal → relay): nonce[16] record[...].
+	// msgRegister (Portal → relay): nonce[16] cookie[16] record[...],
+	// where cookie is the one a Cookie message gave this source address
+	// and port.
 	msgRegister msgType = 0x01
 	// msgRegisterAck (relay → Portal): nonce[16] expires[8] observed(addr),
 	// where observed is the source address of the Register datagram and
@@ -118,6 +136,13 @@ const (
 	// registration (the relay restarted, or the mapping changed), so that
 	// a Portal is back within seconds.
 	msgKeepalive msgType = 0x0a
+	// msgCookieRequest (Portal → relay): nonce[16] zeros[16], padded to
+	// the size of the Cookie that answers it, so answering never
+	// amplifies.
+	msgCookieRequest msgType = 0x0b
+	// msgCookie (relay → Portal): nonce[16] cookie[16], the cookie for
+	// the request's source address and port.
+	msgCookie msgType = 0x0c
 
 	// Type 0x09 (Portal → Portal, directly or inside Forward and
 	// Deliver) is a control message between two Portals, sealed with their
@@ -127,7 +152,8 @@ const (
 // PeerMessagePrefix (message type 0x09) starts every control message
 // between two Portals, so
 // that a Portal's demultiplexer, and a relay deciding what it may forward,
-// can tell them from WireGuard and from relay messages.
+// can tell them from WireGuard and from relay messages. Its version byte
+// is the control messages' own (1), not ProtocolVersion.
 const PeerMessagePrefix = magic + "\x01\x09"
 
 // MaxForwardSize is the largest Forward or Deliver message: room for a
@@ -217,7 +243,9 @@ const (
 	reasonExpired      reason = 0x03 // expired by the relay's clock
 	reasonFuture       reason = 0x04 // expiry beyond the relay's maximum lifetime, or signed in the future
 	reasonStale        reason = 0x05 // older than the record the relay holds for that ID
-	reasonFull         reason = 0x06 // the relay holds its maximum number of records
+	reasonFull         reason = 0x06 // the relay holds its maximum number of records, or of IDs live or held
+	reasonCookie       reason = 0x07 // no valid cookie for the source address: fetch one
+	reasonSourceFull   reason = 0x08 // the source holds its share of IDs (ServerConfig.PerSourceIDs)
 )
 
 func (r reason) String() string {
@@ -234,6 +262,10 @@ func (r reason) String() string {
 		return "older than the stored record"
 	case reasonFull:
 		return "relay full"
+	case reasonCookie:
+		return "no valid cookie"
+	case reasonSourceFull:
+		return "too many portals from this address"
 	}
 	return fmt.Sprintf("reason(%d)", byte(r))
 }
@@ -241,6 +273,7 @@ func (r reason) String() string {
 const (
 	headerLen    = 5
 	nonceLen     = 16
+	cookieLen    = 16
 	idLen        = 32
 	timeLen      = 8
 	sigLen       = 64
@@ -272,13 +305,14 @@ func IsRelayMessage(b []byte) bool {
 type message struct {
 	typ      msgType
 	nonce    [nonceLen]byte
-	record   []byte         // register, lookupReply with statusFound; aliases the input
-	query    string         // lookup
-	status   status         // lookupReply
-	reason   reason         // refused
-	expires  time.Time      // registerAck
-	observed netip.AddrPort // registerAck
-	now      time.Time      // refused: the relay's clock
+	cookie   [cookieLen]byte // register, cookie
+	record   []byte          // register, lookupReply with statusFound; aliases the input
+	query    string          // lookup
+	status   status          // lookupReply
+	reason   reason          // refused
+	expires  time.Time       // registerAck
+	observed netip.AddrPort  // registerAck
+	now      time.Time       // refused: the relay's clock
 }
 
 // parseMessage decodes a relay message. It checks the layout only: records
@@ -292,7 +326,7 @@ func parseMessage(b []byte) (message, error) {
 	m.typ = msgType(b[4])
 	r := reader{b: b[headerLen:]}
 	switch m.typ {
-	case msgRegister, msgRegisterAck, msgLookup, msgLookupReply, msgRefused:
+	case msgRegister, msgRegisterAck, msgLookup, msgLookupReply, msgRefused, msgCookieRequest, msgCookie:
 		copy(m.nonce[:], r.bytes(nonceLen))
 	case msgNotRegistered, msgKeepalive:
 	default:
@@ -300,7 +334,16 @@ func parseMessage(b []byte) (message, error) {
 	}
 	switch m.typ {
 	case msgRegister:
+		copy(m.cookie[:], r.bytes(cookieLen))
 		m.record = r.record()
+	case msgCookieRequest:
+		for _, c := range r.bytes(cookieLen) {
+			if c != 0 {
+				r.fail()
+			}
+		}
+	case msgCookie:
+		copy(m.cookie[:], r.bytes(cookieLen))
 	case msgRegisterAck:
 		m.expires = r.time()
 		m.observed = r.addr()
@@ -329,7 +372,7 @@ func parseMessage(b []byte) (message, error) {
 		}
 	case msgRefused:
 		m.reason = reason(r.byte())
-		if m.reason < reasonMalformed || m.reason > reasonFull {
+		if m.reason < reasonMalformed || m.reason > reasonSourceFull {
 			r.fail()
 		}
 		m.now = r.time()
@@ -356,7 +399,12 @@ func (m *message) append(dst []byte) []byte {
 	dst = append(dst, m.nonce[:]...)
 	switch m.typ {
 	case msgRegister:
+		dst = append(dst, m.cookie[:]...)
 		dst = append(dst, m.record...)
+	case msgCookieRequest:
+		dst = append(dst, make([]byte, cookieLen)...)
+	case msgCookie:
+		dst = append(dst, m.cookie[:]...)
 	case msgRegisterAck:
 		dst = appendTime(dst, m.expires)
 		dst = appendAddr(dst, m.observed)

@@ -193,9 +193,9 @@ func TestIsRelayMessage(t *testing.T) {
 		want bool
 	}{
 		{"register", (&message{typ: msgRegister}).append(nil), true},
-		{"unknown type", []byte("ptl\x01\x7f"), true},
-		{"header only is too short", []byte("ptl\x01"), false},
-		{"other version", []byte("ptl\x02\x01"), false},
+		{"unknown type", []byte("ptl\x02\x7f"), true},
+		{"header only is too short", []byte("ptl\x02"), false},
+		{"other version", []byte("ptl\x01\x01"), false},
 		{"bad magic", []byte("ptk\x01\x01"), false},
 		{"empty", nil, false},
 	}
@@ -220,6 +220,11 @@ func TestMessageRoundTrip(t *testing.T) {
 	nonce := randNonce()
 	tests := []message{
 		{typ: msgRegister, nonce: nonce, record: raw},
+		{typ: msgRegister, nonce: nonce, cookie: [cookieLen]byte{1, 2, 3, 15: 9}, record: raw},
+		{typ: msgCookieRequest, nonce: nonce},
+		{typ: msgCookie, nonce: nonce, cookie: [cookieLen]byte{1, 2, 3, 15: 9}},
+		{typ: msgRefused, nonce: nonce, reason: reasonCookie, now: t0},
+		{typ: msgRefused, nonce: nonce, reason: reasonSourceFull, now: t0},
 		{typ: msgRegisterAck, nonce: nonce, expires: t0, observed: netip.MustParseAddrPort("198.51.100.7:40000")},
 		{typ: msgRegisterAck, nonce: nonce, expires: t0, observed: netip.MustParseAddrPort("[2001:db8::7]:1")},
 		{typ: msgLookup, nonce: nonce, query: key.ID().Short()},
@@ -253,7 +258,7 @@ func TestMessageRoundTrip(t *testing.T) {
 // TestRepliesNeverAmplify checks that the largest reply to each request is
 // no larger than the smallest request the relay answers.
 func TestRepliesNeverAmplify(t *testing.T) {
-	minRegister := headerLen + nonceLen + minRecordLen
+	minRegister := headerLen + nonceLen + cookieLen + minRecordLen
 	maxAck := headerLen + nonceLen + timeLen + maxAddrLen
 	maxRefused := headerLen + nonceLen + 1 + timeLen
 	maxLookupReply := headerLen + nonceLen + 1 + maxRecordLen
@@ -262,6 +267,11 @@ func TestRepliesNeverAmplify(t *testing.T) {
 	}
 	if maxLookupReply > lookupLen {
 		t.Errorf("LookupReply up to %d bytes, Lookup %d", maxLookupReply, lookupLen)
+	}
+	// A Cookie is exactly as long as the CookieRequest it answers.
+	req := (&message{typ: msgCookieRequest}).append(nil)
+	if c := (&message{typ: msgCookie}).append(nil); len(c) > len(req) {
+		t.Errorf("Cookie %d bytes, CookieRequest %d", len(c), len(req))
 	}
 }
 
@@ -275,6 +285,7 @@ func TestParseMessageRejects(t *testing.T) {
 		return b
 	}
 	ack := (&message{typ: msgRegisterAck, expires: t0, observed: netip.MustParseAddrPort("192.0.2.1:5")}).append(nil)
+	cookieReq := (&message{typ: msgCookieRequest}).append(nil)
 	addrAt := headerLen + nonceLen + timeLen
 	tests := []struct {
 		name string
@@ -282,11 +293,11 @@ func TestParseMessageRejects(t *testing.T) {
 		want error
 	}{
 		{"bad magic", set(lookupMsg, 0, 'P'), errMalformed},
-		{"other version", set(lookupMsg, 3, 2), errMalformed},
-		{"too short for a header", []byte("ptl\x01"), errMalformed},
-		{"unknown type", []byte("ptl\x01\x40anything"), errUnknownType},
+		{"other version", set(lookupMsg, 3, 1), errMalformed},
+		{"too short for a header", []byte("ptl\x02"), errMalformed},
+		{"unknown type", []byte("ptl\x02\x40anything"), errUnknownType},
 		{"oversized", append((&message{typ: msgRegister, record: raw}).append(nil), make([]byte, MaxMessageSize)...), errMalformed},
-		{"no nonce", []byte("ptl\x01\x03"), errMalformed},
+		{"no nonce", []byte("ptl\x02\x03"), errMalformed},
 		{"register without record", (&message{typ: msgRegister}).append(nil), errMalformed},
 		{"register with short record", (&message{typ: msgRegister, record: raw[:minRecordLen-1]}).append(nil), errMalformed},
 		{"register with long record", (&message{typ: msgRegister, record: make([]byte, maxRecordLen+1)}).append(nil), errMalformed},
@@ -303,6 +314,12 @@ func TestParseMessageRejects(t *testing.T) {
 		{"ack with family 5", set(ack, addrAt, 5), errMalformed},
 		{"ack truncated", ack[:len(ack)-1], errMalformed},
 		{"ack with trailing byte", append(bytes.Clone(ack), 0), errMalformed},
+		{"register too short for cookie and record", append((&message{typ: msgRegister}).append(nil)[:headerLen+nonceLen], raw[:minRecordLen-1]...), errMalformed},
+		{"cookie request not padded", cookieReq[:len(cookieReq)-1], errMalformed},
+		{"cookie request with non-zero padding", set(cookieReq, len(cookieReq)-1, 1), errMalformed},
+		{"cookie request over-padded", append(bytes.Clone(cookieReq), 0), errMalformed},
+		{"cookie truncated", (&message{typ: msgCookie}).append(nil)[:headerLen+nonceLen+cookieLen-1], errMalformed},
+		{"refused with reason past the last", (&message{typ: msgRefused, reason: reasonSourceFull + 1, now: t0}).append(nil), errMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -317,5 +334,34 @@ func TestParseMessageRejects(t *testing.T) {
 func TestLookupCarriesFullID(t *testing.T) {
 	if headerLen+nonceLen+1+identity.IDLen > lookupLen {
 		t.Fatal("a full ID does not fit in a Lookup")
+	}
+}
+
+func TestCookieJar(t *testing.T) {
+	src := netip.MustParseAddrPort("198.51.100.7:4000")
+	j := newCookieJar(t0)
+	c := j.make(src, t0)
+	tests := []struct {
+		name string
+		src  netip.AddrPort
+		at   time.Time
+		want bool
+	}{
+		{"same address", src, t0, true},
+		{"IPv4-mapped form", netip.MustParseAddrPort("[::ffff:198.51.100.7]:4000"), t0, true},
+		{"one rotation later", src, t0.Add(cookieRotate), true},
+		{"other port", netip.MustParseAddrPort("198.51.100.7:4001"), t0, false},
+		{"other address", netip.MustParseAddrPort("198.51.100.8:4000"), t0, false},
+		{"IPv6", netip.MustParseAddrPort("[2001:db8::7]:4000"), t0, false},
+		{"two rotations later", src, t0.Add(2 * cookieRotate), false},
+	}
+	for _, tt := range tests {
+		// Times only move forward through the table, as a clock does.
+		if got := j.check(c, tt.src, tt.at); got != tt.want {
+			t.Errorf("%s: check = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if other := newCookieJar(t0); other.check(c, src, t0) {
+		t.Error("another relay's jar (another secret) accepted the cookie")
 	}
 }

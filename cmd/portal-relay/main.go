@@ -5,7 +5,8 @@
 // it cannot read (see package relay).
 //
 //	portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
-//	                 [--forward-rate N] [--forward-burst N]
+//	                 [--forward-rate N] [--forward-burst N] [--per-source-ids N]
+//	                 [--max-holds N] [--state FILE]
 //
 // --listen (PORTAL_LISTEN, default ":51821") is the UDP address to serve;
 // --log-level (PORTAL_LOG_LEVEL, default info) is debug, info, warn or
@@ -14,8 +15,15 @@
 // and --burst (PORTAL_BURST, default 100) how many it may send at once;
 // --forward-rate and --forward-burst (PORTAL_FORWARD_RATE, default 50000,
 // PORTAL_FORWARD_BURST, default 10000) are the same for forwarded packets,
-// which do not count against --rate. A flag given on the command line wins
-// over its variable. The relay
+// which do not count against --rate; --per-source-ids (PORTAL_PER_SOURCE_IDS,
+// default 16, negative for no limit) is how many Portal IDs, live or held,
+// one source IP (an IPv6 /64) may hold; --max-holds (PORTAL_MAX_HOLDS,
+// default 1000000) is how many IDs the relay remembers, live or held for
+// 30 days after their record expired; --state (PORTAL_STATE, default none)
+// is the file that keeps the holds across restarts (written atomically; a
+// corrupt file stops the relay from starting; without it a restart forgets
+// the holds, which the relay warns about when it starts). A flag given on
+// the command line wins over its variable. The relay
 // logs to stderr with log/slog, including a line
 // `msg="portal-relay running" listen=ADDR` with the bound address once it
 // serves and a stats line every minute. SIGINT or SIGTERM stops it cleanly.
@@ -45,9 +53,11 @@ const (
 
 const usage = `usage:
   portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
-                   [--forward-rate N] [--forward-burst N]
+                   [--forward-rate N] [--forward-burst N] [--per-source-ids N]
+                   [--max-holds N] [--state FILE]
 Flags also come from PORTAL_LISTEN, PORTAL_LOG_LEVEL, PORTAL_RATE, PORTAL_BURST,
-PORTAL_FORWARD_RATE and PORTAL_FORWARD_BURST.
+PORTAL_FORWARD_RATE, PORTAL_FORWARD_BURST, PORTAL_PER_SOURCE_IDS,
+PORTAL_MAX_HOLDS and PORTAL_STATE.
 Run 'portal-relay run -h' for the flags.`
 
 func main() {
@@ -82,6 +92,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	burst := c.String("burst", strconv.Itoa(relay.DefaultBurstPerSource), "messages a source IP may send at once")
 	fwdRate := c.String("forward-rate", strconv.Itoa(relay.DefaultForwardRate), "forwarded packets per second per source IP, sustained; negative for no limit")
 	fwdBurst := c.String("forward-burst", strconv.Itoa(relay.DefaultForwardBurst), "forwarded packets a source IP may send at once")
+	perSource := c.String("per-source-ids", strconv.Itoa(relay.DefaultPerSourceIDs), "Portal IDs, live or held, one source IP (IPv6: /64) may hold; negative for no limit")
+	maxHolds := c.String("max-holds", strconv.Itoa(relay.DefaultMaxHolds), "IDs remembered, live or held for 30 days after their record expired")
+	state := c.String("state", "", "file that keeps the holds across restarts; none: a restart forgets them")
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
@@ -106,20 +119,37 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.ForwardBurst, err = strconv.Atoi(*fwdBurst); err != nil || cfg.ForwardBurst <= 0 {
 		return cli.Usagef("--forward-burst %q: want a positive number of packets", *fwdBurst)
 	}
-	srv, err := relay.NewServer(cfg) // checks the relay's own bounds
+	if cfg.PerSourceIDs, err = strconv.Atoi(*perSource); err != nil || cfg.PerSourceIDs == 0 {
+		return cli.Usagef("--per-source-ids %q: want a positive number of IDs, or a negative number for no limit", *perSource)
+	}
+	if cfg.MaxHolds, err = strconv.Atoi(*maxHolds); err != nil || cfg.MaxHolds < relay.DefaultMaxRecords {
+		return cli.Usagef("--max-holds %q: want a number of IDs, at least %d (the live records)", *maxHolds, relay.DefaultMaxRecords)
+	}
+	cfg.StateFile = *state
+	// Check the flags before touching the state file, so that a usage
+	// error stays a usage error.
+	check := cfg
+	check.StateFile = ""
+	probe, err := relay.NewServer(check) // checks the relay's own bounds
 	if err != nil {
 		return cli.Usagef("--rate %s --burst %s --forward-rate %s --forward-burst %s: %v", *rate, *burst, *fwdRate, *fwdBurst, err)
+	}
+	probe.Close()
+	srv, err := relay.NewServer(cfg) // loads the state file
+	if err != nil {
+		return err
 	}
 	defer srv.Close()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return run(ctx, *listen, srv, cfg.Log)
+	return run(ctx, *listen, srv, cfg)
 }
 
 // run serves srv on listen until ctx is done, logging stats every minute.
 // It closes the server before the socket, so that Serve has returned when
 // the socket goes.
-func run(ctx context.Context, listen string, srv *relay.Server, log *slog.Logger) error {
+func run(ctx context.Context, listen string, srv *relay.Server, cfg relay.ServerConfig) error {
+	log := cfg.Log
 	pc, err := net.ListenPacket("udp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -130,6 +160,9 @@ func run(ctx context.Context, listen string, srv *relay.Server, log *slog.Logger
 	served := make(chan error, 1)
 	go serve(ctx, srv, pc, served)
 	log.Info("portal-relay running", "listen", pc.LocalAddr().String(), "version", relay.ProtocolVersion)
+	if cfg.StateFile == "" {
+		log.Warn("no --state file: holds are kept in memory only, and a restart forgets them, so that a key ground to share an offline Portal's prefix could then answer for it")
+	}
 	tick := time.NewTicker(statsInterval)
 	defer tick.Stop()
 	for {

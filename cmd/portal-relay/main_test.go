@@ -49,6 +49,10 @@ func TestCommandLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
+	corrupt := filepath.Join(t.TempDir(), "holds")
+	if err := os.WriteFile(corrupt, []byte("PTLHOLD1 but cut short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		args   []string
@@ -75,6 +79,11 @@ func TestCommandLine(t *testing.T) {
 		{"bad burst from the environment", []string{"run"}, map[string]string{"PORTAL_BURST": "many"}, 2, "--burst"},
 		{"run help shows the rate", []string{"run", "-h"}, nil, 0, "-rate"},
 		{"port in use", []string{"run", "--listen", taken.LocalAddr().String()}, nil, 1, "listen"},
+		{"zero per-source IDs", []string{"run", "--per-source-ids", "0"}, nil, 2, "--per-source-ids"},
+		{"bad per-source IDs from the environment", []string{"run"}, map[string]string{"PORTAL_PER_SOURCE_IDS": "some"}, 2, "--per-source-ids"},
+		{"max holds below the records", []string{"run", "--max-holds", "10"}, nil, 2, "--max-holds"},
+		{"corrupt state file", []string{"run", "--listen", "127.0.0.1:0", "--state", corrupt}, nil, 1, "corrupt state file"},
+		{"corrupt state file from the environment", []string{"run", "--listen", "127.0.0.1:0"}, map[string]string{"PORTAL_STATE": corrupt}, 1, corrupt},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -258,5 +267,33 @@ func TestRunServesAndStops(t *testing.T) {
 				t.Errorf("no stats line with the rate_limited counter in:\n%s", log)
 			}
 		})
+	}
+}
+
+// TestStateSurvivesRestart: with --state, the IDs a relay saw are held
+// after a restart; without it, the relay warns that a restart forgets them.
+func TestStateSurvivesRestart(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "holds")
+	p := startRelay(t, []string{"PORTAL_PER_SOURCE_IDS=4"}, "run", "--listen", "127.0.0.1:0", "--state", state)
+	if strings.Contains(p.logText(), "no --state file") {
+		t.Errorf("warned about a missing --state:\n%s", p.logText())
+	}
+	portal(t, p.addr)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	if fi, err := os.Stat(state); err != nil || fi.Size() != 8+4+56+32 {
+		t.Fatalf("state file after stop: %v, %v; want one hold", fi, err)
+	}
+	p2 := startRelay(t, nil, "run", "--listen", "127.0.0.1:0", "--state", state)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p2.logText(), "holds=1"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no \"state loaded ... holds=1\" line:\n%s", p2.logText())
+		}
+	}
+	p3 := startRelay(t, nil, "run", "--listen", "127.0.0.1:0")
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p3.logText(), "no --state file"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning about a missing --state:\n%s", p3.logText())
+		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -263,7 +264,14 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 	defer cancel()
 	rec, via, err := o.relay.LookupVia(lctx, query)
 	if err != nil {
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, relay.ErrAmbiguous):
+			// Issue 10: a prefix shared by two Portals (one may be a
+			// squatter's ground key) never resolves; the owner must
+			// pair by the full ID.
+			o.log.Warn("prefix matches more than one portal at the relays; the peer stays unresolved: pair it by its full ID", "prefix", query)
+		default:
 			o.log.Debug("lookup failed; will retry", "peer", query[:identity.ShortIDLen], "err", err)
 		}
 		return false
