@@ -11,11 +11,13 @@ import (
 // connsPerPeer is how many connections one peer may hold open to the
 // ingress: twice its requests in flight (--peer-inflight), so that a peer
 // at its limit still gets its 429s on spare connections, and never fewer
-// than forwarder.MaxConnsPerPeer, what an honest sender opens. An
-// authenticated but hostile peer could otherwise pin goroutines, buffers
-// and TCP windows without end.
+// than twice forwarder.MaxConnsPerPeer, what an honest sender opens: the
+// sender counts a connection gone when it closes it, this side a moment
+// later, and a sender that churns connections must not run into the bound.
+// An authenticated but hostile peer could otherwise pin goroutines,
+// buffers and TCP windows without end.
 func connsPerPeer(inflight int) int {
-	return max(2*inflight, forwarder.MaxConnsPerPeer)
+	return max(2*inflight, 2*forwarder.MaxConnsPerPeer)
 }
 
 // perSourceLimit is a net.Listener that closes, at once, a connection from
