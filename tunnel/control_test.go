@@ -15,7 +15,7 @@ import (
 	"portal/relay"
 )
 
-func controlAEAD(t *testing.T, k *identity.Key, peer identity.ID) cipher.AEAD {
+func controlAEAD(t testing.TB, k *identity.Key, peer identity.ID) cipher.AEAD {
 	t.Helper()
 	ck, err := k.ControlKey(peer)
 	if err != nil {
@@ -97,7 +97,7 @@ func TestReplayWindow(t *testing.T) {
 	}
 }
 
-func newTestKey(t *testing.T) *identity.Key {
+func newTestKey(t testing.TB) *identity.Key {
 	t.Helper()
 	k, err := identity.GenerateKey()
 	if err != nil {
