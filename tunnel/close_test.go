@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -261,7 +262,8 @@ func TestEndpointsChanged(t *testing.T) {
 }
 
 // TestCloseIdempotent: Close may be called again, and from several
-// goroutines at once; each call returns once the tunnel is closed.
+// goroutines at once; each call returns once the tunnel is closed, after
+// which the tunnel takes no new peer.
 func TestCloseIdempotent(t *testing.T) {
 	checkLeaks(t)
 	a := newNode(t)
@@ -281,5 +283,8 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 	if _, err := a.tun.Listen(80); err == nil {
 		t.Error("Listen on a closed tunnel succeeded")
+	}
+	if err := a.tun.SetPeer(newTestKey(t).ID()); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("SetPeer after Close = %v, want net.ErrClosed", err)
 	}
 }

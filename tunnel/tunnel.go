@@ -74,7 +74,7 @@ type Config struct {
 	// the peer up again (SetEndpoints then names a relay that answers).
 	// It is called from the tunnel's probing goroutine, with none of the
 	// tunnel's locks held, and never once Close has returned (Close waits
-	// for a call in progress). It must not block.
+	// for a call in progress). It must not block, nor call Close.
 	RelayLost func(identity.ID)
 	// Log receives the tunnel's events. Required.
 	Log *slog.Logger
@@ -202,13 +202,17 @@ func (t *Tunnel) Addr() netip.Addr { return t.addr }
 
 // SetPeer adds the peer, if it is not on the device yet: its WireGuard
 // key and overlay address come from id. Where to reach it comes later,
-// from SetEndpoints or from the peer's own control messages.
+// from SetEndpoints or from the peer's own control messages. After Close
+// it fails with net.ErrClosed.
 func (t *Tunnel) SetPeer(id identity.ID) error {
 	if id == t.self {
 		return errors.New("tunnel: cannot add this Portal as its own peer")
 	}
 	t.peers.Lock()
 	defer t.peers.Unlock()
+	if t.closed.Load() {
+		return fmt.Errorf("tunnel: set peer %s: %w", id.Short(), net.ErrClosed)
+	}
 	if _, ok := t.peers.byID[id]; ok {
 		return nil
 	}
@@ -229,13 +233,13 @@ func (t *Tunnel) SetPeer(id identity.ID) error {
 // registered with (invalid for none). Unless a direct path is in use, the
 // tunnel probes the endpoints, asks the peer through the relay to probe
 // this Portal's, and meanwhile sends through the relay. A peer not set
-// with SetPeer is ignored.
+// with SetPeer is ignored, and so is any call after Close.
 func (t *Tunnel) SetEndpoints(id identity.ID, endpoints []netip.AddrPort, via netip.AddrPort) {
 	t.peers.Lock()
 	defer t.peers.Unlock()
 	gen, ok := t.peers.byID[id]
 	p := t.paths.get(id)
-	if !ok || p == nil {
+	if !ok || p == nil || t.closed.Load() {
 		return
 	}
 	t.paths.setEndpoints(p, endpoints, via)
@@ -257,11 +261,10 @@ func (t *Tunnel) SetEndpoints(id identity.ID, endpoints []netip.AddrPort, via ne
 // handshake within a round trip, so waiting first avoids crossing it, and
 // the two Portals wait for different times (by key order) so that their
 // own starts do not cross either. A later call replaces the pending start;
-// RemovePeer and Close cancel it. t.peers must be held.
+// RemovePeer and Close cancel it. t.peers must be held, and the tunnel
+// open: Close sets closed before it takes t.peers, so that this Add comes
+// before Close's Wait.
 func (t *Tunnel) startHandshakeLocked(id identity.ID, gen uint64) {
-	if t.closed.Load() {
-		return
-	}
 	mine, theirs := t.self.WireGuardKey(), id.WireGuardKey()
 	delay := handshakeDelayFirst
 	if bytes.Compare(mine[:], theirs[:]) > 0 {
@@ -269,7 +272,7 @@ func (t *Tunnel) startHandshakeLocked(id identity.ID, gen uint64) {
 	}
 	t.stopKickLocked(id)
 	k := &pendingKick{}
-	t.wg.Add(1) // before Close's Wait: Close sets closed before it takes t.peers
+	t.wg.Add(1)
 	k.timer = t.afterFunc(delay, func() { t.kick(id, gen, k) })
 	t.peers.kicks[id] = k
 }
