@@ -60,17 +60,51 @@ func (w *timerWatch) count() int {
 	return len(w.timers)
 }
 
-// tunnelGoroutines returns the stacks of goroutines not in before that run
-// a tunnel's methods or were started by them. Unlike checkLeaks it does
-// not wait: right after Close, there must be none.
+// tunnelGoroutines returns the stacks of goroutines not in before that
+// the tunnel started: its own goroutines and timers' callbacks, not the
+// tests' and not wireguard-go's or gVisor's (some of those end a moment
+// after Close, and checkLeaks waits for them). Right after Close, none may
+// be blocked; one may still be on its way out (past its WaitGroup's Done),
+// so runnable ones get a second to finish.
 func tunnelGoroutines(before map[string]bool) []string {
 	var out []string
-	for _, g := range goroutines() {
-		if !before[g.id] && strings.Contains(g.stack, "portal/tunnel.(*") {
-			out = append(out, g.stack)
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		out = out[:0]
+		blocked := false
+		for _, g := range goroutines() {
+			if !before[g.id] && startedBy(g.stack, "portal/tunnel.") {
+				out = append(out, g.stack)
+				blocked = blocked || isBlocked(g.stack)
+			}
+		}
+		if len(out) == 0 || blocked || time.Now().After(deadline) {
+			return out
 		}
 	}
-	return out
+}
+
+// isBlocked reports whether a goroutine waits (on a channel, a lock, I/O,
+// a timer...) rather than runs or is about to.
+func isBlocked(stack string) bool {
+	_, state, _ := strings.Cut(stack, "[")
+	state, _, _ = strings.Cut(state, "]")
+	return state != "running" && !strings.HasPrefix(state, "runnable")
+}
+
+// startedBy reports whether the goroutine whose stack this is was started
+// by code of pkg other than a test function, or is a timer's callback
+// running code of pkg.
+func startedBy(stack, pkg string) bool {
+	_, creator, _ := strings.Cut(stack, "\ncreated by ")
+	switch {
+	case strings.HasPrefix(creator, pkg+"Test"):
+		return false
+	case strings.HasPrefix(creator, pkg):
+		return true
+	case strings.HasPrefix(creator, "time.goFunc"):
+		return strings.Contains(stack, "\n"+pkg)
+	}
+	return false
 }
 
 func goroutineIDs() map[string]bool {

@@ -563,7 +563,7 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 	if n := w.stoppedNow(); n != 0 {
 		t.Errorf("%d lookup retries still pending after run returned, want 0", n)
 	}
-	if left := goroutinesSince(before, []string{"main.(*overlay)", "created by main.(*overlay)"}); len(left) > 0 {
+	if left := ownedSince(before, pkgPrefix+"(*overlay)"); len(left) > 0 {
 		t.Errorf("%d goroutines of the overlay still running after run returned:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 	w.mu.Lock()

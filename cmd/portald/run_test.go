@@ -15,14 +15,16 @@ import (
 	"portal/relay"
 )
 
-// ownCode marks the frames of goroutines the daemon starts in-process:
-// this package's and the project's packages'. Such goroutines must be gone
-// when their owner's Close (or run) returns.
-var ownCode = []string{"\nmain.", "created by main.", "\nportal/", "created by portal/"}
+// pkgPrefix starts the names of this package's functions in stacks, and
+// projectPrefix those of all the project's packages.
+const (
+	pkgPrefix     = "portal/cmd/portald."
+	projectPrefix = "portal/"
+)
 
 // libCode marks the frames of goroutines that the libraries the daemon
 // uses start and stop (wireguard-go's, gVisor's, database/sql's): some end
-// a moment after their Close returned, so checks of them poll.
+// a moment after their Close returned, so checks of them wait a little.
 var libCode = []string{"golang.zx2c4.com/wireguard/", "gvisor.dev/gvisor/", "database/sql."}
 
 // goroutineSnapshot is the IDs of the goroutines running now.
@@ -34,16 +36,61 @@ func goroutineSnapshot() map[string]bool {
 	return ids
 }
 
-// goroutinesSince returns the stacks of the goroutines not in before whose
-// frames contain one of marks.
-func goroutinesSince(before map[string]bool, marks []string) []string {
+// startedSince returns the stacks of the goroutines not in before that
+// code of the package prefix started (not a test function), or that are
+// timers' callbacks running its code. The test's relay server is not the
+// daemon's, and is left out.
+func startedSince(before map[string]bool, prefix string) []string {
 	var out []string
 	for _, g := range allGoroutines() {
-		if before[g.id] || strings.Contains(g.stack, "portal/relay.(*Server)") { // the test's relay
+		if before[g.id] || strings.Contains(g.stack, "portal/relay.(*Server)") {
 			continue
 		}
-		for _, m := range marks {
-			if strings.Contains("\n"+g.stack, m) {
+		_, creator, _ := strings.Cut(g.stack, "\ncreated by ")
+		switch {
+		case strings.HasPrefix(creator, pkgPrefix+"Test"):
+		case strings.HasPrefix(creator, prefix),
+			strings.HasPrefix(creator, "time.goFunc") && strings.Contains(g.stack, "\n"+prefix):
+			out = append(out, g.stack)
+		}
+	}
+	return out
+}
+
+// ownedSince is startedSince when its owner has returned: none of these
+// goroutines may be blocked; one may still be on its way out (past its
+// WaitGroup's Done), so runnable ones get a second to finish.
+func ownedSince(before map[string]bool, prefix string) []string {
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		left := startedSince(before, prefix)
+		blocked := false
+		for _, s := range left {
+			blocked = blocked || isBlocked(s)
+		}
+		if len(left) == 0 || blocked || time.Now().After(deadline) {
+			return left
+		}
+	}
+}
+
+// isBlocked reports whether a goroutine waits (on a channel, a lock, I/O,
+// a timer...) rather than runs or is about to.
+func isBlocked(stack string) bool {
+	_, state, _ := strings.Cut(stack, "[")
+	state, _, _ = strings.Cut(state, "]")
+	return state != "running" && !strings.HasPrefix(state, "runnable")
+}
+
+// libGoroutinesSince returns the stacks of the goroutines not in before
+// that run library code (libCode).
+func libGoroutinesSince(before map[string]bool) []string {
+	var out []string
+	for _, g := range allGoroutines() {
+		if before[g.id] {
+			continue
+		}
+		for _, m := range libCode {
+			if strings.Contains(g.stack, m) {
 				out = append(out, g.stack)
 				break
 			}
@@ -53,16 +100,16 @@ func goroutinesSince(before map[string]bool, marks []string) []string {
 }
 
 // checkNoGoroutinesSince fails t if goroutines started since before are
-// still running: those of our code at once, those of libCode after a few
-// seconds of grace.
+// still running: those the project's code started at once, those of
+// libCode after a few seconds of grace.
 func checkNoGoroutinesSince(t *testing.T, before map[string]bool) {
 	t.Helper()
-	if left := goroutinesSince(before, ownCode); len(left) > 0 {
+	if left := ownedSince(before, projectPrefix); len(left) > 0 {
 		t.Errorf("%d goroutines of the daemon still running:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 	var left []string
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if left = goroutinesSince(before, libCode); len(left) == 0 || time.Now().After(deadline) {
+		if left = libGoroutinesSince(before); len(left) == 0 || time.Now().After(deadline) {
 			break
 		}
 	}
