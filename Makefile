@@ -43,6 +43,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseState$$' -fuzztime=$(FUZZTIME) ./relay/
 	$(GO) test -run='^$$' -fuzz='^FuzzRegisterCookie$$' -fuzztime=$(FUZZTIME) ./relay/
 	$(GO) test -run='^$$' -fuzz='^FuzzVerifyRequest$$' -fuzztime=$(FUZZTIME) ./identity/
+	$(GO) test -run='^$$' -fuzz='^FuzzOpenControl$$' -fuzztime=$(FUZZTIME) ./tunnel/
+	$(GO) test -run='^$$' -fuzz='^FuzzClassify$$' -fuzztime=$(FUZZTIME) ./tunnel/
 
 clean:
 	rm -rf $(BIN)

@@ -263,18 +263,46 @@ type coalesced struct {
 	from        netip.AddrPort
 }
 
-// demux classifies one datagram: a WireGuard message for wireguard-go
-// (true, with its size and the peer's endpoint set), or anything else,
-// handled here.
-func (b *Bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint) bool {
+// datagramKind is what a datagram on the shared socket is, by its first
+// bytes alone (see classify).
+type datagramKind int
+
+const (
+	kindWireGuard   datagramKind = iota // for wireguard-go, if it comes from a peer's address
+	kindDeliver                         // a relay's Deliver: a peer's WireGuard or control message inside
+	kindPeerControl                     // a control message between Portals (control.go)
+	kindOther                           // anything else: the Control hook's (relay messages), or dropped
+)
+
+// classify sorts a datagram by its header; the kinds do not overlap, since
+// a WireGuard message starts with a type 1–4 and every relay or Portal
+// message with the relay's magic.
+func classify(p []byte) datagramKind {
 	switch {
 	case isWireGuard(p):
+		return kindWireGuard
+	case relay.IsDeliver(p):
+		return kindDeliver
+	case relay.IsPeerMessage(p):
+		return kindPeerControl
+	}
+	return kindOther
+}
+
+// demux handles one datagram: a WireGuard message for wireguard-go (true,
+// with its size and the peer's endpoint set), or anything else, handled
+// here. Every datagram not handed to wireguard-go is counted: as control
+// (the path table's or the Control hook's) or by the reason it was
+// dropped.
+func (b *Bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint) bool {
+	switch classify(p) {
+	case kindWireGuard:
 		if peer := b.paths.byAddress(from); peer != nil {
 			*size, *ep = len(p), peer.ep
 			return true
 		}
 		b.paths.ctr.unknownSource.Add(1)
-	case relay.IsDeliver(p):
+	case kindDeliver:
 		src, payload, ok := relay.ParseDeliver(p)
 		if !ok {
 			b.unknownIn.Add(1)
@@ -284,13 +312,15 @@ func (b *Bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 			*size, *ep = copy(p, payload), pe
 			return true
 		}
-	case relay.IsPeerMessage(p):
+	case kindPeerControl:
 		b.paths.handleControl(p, from, false)
-	case b.control != nil:
+	default:
+		if b.control == nil {
+			b.unknownIn.Add(1)
+			return false
+		}
 		b.controlIn.Add(1)
 		b.control(p, from)
-	default:
-		b.unknownIn.Add(1)
 	}
 	return false
 }

@@ -13,6 +13,7 @@ import (
 // takes up to 128); the Bind hands the rest out on the next call instead
 // of dropping them.
 func TestCoalescedReadLongerThanABatch(t *testing.T) {
+	checkLeaks(t)
 	rx, got := receivingBind(t)
 	if !rx.gro {
 		t.Skip("the kernel does not coalesce received UDP datagrams")

@@ -15,6 +15,7 @@ import (
 // coalescing where offered, and checks every datagram arrives whole, once
 // and in order, whatever the mix of sizes.
 func TestBatchedDatagramsArriveIntact(t *testing.T) {
+	checkLeaks(t)
 	rx, got := receivingBind(t)
 	tx, err := newBind(0, nil)
 	if err != nil {

@@ -88,8 +88,13 @@ func sealControl(dst []byte, self identity.ID, aead cipher.AEAD, boot, counter u
 	rand.Read(nonce[:])
 	dst = append(dst, nonce[:]...)
 	ad := dst[start : start+controlHeader-len(nonce)]
+	pt := appendControlPlaintext(make([]byte, 0, 64), boot, counter, now, m)
+	return aead.Seal(dst, nonce[:], pt, ad)
+}
 
-	pt := make([]byte, 0, 64)
+// appendControlPlaintext appends m's plaintext: its type, the replay
+// fields and its body.
+func appendControlPlaintext(pt []byte, boot, counter uint64, now time.Time, m *controlMsg) []byte {
 	pt = append(pt, byte(m.typ))
 	pt = binary.BigEndian.AppendUint64(pt, boot)
 	pt = binary.BigEndian.AppendUint64(pt, counter)
@@ -107,7 +112,7 @@ func sealControl(dst []byte, self identity.ID, aead cipher.AEAD, boot, counter u
 			pt = appendAddr(pt, ep)
 		}
 	}
-	return aead.Seal(dst, nonce[:], pt, ad)
+	return pt
 }
 
 // controlSender is the claimed sender of a control message, read before
@@ -125,32 +130,44 @@ func controlSender(b []byte) (identity.ID, error) {
 // openControl authenticates and decodes b, whose sender's key is aead. It
 // returns the replay fields for the caller to check.
 func openControl(b []byte, aead cipher.AEAD) (m controlMsg, boot, counter uint64, sentAt time.Time, err error) {
+	if _, err := controlSender(b); err != nil {
+		return m, 0, 0, time.Time{}, err
+	}
 	nonce := b[controlHeader-chacha20poly1305.NonceSizeX : controlHeader]
 	pt, err := aead.Open(nil, nonce, b[controlHeader:], b[:controlHeader-len(nonce)])
 	if err != nil {
 		return m, 0, 0, time.Time{}, errControlForged
 	}
+	return parseControlPlaintext(pt)
+}
+
+// parseControlPlaintext decodes a plaintext. A peer holds the key, so it
+// may seal anything: only the encoding appendControlPlaintext produces is
+// accepted, so that one message has one meaning.
+func parseControlPlaintext(pt []byte) (m controlMsg, boot, counter uint64, sentAt time.Time, err error) {
 	if len(pt) < controlPlainHd {
 		return m, 0, 0, time.Time{}, errControlMalformed
 	}
 	m.typ = controlType(pt[0])
 	boot = binary.BigEndian.Uint64(pt[1:])
 	counter = binary.BigEndian.Uint64(pt[9:])
-	sentAt = time.UnixMilli(int64(binary.BigEndian.Uint64(pt[17:]) & (1<<63 - 1)))
+	ms := binary.BigEndian.Uint64(pt[17:])
+	sentAt = time.UnixMilli(int64(ms))
 	body := pt[controlPlainHd:]
 	ok := false
-	switch m.typ {
-	case controlPing:
+	switch {
+	case ms >= 1<<63: // before 1970: no sender's clock
+	case m.typ == controlPing:
 		ok = len(body) == txidLen
 		copy(m.txid[:], body)
-	case controlPong:
+	case m.typ == controlPong:
 		if len(body) > txidLen {
 			copy(m.txid[:], body)
 			var rest []byte
 			m.observed, rest, ok = readAddr(body[txidLen:])
 			ok = ok && len(rest) == 0
 		}
-	case controlCallMe:
+	case m.typ == controlCallMe:
 		if len(body) >= 1 && int(body[0]) <= maxCallMeEndpoints {
 			rest := body[1:]
 			ok = true
@@ -181,7 +198,8 @@ func appendAddr(b []byte, ap netip.AddrPort) []byte {
 	return binary.BigEndian.AppendUint16(b, ap.Port())
 }
 
-// readAddr reads an addr; it must be a usable unicast endpoint.
+// readAddr reads an addr; it must be a usable unicast endpoint, in the
+// form appendAddr writes.
 func readAddr(b []byte) (netip.AddrPort, []byte, bool) {
 	if len(b) < 1 {
 		return netip.AddrPort{}, nil, false
@@ -196,8 +214,8 @@ func readAddr(b []byte) (netip.AddrPort, []byte, bool) {
 		return netip.AddrPort{}, nil, false
 	}
 	ip, _ := netip.AddrFromSlice(b[1 : 1+n])
-	ap := netip.AddrPortFrom(ip.Unmap(), binary.BigEndian.Uint16(b[1+n:]))
-	if !usableEndpoint(ap) {
+	ap := netip.AddrPortFrom(ip, binary.BigEndian.Uint16(b[1+n:]))
+	if ip.Is4In6() || !usableEndpoint(ap) { // appendAddr writes an IPv4 address as one
 		return netip.AddrPort{}, nil, false
 	}
 	return ap, b[1+n+2:], true

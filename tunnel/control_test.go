@@ -15,7 +15,7 @@ import (
 	"portal/relay"
 )
 
-func controlAEAD(t *testing.T, k *identity.Key, peer identity.ID) cipher.AEAD {
+func controlAEAD(t testing.TB, k *identity.Key, peer identity.ID) cipher.AEAD {
 	t.Helper()
 	ck, err := k.ControlKey(peer)
 	if err != nil {
@@ -29,6 +29,7 @@ func controlAEAD(t *testing.T, k *identity.Key, peer identity.ID) cipher.AEAD {
 }
 
 func TestControlRoundTrip(t *testing.T) {
+	checkLeaks(t)
 	a, b := newTestKey(t), newTestKey(t)
 	seal, open := controlAEAD(t, a, b.ID()), controlAEAD(t, b, a.ID())
 	now := time.Now().Truncate(time.Millisecond)
@@ -63,6 +64,7 @@ func make16(ep netip.AddrPort) []netip.AddrPort {
 }
 
 func TestReplayWindow(t *testing.T) {
+	checkLeaks(t)
 	now := time.Now()
 	var w replayWindow
 	steps := []struct {
@@ -95,7 +97,7 @@ func TestReplayWindow(t *testing.T) {
 	}
 }
 
-func newTestKey(t *testing.T) *identity.Key {
+func newTestKey(t testing.TB) *identity.Key {
 	t.Helper()
 	k, err := identity.GenerateKey()
 	if err != nil {
@@ -108,6 +110,7 @@ func newTestKey(t *testing.T) *identity.Key {
 // malformed and strangers' control messages to a real tunnel's socket and
 // checks that each is dropped and counted, and that the tunnel still works.
 func TestBadControlMessagesDropped(t *testing.T) {
+	checkLeaks(t)
 	a, b := newNode(t), newNode(t)
 	pair(t, a, b)
 	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -208,6 +211,7 @@ func relayDeliver(src identity.ID, payload []byte) []byte {
 // reported through Config.RelayLost, so that the daemon can look for a
 // relay that works; meanwhile the peer's path says relay.
 func TestRelayLostReported(t *testing.T) {
+	checkLeaks(t)
 	lost := make(chan identity.ID, 4)
 	a := newNodeConfig(t, Config{RelayLost: func(id identity.ID) { lost <- id }})
 	peer := newTestKey(t).ID()

@@ -21,6 +21,16 @@
 // SendControl and the Config.Control hook for relay messages on the same
 // socket.
 //
+// # Lifecycle
+//
+// New starts everything the tunnel runs: wireguard-go's device (whose
+// goroutines read the socket and the stack), the stack's TCP workers, and
+// the tunnel's own two goroutines, one that turns on peers' keepalives and
+// one that runs the probing schedule, EndpointsChanged's work and the
+// Config.RelayLost reports, plus a timer per peer for the delayed handshake
+// start. Close stops and waits for all of them, so that no Config callback
+// runs once it has returned; it is idempotent.
+//
 // # Imports
 //
 // tunnel moves packets and knows no HTTP: it imports identity/ and relay/

@@ -186,6 +186,9 @@ type paths struct {
 	mu     sync.RWMutex // guards byID and byAddr
 	byID   map[identity.ID]*peerPath
 	byAddr map[netip.AddrPort]*peerPath
+
+	lostMu sync.Mutex    // guards lost
+	lost   []identity.ID // peers whose relay was found lost, for reportLost
 }
 
 func newPaths(cfg Config, write func([]byte, netip.AddrPort) error, writeBatch func([][]byte, netip.AddrPort) error) *paths {
@@ -703,12 +706,45 @@ func (ps *paths) probePeer(p *peerPath, now time.Time) {
 	}
 	if relayLost.IsValid() {
 		ps.log.Debug("relay not answering for peer; looking for another", "peer", p.id.Short(), "relay", relayLost.String())
-		if ps.relayLost != nil {
-			go ps.relayLost(p.id) // never on the caller's locks
+		ps.lostMu.Lock()
+		if !slices.Contains(ps.lost, p.id) {
+			ps.lost = append(ps.lost, p.id)
 		}
+		ps.lostMu.Unlock()
 	}
 	for _, f := range sends {
 		f()
+	}
+}
+
+// reportLost calls Config.RelayLost for every peer whose relay was found
+// lost since the last call and that is still a peer. probePeer only queues
+// the reports, because its callers may hold locks that RelayLost takes
+// (SetEndpoints holds the tunnel's); the tunnel's probing goroutine calls
+// reportLost holding none, so that a report never outlives Close.
+func (ps *paths) reportLost() {
+	ps.lostMu.Lock()
+	lost := ps.lost
+	ps.lost = nil
+	ps.lostMu.Unlock()
+	for _, id := range lost {
+		if ps.relayLost != nil && ps.get(id) != nil {
+			ps.relayLost(id)
+		}
+	}
+}
+
+// endpointsChanged tells every peer, through its relay, our current
+// endpoints, and probes again those with no direct path (see
+// Tunnel.EndpointsChanged).
+func (ps *paths) endpointsChanged(now time.Time) {
+	for _, p := range ps.all() {
+		p.mu.Lock()
+		if !p.trustedLocked(now) {
+			p.startProbingLocked(now)
+		}
+		p.mu.Unlock()
+		ps.callMe(p)
 	}
 }
 

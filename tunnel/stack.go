@@ -207,12 +207,14 @@ func (e *linkEndpoint) networkDispatcher() stack.NetworkDispatcher {
 	return e.dispatcher
 }
 
-// Close stops the stack; Read returns os.ErrClosed afterwards.
+// Close stops the stack and waits for its goroutines (the TCP
+// endpoints' and protocols' workers); Read returns os.ErrClosed afterwards.
 func (ns *netStack) Close() error {
 	ns.once.Do(func() {
 		ns.cancel()
 		ns.stack.RemoveNIC(nicID)
 		ns.stack.Close()
+		ns.stack.Wait()
 		ns.ep.Close()
 		close(ns.events)
 	})

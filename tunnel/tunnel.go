@@ -72,7 +72,9 @@ type Config struct {
 	// RelayLost, when set, is called when pings through the relay a peer
 	// is reached through went unanswered for 6 s: the daemon should look
 	// the peer up again (SetEndpoints then names a relay that answers).
-	// It must not block.
+	// It is called from the tunnel's probing goroutine, with none of the
+	// tunnel's locks held, and never once Close has returned (Close waits
+	// for a call in progress). It must not block, nor call Close.
 	RelayLost func(identity.ID)
 	// Log receives the tunnel's events. Required.
 	Log *slog.Logger
@@ -110,17 +112,27 @@ type Tunnel struct {
 	dev       *device.Device
 
 	peers struct {
-		sync.Mutex                        // guards byID and orders every peer change on the device
+		sync.Mutex                        // guards the fields below and orders every peer change on the device
 		byID       map[identity.ID]uint64 // peers on the device → generation of their last SetPeer
 		gen        uint64
-		keepalive  map[identity.ID]bool // persistent keepalive is on
+		keepalive  map[identity.ID]bool         // persistent keepalive is on
+		kicks      map[identity.ID]*pendingKick // pending handshake starts (startHandshakeLocked)
 	}
-	// stop ends the maintenance and probing goroutines; wg waits for them.
-	stop chan struct{}
-	wg   sync.WaitGroup
 
-	closeOnce sync.Once
-	closed    atomic.Bool
+	// Lifecycle. The tunnel's own goroutines are maintain and probe, and
+	// the callbacks of the timers in peers.kicks; wg counts all of them (a
+	// timer from when it is set until it is stopped or its callback
+	// returns). Close sets closed, so that no timer is set any more, stops
+	// the timers, closes stop and waits on wg before it takes the device
+	// down, holding no lock the goroutines take.
+	stop             chan struct{}
+	endpointsChanged chan struct{} // capacity 1: EndpointsChanged → probe
+	wg               sync.WaitGroup
+	closeOnce        sync.Once
+	closed           atomic.Bool
+	// afterFunc is time.AfterFunc; tests watch the tunnel's timers
+	// through it.
+	afterFunc func(time.Duration, func()) *time.Timer
 }
 
 // New builds the tunnel and brings it up.
@@ -141,7 +153,9 @@ func New(cfg Config) (t *Tunnel, err error) {
 	t = &Tunnel{self: self, addr: self.OverlayAddr(), keepalive: cfg.Keepalive, log: cfg.Log}
 	t.peers.byID = map[identity.ID]uint64{}
 	t.peers.keepalive = map[identity.ID]bool{}
-	t.stop = make(chan struct{})
+	t.peers.kicks = map[identity.ID]*pendingKick{}
+	t.stop, t.endpointsChanged = make(chan struct{}), make(chan struct{}, 1)
+	t.afterFunc = time.AfterFunc
 	if t.bind, err = newBind(cfg.Port, cfg.Control); err != nil {
 		return nil, err
 	}
@@ -188,13 +202,17 @@ func (t *Tunnel) Addr() netip.Addr { return t.addr }
 
 // SetPeer adds the peer, if it is not on the device yet: its WireGuard
 // key and overlay address come from id. Where to reach it comes later,
-// from SetEndpoints or from the peer's own control messages.
+// from SetEndpoints or from the peer's own control messages. After Close
+// it fails with net.ErrClosed.
 func (t *Tunnel) SetPeer(id identity.ID) error {
 	if id == t.self {
 		return errors.New("tunnel: cannot add this Portal as its own peer")
 	}
 	t.peers.Lock()
 	defer t.peers.Unlock()
+	if t.closed.Load() {
+		return fmt.Errorf("tunnel: set peer %s: %w", id.Short(), net.ErrClosed)
+	}
 	if _, ok := t.peers.byID[id]; ok {
 		return nil
 	}
@@ -215,13 +233,13 @@ func (t *Tunnel) SetPeer(id identity.ID) error {
 // registered with (invalid for none). Unless a direct path is in use, the
 // tunnel probes the endpoints, asks the peer through the relay to probe
 // this Portal's, and meanwhile sends through the relay. A peer not set
-// with SetPeer is ignored.
+// with SetPeer is ignored, and so is any call after Close.
 func (t *Tunnel) SetEndpoints(id identity.ID, endpoints []netip.AddrPort, via netip.AddrPort) {
 	t.peers.Lock()
 	defer t.peers.Unlock()
 	gen, ok := t.peers.byID[id]
 	p := t.paths.get(id)
-	if !ok || p == nil {
+	if !ok || p == nil || t.closed.Load() {
 		return
 	}
 	t.paths.setEndpoints(p, endpoints, via)
@@ -242,20 +260,51 @@ func (t *Tunnel) SetEndpoints(id identity.ID, endpoints []netip.AddrPort, via ne
 // completes until the retry. Data sent right after pairing completes a
 // handshake within a round trip, so waiting first avoids crossing it, and
 // the two Portals wait for different times (by key order) so that their
-// own starts do not cross either. t.peers must be held.
+// own starts do not cross either. A later call replaces the pending start;
+// RemovePeer and Close cancel it. t.peers must be held, and the tunnel
+// open: Close sets closed before it takes t.peers, so that this Add comes
+// before Close's Wait.
 func (t *Tunnel) startHandshakeLocked(id identity.ID, gen uint64) {
 	mine, theirs := t.self.WireGuardKey(), id.WireGuardKey()
 	delay := handshakeDelayFirst
 	if bytes.Compare(mine[:], theirs[:]) > 0 {
 		delay = handshakeDelaySecond
 	}
-	time.AfterFunc(delay, func() {
-		t.peers.Lock()
-		defer t.peers.Unlock()
-		if t.peers.byID[id] == gen && !t.reachable(id) {
-			t.kickLocked(id)
+	t.stopKickLocked(id)
+	k := &pendingKick{}
+	t.wg.Add(1)
+	k.timer = t.afterFunc(delay, func() { t.kick(id, gen, k) })
+	t.peers.kicks[id] = k
+}
+
+// pendingKick is a handshake start waiting for its timer.
+type pendingKick struct{ timer *time.Timer }
+
+// kick is the callback of a handshake start's timer: it starts a
+// handshake unless the start was replaced or cancelled, the peer was set
+// again or a session came up meanwhile.
+func (t *Tunnel) kick(id identity.ID, gen uint64, k *pendingKick) {
+	defer t.wg.Done()
+	t.peers.Lock()
+	defer t.peers.Unlock()
+	if t.peers.kicks[id] != k {
+		return
+	}
+	delete(t.peers.kicks, id)
+	if t.peers.byID[id] == gen && !t.reachable(id) {
+		t.kickLocked(id)
+	}
+}
+
+// stopKickLocked cancels the peer's pending handshake start, if any. A
+// callback already running finds its timer gone and does nothing.
+func (t *Tunnel) stopKickLocked(id identity.ID) {
+	if k := t.peers.kicks[id]; k != nil {
+		if k.timer.Stop() {
+			t.wg.Done() // the callback will not run
 		}
-	})
+		delete(t.peers.kicks, id)
+	}
 }
 
 // kickLocked turns the keepalive off and on: wireguard-go sends a
@@ -304,23 +353,22 @@ func (t *Tunnel) maintain() {
 	}
 }
 
-// EndpointsChanged tells every peer, through its relay, this Portal's
-// current endpoints, and probes again those with no direct path: call it
-// when the endpoints changed (a new NAT mapping), so that peers find the
-// new address at once rather than at their next probing round.
+// EndpointsChanged makes the tunnel tell every peer, through its relay,
+// this Portal's current endpoints, and probe again those with no direct
+// path: call it when the endpoints changed (a new NAT mapping), so that
+// peers find the new address at once rather than at their next probing
+// round. It does not block: the tunnel's probing goroutine does the work.
+// After Close it does nothing.
 func (t *Tunnel) EndpointsChanged() {
-	now := time.Now()
-	for _, p := range t.paths.all() {
-		p.mu.Lock()
-		if !p.trustedLocked(now) {
-			p.startProbingLocked(now)
-		}
-		p.mu.Unlock()
-		t.paths.callMe(p)
+	select {
+	case t.endpointsChanged <- struct{}{}:
+	default: // one is pending already
 	}
 }
 
-// probe runs the path table's probing schedule until Close.
+// probe runs the path table's probing schedule, the work EndpointsChanged
+// asks for and the relay-lost reports (Config.RelayLost), holding no lock,
+// until Close.
 func (t *Tunnel) probe() {
 	defer t.wg.Done()
 	tick := time.NewTicker(probeTick)
@@ -331,7 +379,10 @@ func (t *Tunnel) probe() {
 			return
 		case now := <-tick.C:
 			t.paths.probe(now)
+		case <-t.endpointsChanged:
+			t.paths.endpointsChanged(time.Now())
 		}
+		t.paths.reportLost()
 	}
 }
 
@@ -347,6 +398,7 @@ func (t *Tunnel) reachable(id identity.ID) bool {
 func (t *Tunnel) RemovePeer(id identity.ID) error {
 	t.peers.Lock()
 	defer t.peers.Unlock()
+	t.stopKickLocked(id)
 	delete(t.peers.byID, id)
 	delete(t.peers.keepalive, id)
 	err := t.dev.IpcSet(removePeerConfig(id))
@@ -516,12 +568,20 @@ func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
 	return tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(ap.Addr().AsSlice()), Port: ap.Port()}
 }
 
-// Close takes the device down and releases the socket. It is idempotent.
+// Close stops the tunnel's goroutines and timers and waits for them, then
+// takes the device down (which stops wireguard-go's goroutines and the
+// stack's) and releases the socket. No Config callback runs once Close has
+// returned. It is idempotent; a call while another runs waits for it.
 func (t *Tunnel) Close() error {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
+		t.peers.Lock()
+		for id := range t.peers.kicks {
+			t.stopKickLocked(id)
+		}
+		t.peers.Unlock()
 		close(t.stop)
-		t.wg.Wait()
+		t.wg.Wait() // without t.peers: maintain and the timers' callbacks take it
 		if t.dev != nil {
 			t.dev.Close() // closes the stack (tun.Device) and the Bind
 		} else {

@@ -108,6 +108,7 @@ func dialOverlay(ctx context.Context, from, to *node) (net.Conn, error) {
 }
 
 func TestEchoThroughTunnel(t *testing.T) {
+	checkLeaks(t)
 	a, b := newNode(t), newNode(t)
 	pair(t, a, b)
 	accepted := echoServer(t, b)
@@ -143,6 +144,7 @@ func TestEchoThroughTunnel(t *testing.T) {
 }
 
 func TestRemovedPeerCannotReach(t *testing.T) {
+	checkLeaks(t)
 	a, b := newNode(t), newNode(t)
 	pair(t, a, b)
 	accepted := echoServer(t, b)
@@ -179,6 +181,7 @@ func TestRemovedPeerCannotReach(t *testing.T) {
 }
 
 func TestStrangerCannotHandshake(t *testing.T) {
+	checkLeaks(t)
 	b, stranger := newNode(t), newNode(t)
 	// The stranger knows b, b never added the stranger.
 	if err := setPeer(stranger.tun, b.key.ID(), b.endpoint()); err != nil {
@@ -202,6 +205,7 @@ func TestStrangerCannotHandshake(t *testing.T) {
 }
 
 func TestControlDatagramsShareTheSocket(t *testing.T) {
+	checkLeaks(t)
 	a, b := newNode(t), newNode(t)
 	msg := []byte("ptl\x01hello")
 	if err := a.tun.SendControl(msg, b.endpoint()); err != nil {
@@ -221,6 +225,7 @@ func TestControlDatagramsShareTheSocket(t *testing.T) {
 }
 
 func TestIsWireGuard(t *testing.T) {
+	checkLeaks(t)
 	tests := []struct {
 		p    []byte
 		want bool
@@ -245,6 +250,7 @@ func TestIsWireGuard(t *testing.T) {
 // when that Portal adds the caller, it starts a handshake itself, so the
 // caller does not wait for WireGuard's 5 s retry.
 func TestLatePeerStartsHandshake(t *testing.T) {
+	checkLeaks(t)
 	a, b := newNode(t), newNode(t)
 	echoServer(t, b)
 	if err := setPeer(a.tun, b.key.ID(), b.endpoint()); err != nil {
@@ -272,6 +278,7 @@ func TestLatePeerStartsHandshake(t *testing.T) {
 // TestKeepaliveAfterSession checks that a session that came up from data
 // alone gets the persistent keepalive that keeps NAT mappings open.
 func TestKeepaliveAfterSession(t *testing.T) {
+	checkLeaks(t)
 	a, b := newNode(t), newNode(t)
 	pair(t, a, b)
 	echoServer(t, b)

@@ -46,11 +46,20 @@ type overlay struct {
 	addrMu sync.RWMutex
 	byAddr map[netip.Addr]peers.Peer
 
-	mu       sync.Mutex      // guards the fields below, and orders device changes with removals
-	pending  map[string]bool // peer IDs (full or prefix) to look up now
-	busy     map[string]bool // being looked up, or waiting for a retry
-	failures map[string]int  // consecutive failed lookups
+	mu       sync.Mutex             // guards the fields below, and orders device changes with removals
+	pending  map[string]bool        // peer IDs (full or prefix) to look up now
+	busy     map[string]bool        // being looked up, or waiting for a retry
+	failures map[string]int         // consecutive failed lookups
+	retries  map[string]*time.Timer // failed lookups waiting to be queued again (finish)
 	wake     chan struct{}
+
+	// retryWG counts the timers in retries, each from when it is set until
+	// it is stopped or its callback has returned; run stops and waits for
+	// them before it returns.
+	retryWG sync.WaitGroup
+	// afterFunc is time.AfterFunc; tests watch the retry timers through
+	// it.
+	afterFunc func(time.Duration, func()) *time.Timer
 }
 
 func newOverlay(store *peers.Store, tun *tunnel.Tunnel, rc *relay.Client, log *slog.Logger) *overlay {
@@ -60,7 +69,10 @@ func newOverlay(store *peers.Store, tun *tunnel.Tunnel, rc *relay.Client, log *s
 		pending:  map[string]bool{},
 		busy:     map[string]bool{},
 		failures: map[string]int{},
+		retries:  map[string]*time.Timer{},
 		wake:     make(chan struct{}, 1),
+
+		afterFunc: time.AfterFunc,
 	}
 }
 
@@ -159,11 +171,13 @@ func (o *overlay) Status(ids []identity.ID) []api.PeerStatus {
 }
 
 // run looks peers up at the rendezvous servers: those queued by a change at
-// once, all of them every refreshInterval. It returns when ctx is done.
+// once, all of them every refreshInterval. It returns when ctx is done,
+// once its lookups have ended and their retries are cancelled.
 func (o *overlay) run(ctx context.Context) {
 	if o.relay == nil {
 		return
 	}
+	defer o.stopRetries() // after wg.Wait: no lookup sets a retry any more
 	tick := time.NewTicker(refreshInterval)
 	defer tick.Stop()
 	// lookups bounds the lookups in flight, so that a refresh of many
@@ -228,18 +242,38 @@ func (o *overlay) finish(ctx context.Context, query string, ok bool) {
 	o.failures[query]++
 	delay := retryInterval << min(o.failures[query]-1, 4)
 	delay = min(delay, refreshInterval)
-	time.AfterFunc(delay, func() { o.requeue(ctx, query) })
+	// One retry per query: the query stays busy until requeue.
+	o.retryWG.Add(1)
+	o.retries[query] = o.afterFunc(delay, func() { o.requeue(ctx, query) })
 }
 
-// requeue queues a lookup again, unless the daemon is stopping.
+// requeue is a retry timer's callback: it queues the lookup again, unless
+// the daemon is stopping.
 func (o *overlay) requeue(ctx context.Context, query string) {
+	defer o.retryWG.Done()
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	delete(o.retries, query)
 	delete(o.busy, query)
 	if ctx.Err() == nil {
 		o.pending[query] = true
 		o.wakeLocked()
 	}
+}
+
+// stopRetries cancels the pending retries and waits for the callbacks
+// already running, which need o.mu.
+func (o *overlay) stopRetries() {
+	o.mu.Lock()
+	for query, t := range o.retries {
+		if t.Stop() {
+			o.retryWG.Done() // its callback will not run
+			delete(o.busy, query)
+		}
+		delete(o.retries, query)
+	}
+	o.mu.Unlock()
+	o.retryWG.Wait()
 }
 
 // wakeLocked makes run look at pending now.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,11 +18,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"portal/api"
+	"portal/identity"
+	"portal/peers"
 )
 
 // echoMeta is the manifest of the test app installed on both Portals.
@@ -448,5 +452,123 @@ func TestShortIDPairingIsUnverified(t *testing.T) {
 	json.Unmarshal(body, &p)
 	if !p.Verified {
 		t.Errorf("full-ID peer = %s, want verified", body)
+	}
+}
+
+// timerWatch stands in for time.AfterFunc and remembers the timers, so
+// that a test can tell whether one is left pending and whether a callback
+// started after its owner stopped.
+type timerWatch struct {
+	mu      sync.Mutex
+	timers  []*time.Timer
+	stopped bool // the owner has stopped
+	late    int  // callbacks started after that
+}
+
+func (w *timerWatch) afterFunc(d time.Duration, f func()) *time.Timer {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	tm := time.AfterFunc(d, func() {
+		w.mu.Lock()
+		if w.stopped {
+			w.late++
+		}
+		w.mu.Unlock()
+		f()
+	})
+	w.timers = append(w.timers, tm)
+	return tm
+}
+
+func (w *timerWatch) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.timers)
+}
+
+// stoppedNow records that the owner stopped, and stops and counts the
+// timers still pending.
+func (w *timerWatch) stoppedNow() (pending int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	for _, tm := range w.timers {
+		if tm.Stop() {
+			pending++
+		}
+	}
+	return pending
+}
+
+// TestLookupRetryStopsWithRun: a peer the relay does not know fails its
+// lookup and waits for a retry; when the overlay's run returns (the daemon
+// stops), that retry is cancelled: its timer does not fire later, and no
+// goroutine of the overlay is left.
+func TestLookupRetryStopsWithRun(t *testing.T) {
+	relayAddr := startRelayServer(t)
+	before := goroutineSnapshot()
+	key, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := testLog(t)
+	ctx := context.Background()
+	store, err := peers.Open(ctx, filepath.Join(t.TempDir(), dbFile), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	absent := newID(t) // registered nowhere: every lookup fails
+	if _, _, err := store.PutPeer(ctx, absent.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	var ov *overlay
+	cfg := runConfig{relays: []string{relayAddr}, name: "test portal", keepalive: 25 * time.Second}
+	tun, rc, err := startTunnel(cfg, key, log, func(id identity.ID) { ov.lookupSoon(id) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	ov = newOverlay(store, tun, rc, log)
+	var w timerWatch
+	ov.afterFunc = w.afterFunc
+
+	bg, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { defer wg.Done(); rc.Run(bg) }()
+	for deadline := time.Now().Add(10 * time.Second); !rc.Registered(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not registered with the relay within 10 s")
+		}
+	}
+	if err := ov.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan struct{})
+	go func() { defer close(ran); ov.run(bg) }()
+	for deadline := time.Now().Add(10 * time.Second); w.count() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no retry armed within 10 s of a failing lookup")
+		}
+	}
+	stop()
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return within 10 s of its context's end")
+	}
+	if n := w.stoppedNow(); n != 0 {
+		t.Errorf("%d lookup retries still pending after run returned, want 0", n)
+	}
+	if left := ownedSince(before, pkgPrefix+"(*overlay)"); len(left) > 0 {
+		t.Errorf("%d goroutines of the overlay still running after run returned:\n%s", len(left), strings.Join(left, "\n\n"))
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.late != 0 {
+		t.Errorf("%d retries fired after run returned", w.late)
 	}
 }

@@ -200,11 +200,11 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	// Before the servers start, so that a debug address that cannot be
 	// bound fails start-up while only the closers have work to undo.
 	if cfg.debugAddr != "" {
-		dbg, err := serveDebug(cfg.debugAddr, log)
+		stopDebug, err := serveDebug(cfg.debugAddr, log)
 		if err != nil {
 			return err
 		}
-		closers = append(closers, func() { dbg.Close() })
+		closers = append(closers, stopDebug)
 	}
 	fwd, err := forwarder.New(forwarder.Config{
 		Self:        key,
@@ -243,10 +243,14 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	ingressErr := make(chan error, 1)
+	ingressErr, ingressDone := make(chan error, 1), make(chan struct{})
 	go func() {
+		defer close(ingressDone)
 		ingressErr <- ingressSrv.Serve(limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight)))
 	}()
+	// A start-up that fails below leaves no ingress serving; after a
+	// shutdown this finds it stopped already.
+	closers = append(closers, func() { ingressSrv.Close(); <-ingressDone })
 
 	handler, err := api.New(api.Config{
 		Store:       store,
@@ -372,7 +376,7 @@ func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger, relayLost f
 		Relays:           cfg.relays,
 		Send:             tun.SendControl,
 		LocalEndpoints:   func() []netip.AddrPort { return localEndpoints(tun.Port()) },
-		EndpointsChanged: func() { go tun.EndpointsChanged() },
+		EndpointsChanged: tun.EndpointsChanged, // does not block; Close stops its work
 		Log:              log.With("component", "rendezvous"),
 	})
 	if err != nil {
@@ -413,8 +417,9 @@ func lockDataDir(path string) (func(), error) {
 }
 
 // serveDebug serves Go's pprof profiles on addr (loopback, checked by the
-// flag), for measuring the daemon under load.
-func serveDebug(addr string, log *slog.Logger) (*http.Server, error) {
+// flag), for measuring the daemon under load, until stop, which waits for
+// the server's goroutine.
+func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("debug listener: %w", err)
@@ -425,7 +430,8 @@ func serveDebug(addr string, log *slog.Logger) (*http.Server, error) {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
 	log.Info("serving pprof profiles", "addr", ln.Addr().String())
-	return srv, nil
+	return func() { srv.Close(); <-done }, nil
 }
