@@ -178,7 +178,7 @@ func FuzzPathReadings(f *testing.F) {
 		strictLen, lenientLen := -1, -1
 		var strictAccess, lenientAccess []Access
 		for _, p := range m.Paths {
-			kr, err := decodeReadings(p.Prefix)
+			kr, err := decodeReadings(p.Prefix, true)
 			if err != nil {
 				continue
 			}

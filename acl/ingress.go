@@ -276,6 +276,13 @@ type admittedKey struct{}
 func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := in.now()
 
+	// CONNECT and TRACE are not requests for an app's resources: a tunnel
+	// and a mirror of the request, whatever an app server does with them.
+	if r.Method == http.MethodConnect || r.Method == http.MethodTrace {
+		in.refuse(w, slog.LevelDebug, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not passed to apps", "", "source", r.RemoteAddr)
+		return
+	}
+
 	// 1. Who is calling, and did they sign this request?
 	src, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -577,12 +584,33 @@ func isPtlHeader(name string) bool {
 // "-" to "_", so X_Ptl_Client_Id would reach such an app as the identity
 // header the core vouches for. (nginx drops underscored names by default
 // for the same reason.)
+//
+// It also removes the headers that proxies in front of an app set and
+// frameworks trust: ones that rewrite the path the app routes on
+// (X-Original-URL, X-Rewrite-URL: a path the ACL never judged) and ones
+// that name the client's address or the original request, which an app
+// told to trust its proxy would take from a peer.
 func dropUntrusted(h http.Header, strip []string) {
 	for k := range h {
 		if isPtlHeader(k) || strings.ContainsRune(k, '_') ||
 			strings.EqualFold(k, "Signature") || strings.EqualFold(k, "Signature-Input") ||
+			proxyHeader(k) ||
 			slices.ContainsFunc(strip, func(s string) bool { return strings.EqualFold(k, s) }) {
 			delete(h, k)
 		}
 	}
+}
+
+// proxyHeader reports whether name is one a reverse proxy sets for the app
+// behind it; see dropUntrusted.
+func proxyHeader(name string) bool {
+	if len(name) >= len("X-Forwarded-") && strings.EqualFold(name[:len("X-Forwarded-")], "X-Forwarded-") {
+		return true
+	}
+	switch http.CanonicalHeaderKey(name) {
+	case "Forwarded", "X-Original-Url", "X-Original-Uri", "X-Rewrite-Url", "X-Original-Host",
+		"X-Real-Ip", "True-Client-Ip", "Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "X-Host":
+		return true
+	}
+	return false
 }

@@ -71,7 +71,11 @@ func TestIngressIssue10PathReadings(t *testing.T) {
 		{admin, "/Admin/users", 401, "private"},
 		{admin, "/%41dmin/users", 401, "private"},
 		{admin, "/admin;x/users", 401, "private"},
-		{admin, "//admin/users", 401, "private"},
+		{admin, "//admin/users", 400, "bad_path"},
+		{admin, "//evil/admin/secret", 400, "bad_path"}, // a URL parser reads host "evil", path /admin/secret
+		{admin, "/%2Fevil/admin/secret", 400, "bad_path"},
+		{admin, `/\evil/admin/secret`, 400, "bad_path"},
+		{admin, "/%5Cevil/admin/secret", 400, "bad_path"},
 		{admin, "/admin", 401, "private"},
 		{admin, "/ADMIN", 401, "private"},
 		{admin, "/admin%2Fusers", 401, "private"},
@@ -178,6 +182,39 @@ func TestIngressIssue10StripsManifestHeaders(t *testing.T) {
 		if got := s.Header.Values("Remote-User"); (tt.want == "" && len(got) != 0) || (tt.want != "" && (len(got) != 1 || got[0] != tt.want)) {
 			t.Errorf("%s: app saw Remote-User %q, want %q", tt.path, got, tt.want)
 		}
+	}
+}
+
+// TestIngressDropsProxyHeaders: headers that a reverse proxy sets for its
+// app, and that frameworks trust to rewrite the routed path or name the
+// client, never come from a peer.
+func TestIngressDropsProxyHeaders(t *testing.T) {
+	e := newIngressEnv(t, nil, nil)
+	names := []string{"X-Original-URL", "X-Rewrite-URL", "X-Original-URI", "X-Forwarded-Prefix", "X-Forwarded-Port",
+		"X-Forwarded-Server", "X-Real-IP", "True-Client-IP", "Client-IP", "X-Client-IP", "X-Cluster-Client-IP", "X-Host", "X-Original-Host"}
+	req := e.request(t, "GET", "/x", nil)
+	for _, n := range names {
+		req.Header.Set(n, "/admin")
+	}
+	req.Header.Set("X-Kept", "yes")
+	s := e.admit(t, nil, req)
+	for _, n := range names {
+		if v := s.Header.Values(n); len(v) != 0 {
+			t.Errorf("app saw %s %q", n, v)
+		}
+	}
+	if s.Header.Get("X-Kept") != "yes" {
+		t.Errorf("an ordinary header was dropped too")
+	}
+}
+
+// TestIngressRefusesConnectAndTrace: neither method is a request for an
+// app's resource; both are refused before the app.
+func TestIngressRefusesConnectAndTrace(t *testing.T) {
+	e := newIngressEnv(t, nil, nil)
+	status, body := e.do(t, nil, e.request(t, "TRACE", "/x", nil))
+	if status != http.StatusMethodNotAllowed || codeOf(t, body) != "method_not_allowed" {
+		t.Errorf("TRACE: %d %s, want 405 method_not_allowed", status, body)
 	}
 }
 

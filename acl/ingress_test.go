@@ -325,7 +325,7 @@ func TestIngressRules(t *testing.T) {
 		{"/api", 200, "", "api of " + self.Short(), true, ""},
 		{"/apix/y", 200, "", "api of " + self.Short(), true, ""},
 		{"/%70rivate/x", 401, "private", "", false, ""},
-		{"//private/x", 401, "private", "", false, ""},
+		{"//private/x", 400, "bad_path", "", false, ""},
 		{"/./private/x", 400, "bad_path", "", false, ""},
 		{"/PRIVATE/x", 401, "private", "", false, ""},
 		{"/private;x/y", 401, "private", "", false, ""},

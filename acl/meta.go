@@ -204,9 +204,13 @@ func (m *Meta) compileReadings() {
 				m.setHeaders = append(m.setHeaders, h.Name)
 			}
 		}
-		r, err := decodeReadings(p.Prefix)
+		r, err := decodeReadings(p.Prefix, true)
 		if err != nil {
 			m.warnf("path %q can never match: %s, and so would a request path under it (refused)", p.Prefix, strings.TrimPrefix(err.Error(), ErrBadPath.Error()+": "))
+			continue
+		}
+		if !utf8PrefixString(r.strict) {
+			m.warnf("path %q can never match: it decodes to bytes that begin no UTF-8 text, and a request path that does not decode to UTF-8 is refused", p.Prefix)
 			continue
 		}
 		if hasDotSegment(r.strict, false) || hasDotSegment(r.lenient, false) {

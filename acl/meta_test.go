@@ -389,7 +389,7 @@ func TestLenientReading(t *testing.T) {
 		"/\u03c2":        "/\u03a3",        // final sigma folds with sigma
 		"/x%2Fy":         "/x/y",
 	} {
-		r, err := decodeReadings(in)
+		r, err := decodeReadings(in, true)
 		if err != nil || r.lenient != want {
 			t.Errorf("lenient reading of %q = %q, %v; want %q", in, r.lenient, err, want)
 		}
@@ -405,10 +405,11 @@ func TestParseMetaWarnings(t *testing.T) {
 		{`"":{"access":"peer"},"/@acme%2F":{"access":"public"}`, nil},
 		{`"":{"access":"peer"},"/a/../b/":{"access":"public"}`, []string{`"/a/../b/" can never match`}},
 		{`"":{"access":"peer"},"/a/%2e/":{"access":"public"}`, []string{`"/a/%2e/" can never match`}},
-		{`"":{"access":"peer"},"/a/..":{"access":"public"}`, nil}, // matches "/a/..x"
-		{`"":{"access":"peer"},"/100%/":{"access":"public"}`, []string{`"/100%/" can never match`}},
+		{`"":{"access":"peer"},"/a/..":{"access":"public"}`, nil},  // matches "/a/..x"
+		{`"":{"access":"peer"},"/100%/":{"access":"public"}`, nil}, // a lone "%" is literal, as the original matched it
 		{`"":{"access":"peer"},"/a%00/":{"access":"public"}`, []string{`"/a%00/" can never match`}},
 		{`"":{"access":"peer"},"/a%ff/":{"access":"public"}`, []string{`"/a%ff/" can never match`}},
+		{`"":{"access":"peer"},"/caf%C3":{"access":"private"}`, []string{`"/caf%C3" holds %-escapes`}},
 		{`"":{"access":"peer"},"/%61/":{"access":"public"}`, []string{`"/%61/" holds %-escapes`}},
 		{`"":{"access":"peer"},"//a/":{"access":"public"}`, []string{`"//a/" holds "//"`}},
 		{`"":{"access":"peer"},"/Admin/":{"access":"private"},"/admin/":{"access":"public"}`,

@@ -59,7 +59,14 @@ func readPath(escaped string) (readings, error) {
 	if !strings.HasPrefix(escaped, "/") {
 		return readings{}, fmt.Errorf("%w: it is not absolute", ErrBadPath)
 	}
-	r, err := decodeReadings(escaped)
+	if twoLeadingSlashes(escaped) {
+		// "//host/path" is a network-path reference: an app that parses
+		// its request target as a URL relative to a base (Node's URL,
+		// Python's urlsplit, Java's URI) reads "host" as an authority
+		// and "/path" as the path, which neither reading judged.
+		return readings{}, fmt.Errorf("%w: it starts with two slashes", ErrBadPath)
+	}
+	r, err := decodeReadings(escaped, false)
 	if err != nil {
 		return readings{}, err
 	}
@@ -69,9 +76,31 @@ func readPath(escaped string) (readings, error) {
 	return r, nil
 }
 
+// twoLeadingSlashes reports whether escaped begins with two slashes once
+// escapes are decoded and "\" is read as "/".
+func twoLeadingSlashes(escaped string) bool {
+	n := 0
+	for i := 0; i < len(escaped) && n < 2; i++ {
+		c := escaped[i]
+		if c == '%' && i+2 < len(escaped) && isHex(escaped[i+1]) && isHex(escaped[i+2]) {
+			c = unhex(escaped[i+1])<<4 | unhex(escaped[i+2])
+			i += 2
+		}
+		if c != '/' && c != '\\' {
+			return false
+		}
+		n++
+	}
+	return n == 2
+}
+
 // decodeReadings computes both readings of escaped without the dot-segment
 // check, which differs for keys (only complete segments count) and paths.
-func decodeReadings(escaped string) (readings, error) {
+// A key (key true) is read as the original platform matched it, as raw
+// bytes: a "%" without two hex digits is a literal "%" (as %25 in a
+// path), and the decoded key need not be UTF-8 (it may end inside a rune
+// that a path completes).
+func decodeReadings(escaped string, key bool) (readings, error) {
 	var strict, dec strings.Builder
 	strict.Grow(len(escaped))
 	dec.Grow(len(escaped))
@@ -79,6 +108,11 @@ func decodeReadings(escaped string) (readings, error) {
 		c := escaped[i]
 		if c == '%' {
 			if i+2 >= len(escaped) || !isHex(escaped[i+1]) || !isHex(escaped[i+2]) {
+				if key {
+					strict.WriteByte(c)
+					dec.WriteByte(c)
+					continue
+				}
 				return readings{}, fmt.Errorf("%w: it holds an invalid %%-escape", ErrBadPath)
 			}
 			c = unhex(escaped[i+1])<<4 | unhex(escaped[i+2])
@@ -100,7 +134,7 @@ func decodeReadings(escaped string) (readings, error) {
 		dec.WriteByte(c)
 	}
 	d := dec.String()
-	if !utf8.ValidString(d) {
+	if !key && !utf8.ValidString(d) {
 		return readings{}, fmt.Errorf("%w: it does not decode to UTF-8", ErrBadPath)
 	}
 	return readings{strict: strict.String(), lenient: lenientOf(d)}, nil
@@ -123,8 +157,14 @@ func lenientOf(d string) string {
 		}
 		trailing = false
 		b.WriteByte('/')
-		for _, r := range seg {
-			b.WriteRune(foldRune(r))
+		for len(seg) > 0 {
+			r, n := utf8.DecodeRuneInString(seg)
+			if r == utf8.RuneError && n == 1 {
+				b.WriteByte(seg[0]) // a key's incomplete rune stays bytes
+			} else {
+				b.WriteRune(foldRune(r))
+			}
+			seg = seg[n:]
 		}
 	}
 	if trailing || b.Len() == 0 {
@@ -172,6 +212,20 @@ func hasDotSegment(reading string, last bool) bool {
 		}
 	}
 	return false
+}
+
+// utf8PrefixString reports whether s is UTF-8 text, or the beginning of
+// some: it may end inside a rune, as a key may ("/caf%C3" is under it
+// "/caf%C3%A9").
+func utf8PrefixString(s string) bool {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			return !utf8.FullRuneInString(s[i:])
+		}
+		i += n
+	}
+	return true
 }
 
 func isHex(c byte) bool {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
@@ -78,26 +79,44 @@ func (h *Handler) identify(w http.ResponseWriter, r *http.Request) (who caller, 
 	}
 }
 
-// carriesOwnerToken reports whether any Authorization header of r holds the
-// owner token, bare or after a scheme: such a call_peer would hand the
-// owner's credential to a peer.
+// carriesOwnerToken reports whether the token appears anywhere in r that
+// would reach the peer: any header value (Authorization as Bearer or Basic
+// or bare, a cookie, a custom header), the path or the query. Such a
+// call_peer would hand the owner's credential to a peer.
 func (h *Handler) carriesOwnerToken(r *http.Request) bool {
-	for _, v := range r.Header.Values("Authorization") {
-		if h.cfg.Owner.Matches(bearer(v)) || h.cfg.Owner.Matches(strings.TrimSpace(v)) {
-			return true
+	found := h.cfg.Owner.In(r.URL.EscapedPath()) || h.cfg.Owner.In(r.URL.RawQuery)
+	for _, vals := range r.Header {
+		for _, v := range vals {
+			if h.cfg.Owner.In(v) {
+				found = true
+			}
+			if cred, err := base64.StdEncoding.DecodeString(basic(v)); err == nil && h.cfg.Owner.In(string(cred)) {
+				found = true
+			}
 		}
 	}
-	return false
+	return found
 }
 
 // bearer returns the credentials of an "Authorization: Bearer <token>"
-// value (the scheme in any case), or "" for another scheme.
+// value (the scheme in any case, any white space), or "" for another
+// scheme.
 func bearer(v string) string {
-	scheme, cred, ok := strings.Cut(strings.TrimSpace(v), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	f := strings.Fields(v)
+	if len(f) != 2 || !strings.EqualFold(f[0], "Bearer") {
 		return ""
 	}
-	return strings.TrimSpace(cred)
+	return f[1]
+}
+
+// basic returns the encoded credentials of an "Authorization: Basic ..."
+// value, or "".
+func basic(v string) string {
+	f := strings.Fields(v)
+	if len(f) != 2 || !strings.EqualFold(f[0], "Basic") {
+		return ""
+	}
+	return f[1]
 }
 
 func unauthenticated(w http.ResponseWriter, code, msg string) {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -138,6 +139,12 @@ func TestCallPeerAuthorization(t *testing.T) {
 		{"owner token", nil, 400, "owner_token_in_call", false, ""},
 		{"owner token, lower-case scheme", []string{"Authorization", "bearer " + a.owner.Reveal()}, 400, "owner_token_in_call", false, ""},
 		{"owner token bare", []string{"Authorization", a.owner.Reveal()}, 400, "owner_token_in_call", false, ""},
+		{"owner token after a tab", []string{"Authorization", "Bearer\t" + a.owner.Reveal()}, 400, "owner_token_in_call", false, ""},
+		{"owner token upper case", []string{"Authorization", "Bearer " + strings.ToUpper(a.owner.Reveal())}, 400, "owner_token_in_call", false, ""},
+		{"owner token in Basic", []string{"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte("owner:"+a.owner.Reveal()))}, 400, "owner_token_in_call", false, ""},
+		{"owner token in a cookie", []string{"Authorization", "", "Cookie", "session=" + a.owner.Reveal()}, 400, "owner_token_in_call", false, ""},
+		{"owner token in another header", []string{"Authorization", "", "X-Token", a.owner.Reveal()}, 400, "owner_token_in_call", false, ""},
+		{"a longer hex run is not the token", []string{"Authorization", "Bearer " + a.owner.Reveal() + "00"}, 204, "", true, "Bearer " + a.owner.Reveal() + "00"},
 		{"cross-site GET without Origin", []string{"Authorization", "", "Sec-Fetch-Site", "cross-site"}, 403, "cross_site", false, ""},
 		{"cross-origin POST", []string{"Authorization", "", "Origin", "http://evil.example"}, 403, "cross_origin", false, ""},
 		{"same-origin fetch", []string{"Authorization", "", "Sec-Fetch-Site", "same-origin"}, 204, "", true, ""},
@@ -160,6 +167,15 @@ func TestCallPeerAuthorization(t *testing.T) {
 				t.Errorf("forwarder saw Authorization %q, want %q", a.lastAuth.Load(), tt.wantAuth)
 			}
 		})
+	}
+}
+
+func TestCallPeerOwnerTokenInQuery(t *testing.T) {
+	a := newTestAPI(t)
+	path := "/internal/call_peer/" + newID(t).String() + "/api/x?key=" + a.owner.Reveal()
+	status, body := a.call(t, "GET", path, "", "Authorization", "")
+	if status != 400 || !strings.Contains(string(body), "owner_token_in_call") || a.calls.Load() != 0 {
+		t.Errorf("got %d %s with %d forwarded, want 400 owner_token_in_call and none", status, body, a.calls.Load())
 	}
 }
 

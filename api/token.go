@@ -41,13 +41,39 @@ func (t Token) Reveal() string { return t.s }
 // IsZero reports whether t holds no token.
 func (t Token) IsZero() bool { return t.s == "" }
 
-// Matches reports, in constant time, whether presented is this token.
-// The zero Token matches nothing.
+// Matches reports, in constant time, whether presented is this token, in
+// either case. The zero Token matches nothing.
 func (t Token) Matches(presented string) bool {
 	if t.s == "" || len(presented) != len(t.s) {
 		return false
 	}
-	return subtle.ConstantTimeCompare([]byte(presented), []byte(t.s)) == 1
+	return subtle.ConstantTimeCompare([]byte(strings.ToLower(presented)), []byte(t.s)) == 1
+}
+
+// In reports whether s holds the token: some run of exactly 64 hex
+// characters in s, each compared in constant time, so that probing with
+// chosen strings learns nothing of the token.
+func (t Token) In(s string) bool {
+	found := false
+	for i := 0; i < len(s); {
+		if !isHexDigit(s[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && isHexDigit(s[j]) {
+			j++
+		}
+		if j-i == len(t.s) && t.Matches(s[i:j]) {
+			found = true // no early return: every run is compared
+		}
+		i = j
+	}
+	return found
+}
+
+func isHexDigit(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // NewToken returns a fresh random token.

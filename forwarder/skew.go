@@ -52,7 +52,11 @@ func (s *skewLog) observe(res *http.Response, peer identity.ID, sent time.Time) 
 		s.forget(peer)
 		return
 	}
-	if mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); mt != "application/json" || res.Body == nil || res.Body == http.NoBody {
+	// Only a short answer of known length is read here: a streamed 401
+	// from the peer's app must reach our app at once, not after this
+	// read waited for its body.
+	if mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); mt != "application/json" ||
+		res.ContentLength < 1 || res.ContentLength > maxSkewAnswer || res.Body == nil || res.Body == http.NoBody {
 		return
 	}
 	buf, err := io.ReadAll(io.LimitReader(res.Body, maxSkewAnswer))

@@ -128,6 +128,18 @@ func TestDataDirIsPrivate(t *testing.T) {
 	}
 	d.stop()
 
+	// A shared directory such as /tmp is refused, not taken over.
+	shared := t.TempDir()
+	if err := os.Chmod(shared, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runCLI(t, "run", "--data", shared, "--api", "127.0.0.1:0", "--udp", "0"); code != 1 || !strings.Contains(stderr, "is shared") {
+		t.Errorf("shared data directory: exit %d, stderr %q; want 1 and the reason", code, stderr)
+	}
+	if fi, err := os.Stat(shared); err != nil || fi.Mode()&os.ModeSticky == 0 || fi.Mode().Perm() != 0o777 {
+		t.Errorf("the shared directory's mode was changed: %v %v", fi.Mode(), err)
+	}
+
 	if err := os.Chmod(filepath.Join(data, keyFile), 0o640); err != nil {
 		t.Fatal(err)
 	}

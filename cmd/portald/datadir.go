@@ -28,6 +28,12 @@ func secureDataDir(dir string, log *slog.Logger) error {
 	if !info.IsDir() {
 		return fmt.Errorf("data directory %s is not a directory", dir)
 	}
+	// A directory anyone may write to (/tmp, with its sticky bit) is a
+	// shared one: neither a place for the Portal's secrets nor one to
+	// take away from its other users.
+	if info.Mode()&os.ModeSticky != 0 || info.Mode().Perm()&0o002 != 0 {
+		return fmt.Errorf("data directory %s is shared (mode %v): give portald a directory of its own", dir, info.Mode())
+	}
 	if err := tighten(dir, info, 0o700, log); err != nil {
 		return err
 	}

@@ -85,17 +85,17 @@ func ingressFlags(c *cli.Command) func() (ingressLimits, error) {
 		if l.bodyIdle, err = time.ParseDuration(*idle); err != nil || l.bodyIdle <= 0 {
 			return l, cli.Usagef("--body-idle %q: want a positive duration such as 60s", *idle)
 		}
-		if l.bodyMinRate, err = strconv.ParseInt(*rate, 10, 64); err != nil || l.bodyMinRate < 0 {
-			return l, cli.Usagef("--body-min-rate %q: want bytes per second, such as 1024, or 0 for no minimum", *rate)
+		if l.bodyMinRate, err = strconv.ParseInt(*rate, 10, 64); err != nil || l.bodyMinRate < 0 || l.bodyMinRate > 1<<30 {
+			return l, cli.Usagef("--body-min-rate %q: want bytes per second up to 1073741824, such as 1024, or 0 for no minimum", *rate)
 		}
 		if l.bodyMinRate == 0 {
 			l.bodyMinRate = -1 // acl's "none"; its zero means the default
 		}
-		if l.peerInflight, err = strconv.Atoi(*inflight); err != nil || l.peerInflight < 1 {
-			return l, cli.Usagef("--peer-inflight %q: want a whole number of requests, 1 or more", *inflight)
+		if l.peerInflight, err = strconv.Atoi(*inflight); err != nil || l.peerInflight < 1 || l.peerInflight > 1<<16 {
+			return l, cli.Usagef("--peer-inflight %q: want a whole number of requests from 1 to 65536", *inflight)
 		}
-		if l.nonceCache, err = strconv.Atoi(*nonces); err != nil || l.nonceCache < 1024 {
-			return l, cli.Usagef("--nonce-cache %q: want a whole number of nonces, 1024 or more", *nonces)
+		if l.nonceCache, err = strconv.Atoi(*nonces); err != nil || l.nonceCache < 1024 || l.nonceCache > 1<<26 {
+			return l, cli.Usagef("--nonce-cache %q: want a whole number of nonces from 1024 to 67108864", *nonces)
 		}
 		return l, nil
 	}

@@ -35,6 +35,7 @@ func TestIngressFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--body-idle", "0s"}, {"--body-idle", "x"}, {"--body-min-rate", "-1"}, {"--body-min-rate", "1KiB"},
 		{"--peer-inflight", "0"}, {"--peer-inflight", "many"}, {"--nonce-cache", "10"}, {"--nonce-cache", "x"},
+		{"--peer-inflight", "9223372036854775807"}, {"--body-min-rate", "9223372036854775807"}, {"--nonce-cache", "1000000000"},
 	} {
 		if _, err := parse(t, args...); err == nil {
 			t.Errorf("%q accepted, want a usage error", args)
