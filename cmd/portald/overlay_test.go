@@ -239,7 +239,8 @@ func TestOverlayEndToEnd(t *testing.T) {
 	})
 
 	t.Run("request arrives unchanged, identity headers set", func(t *testing.T) {
-		hdr := http.Header{"X-Custom": {"hello"}, "X-Ptl-Client-Id": {"spoofed"}, "X-Ptl-Foo": {"spoofed"}, "Content-Type": {"text/plain"}}
+		hdr := http.Header{"X-Custom": {"hello"}, "X-Ptl-Client-Id": {"spoofed"}, "X-Ptl-Foo": {"spoofed"}, "Content-Type": {"text/plain"},
+			"Authorization": {"Bearer the-apps-own-token-for-its-peer"}}
 		body := "hello through the overlay"
 		resp, err := callPeer(t, c, a, idB, "/api/peer/echo/a%2Fb?x=1&y=%20z", strings.NewReader(body), hdr)
 		if err != nil {
@@ -257,6 +258,7 @@ func TestOverlayEndToEnd(t *testing.T) {
 			{"query", rep.Query, "x=1&y=%20z"},
 			{"body", rep.SHA256, wantSHA},
 			{"end-to-end header", rep.Header.Get("X-Custom"), "hello"},
+			{"the app's own Authorization", rep.Header.Get("Authorization"), "Bearer the-apps-own-token-for-its-peer"},
 			{"content type", rep.Header.Get("Content-Type"), "text/plain"},
 			{"X-Ptl-Client-Type", rep.Header.Get("X-Ptl-Client-Type"), "peer"},
 			{"X-Ptl-Client-Id", rep.Header.Get("X-Ptl-Client-Id"), idA},
@@ -272,6 +274,23 @@ func TestOverlayEndToEnd(t *testing.T) {
 		}
 		if v := rep.Header.Values("X-Ptl-Client-Id"); len(v) != 1 {
 			t.Errorf("X-Ptl-Client-Id values = %q, want exactly one", v)
+		}
+	})
+
+	t.Run("the owner token is never sent", func(t *testing.T) {
+		before := appB.requests.Load()
+		hdr := http.Header{"Authorization": {"Bearer " + a.ownerToken()}}
+		resp, err := callPeer(t, c, a, idB, "/api/peer/echo", strings.NewReader("x"), hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "owner_token_in_call") {
+			t.Errorf("call with the owner token: %d %s, want 400 owner_token_in_call", resp.StatusCode, body)
+		}
+		if n := appB.requests.Load() - before; n != 0 {
+			t.Errorf("B's app received %d requests, want 0", n)
 		}
 	})
 
