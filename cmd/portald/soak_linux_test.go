@@ -136,13 +136,15 @@ type soakLoad struct {
 	links []*soakLink
 	stats *soakStats
 	sign  time.Duration // the signer's period, so the books never overflow
-	seq   map[string]int
+
+	mu  sync.Mutex     // guards seq
+	seq map[string]int // "A→B sign" → the next sequence number, across restarts
 
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
-// start starts the workers; halt stops them and waits.
+// start starts the workers.
 func (ld *soakLoad) start() {
 	ld.stop = make(chan struct{})
 	for _, l := range ld.links {
@@ -151,12 +153,16 @@ func (ld *soakLoad) start() {
 			every time.Duration
 		}{{"sign", ld.sign}, {"attach", 200 * time.Millisecond}, {"peers", 200 * time.Millisecond}} {
 			ld.wg.Add(1)
+			ld.mu.Lock()
 			first := ld.seq[l.name+" "+w.kind]
+			ld.mu.Unlock()
 			go ld.work(l, w.kind, w.every, first)
 		}
 	}
 }
 
+// halt stops the workers, waits for them, and closes the clients' idle
+// connections, so that the daemons' ends of them go too.
 func (ld *soakLoad) halt() {
 	close(ld.stop)
 	ld.wg.Wait()
@@ -177,11 +183,9 @@ func (ld *soakLoad) work(l *soakLink, kind string, every time.Duration, seq int)
 		ld.stats.record(l, kind, seq, start, result, ok, err)
 		select {
 		case <-ld.stop:
-			// The next start resumes the sequence; only this goroutine
-			// writes its entry, and start runs after halt's Wait.
-			ld.stats.mu.Lock()
-			ld.seq[l.name+" "+kind] = seq + 1
-			ld.stats.mu.Unlock()
+			ld.mu.Lock()
+			ld.seq[l.name+" "+kind] = seq + 1 // the next start resumes here
+			ld.mu.Unlock()
 			return
 		case <-tick.C:
 		}
