@@ -4,7 +4,7 @@ BIN         ?= bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 60s
 
-.PHONY: build test demo bench load lint fuzz clean
+.PHONY: build test demo bench load soak lint fuzz clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
@@ -26,6 +26,13 @@ bench: build
 # (cmd/portald TestLoad; make test runs a short version); about 3 minutes.
 load:
 	$(GO) test -count=1 -run '^TestLoad$$' -v -timeout 30m ./cmd/portald -args -load.full
+
+# TestSoak at full length: 10 minutes of mixed calls between two Portals
+# behind NATs, a disruption every minute, then goroutines, fds and state
+# checked (NAT lab: root, ip, iptables). No -race, so that the figures are
+# the daemon's own; `make test` runs a 40 s version under -race.
+soak:
+	$(GO) test -count=1 -run '^TestSoak$$' -v -timeout 30m ./cmd/portald/ -args -soak=10m -soak-every=1m -soak-settle
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

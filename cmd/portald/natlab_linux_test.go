@@ -26,7 +26,8 @@ type labPortal struct {
 	t    *testing.T
 	host *netlab.Host
 	id   string
-	data string // its data directory: the CLI finds the owner token there
+	data string          // its data directory: the CLI finds the owner token there
+	proc *netlab.Process // portald itself (ip netns exec execs it)
 }
 
 // run runs a command on the Portal's host and returns its output. The
@@ -45,16 +46,23 @@ func (p *labPortal) run(name string, args ...string) (string, error) {
 // guestbook app on host, installs the app and waits until both serve.
 func startLabPortal(t *testing.T, host *netlab.Host, name string, relays ...string) *labPortal {
 	t.Helper()
+	return startLabPortalArgs(t, host, name, relays, nil)
+}
+
+// startLabPortalArgs is startLabPortal with more arguments for `portald run`.
+func startLabPortalArgs(t *testing.T, host *netlab.Host, name string, relays, extra []string) *labPortal {
+	t.Helper()
 	ctx := context.Background()
 	data := t.TempDir()
 	args := []string{"run", "--data", data, "--api", "127.0.0.1:8480", "--udp", "51820", "--name", name, "--call-timeout", "3s"}
 	for _, r := range relays {
 		args = append(args, "--relay", r)
 	}
-	netlab.Start(t, host.Command(ctx, portaldBin, args...))
+	args = append(args, extra...)
+	proc := netlab.Start(t, host.Command(ctx, portaldBin, args...))
 	gb := host.Command(ctx, guestbookBin, "--listen", "127.0.0.1:8080", "--core", "http://127.0.0.1:8480")
 	netlab.Start(t, gb)
-	p := &labPortal{t: t, host: host, data: data}
+	p := &labPortal{t: t, host: host, data: data, proc: proc}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		out, err := p.run(portaldBin, "id")
@@ -67,14 +75,22 @@ func startLabPortal(t *testing.T, host *netlab.Host, name string, relays ...stri
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	meta, err := filepath.Abs("../../examples/guestbook/app_meta.json")
-	if err != nil {
+	if err := p.addApp(); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := p.run(portaldBin, "apps", "add", "guestbook", "--meta", meta, "--upstream", "http://127.0.0.1:8080", "--source", "127.0.0.1"); err != nil {
-		t.Fatalf("apps add on %s: %s %v", host.Name, out, err)
-	}
 	return p
+}
+
+// addApp installs the guestbook app, attributed to the source 127.0.0.1.
+func (p *labPortal) addApp() error {
+	meta, err := filepath.Abs("../../examples/guestbook/app_meta.json")
+	if err != nil {
+		return err
+	}
+	if out, err := p.run(portaldBin, "apps", "add", "guestbook", "--meta", meta, "--upstream", "http://127.0.0.1:8080", "--source", "127.0.0.1"); err != nil {
+		return fmt.Errorf("apps add on %s: %s %w", p.host.Name, out, err)
+	}
+	return nil
 }
 
 // waitForPath polls this Portal's view of peer until its path and

@@ -735,3 +735,50 @@ func TestStartSurvivesThreadExit(t *testing.T) {
 	default:
 	}
 }
+
+// TestDialContext checks that Host.DialContext creates its socket inside
+// the host: the echo there sees the datagrams come from the host's own
+// lab address, which exists nowhere else, and the connection keeps working
+// from the test's goroutines after the dialling thread is gone.
+func TestDialContext(t *testing.T) {
+	t.Parallel()
+	lab := New(t)
+	h := lab.PublicHost("h")
+	startEcho(t, h, 7000)
+	ctx, cancel := context.WithTimeout(context.Background(), answerWait)
+	defer cancel()
+	for _, to := range []netip.AddrPort{at(h, 7000), netip.MustParseAddrPort("127.0.0.1:7000")} {
+		c, err := h.DialContext(ctx, "udp4", to.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		local := netip.MustParseAddrPort(c.LocalAddr().String())
+		if local.Addr() != to.Addr() {
+			// Checked before anything is sent: a socket outside the lab must
+			// send nothing.
+			t.Fatalf("dial %s: local address %s, want %s (the host's, chosen by its routes)", to, local, to.Addr())
+		}
+		// Resend until the echo, which may still be starting, answers.
+		buf := make([]byte, 64)
+		var seen string
+		for seen == "" {
+			if ctx.Err() != nil {
+				t.Fatalf("%s → %s: no answer within %v", local, to, answerWait)
+			}
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if n, err := c.Read(buf); err == nil {
+				seen = string(buf[:n])
+			}
+		}
+		if seen != local.String() {
+			t.Errorf("%s → %s: the echo saw %s", local, to, seen)
+		}
+	}
+	if _, err := h.DialContext(ctx, "tcp", "localhost:7000"); err == nil {
+		t.Error("DialContext resolved a name; want it refused")
+	}
+}
