@@ -75,3 +75,11 @@ func (s *Server) registerFrom(src netip.AddrPort, cookie [cookieLen]byte, raw []
 
 // tickNow runs the sweeper's periodic work once, at the server's clock.
 func (s *Server) tickNow() { s.tick(s.now()) }
+
+// snapshotLocked takes the state file's snapshot under the server's mutex,
+// as a save does, and discards it.
+func (s *Server) snapshotLocked() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.store.snapshot(HoldDuration)
+}
