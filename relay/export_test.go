@@ -81,5 +81,18 @@ func (s *Server) tickNow() { s.tick(s.now()) }
 func (s *Server) snapshotLocked() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_ = s.store.snapshot(HoldDuration)
+	s.saveBuf = s.store.appendSnapshot(s.saveBuf[:0], HoldDuration)
+}
+
+// appendState encodes holds after dst as a state file.
+func appendState(dst []byte, holds []hold) []byte {
+	recs := make([]stateRecord, 0, len(holds))
+	for _, h := range holds {
+		recs = append(recs, newStateRecord(h.id, h.until, h.src))
+	}
+	buf := bytes.NewBuffer(dst)
+	if err := writeState(buf, recs); err != nil {
+		panic(err) // a bytes.Buffer does not fail
+	}
+	return buf.Bytes()
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -221,16 +222,19 @@ func (s *store) sweepHolds(now time.Time) int {
 	return n
 }
 
-// snapshot returns every ID the store remembers as the holds a restart
-// should keep: held IDs as they are, and live ones held for holdFor after
-// their record's expiry.
-func (s *store) snapshot(holdFor time.Duration) []hold {
-	out := make([]hold, 0, len(s.byID)+len(s.held))
+// appendSnapshot appends every ID the store remembers to dst as the holds
+// a restart should keep, in no particular order: held IDs as they are, and
+// live ones held for holdFor after their record's expiry. It runs under the
+// server's mutex, so it only copies: compact records, into dst's room when
+// it has enough (the server reuses one buffer from save to save), sorted
+// and encoded later, outside the mutex.
+func (s *store) appendSnapshot(dst []stateRecord, holdFor time.Duration) []stateRecord {
+	dst = slices.Grow(dst, len(s.byID)+len(s.held))
 	for _, e := range s.byID {
-		out = append(out, hold{id: e.rec.ID, until: e.rec.Expires.Add(holdFor), src: e.src})
+		dst = append(dst, newStateRecord(e.rec.ID, e.rec.Expires.Add(holdFor), e.src))
 	}
 	for _, h := range s.held {
-		out = append(out, hold{id: h.id, until: h.until, src: h.src})
+		dst = append(dst, newStateRecord(h.id, h.until, h.src))
 	}
-	return out
+	return dst
 }
