@@ -96,3 +96,13 @@ func appendState(dst []byte, holds []hold) []byte {
 	}
 	return buf.Bytes()
 }
+
+// heldUntil returns when the hold on id ends, if id is held.
+func (s *Server) heldUntil(id identity.ID) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.store.getHold(id); h != nil {
+		return h.until, true
+	}
+	return time.Time{}, false
+}

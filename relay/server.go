@@ -274,12 +274,24 @@ func (s *Server) loadState() error {
 	if err != nil {
 		return fmt.Errorf("%w (move the file away to start without holds, giving up the protection of offline Portals' prefixes)", err)
 	}
-	now, kept := s.now(), 0
+	// No hold made by this relay ends later than latest: a record expires
+	// at most MaxTTL plus the clock skew from now, and is held for
+	// HoldDuration after. A file written while the clock ran far ahead
+	// would otherwise make holds that outlive their purpose by years.
+	now, kept, capped := s.now(), 0, 0
+	latest := now.Add(s.maxTTL + clockSkew + HoldDuration)
 	for i := range holds {
 		if h := &holds[i]; now.Before(h.until) {
+			if h.until.After(latest) {
+				h.until = latest
+				capped++
+			}
 			holds[kept] = *h
 			kept++
 		}
+	}
+	if capped > 0 {
+		s.log.Warn("state file has holds ending too far ahead (written with a clock ahead?); ending them at the latest a hold made now would end", "file", s.statePath, "holds", capped, "until", latest)
 	}
 	if kept > s.maxHolds {
 		return fmt.Errorf("relay: load state %s: %d holds, more than MaxHolds %d", s.statePath, kept, s.maxHolds)

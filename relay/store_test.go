@@ -195,3 +195,52 @@ func fillStore(s *store, live, held int) {
 		}
 	}
 }
+
+// TestStateHoldsCappedAtLoad: a state file written with a clock far ahead
+// (or crafted) cannot make near-permanent holds: at load no hold ends later
+// than one made now would, HoldDuration after a record of MaxTTL (plus the
+// clock skew); ended holds are dropped, others kept as they are.
+func TestStateHoldsCappedAtLoad(t *testing.T) {
+	checkLeaks(t)
+	const maxTTL = time.Minute
+	latest := t0.Add(maxTTL + clockSkew + HoldDuration)
+	state := filepath.Join(t.TempDir(), "holds")
+	tests := []struct {
+		name  string
+		until time.Time
+		want  time.Time // zero: not held
+	}{
+		{"ended", t0, time.Time{}},
+		{"ordinary", t0.Add(HoldDuration - time.Hour), t0.Add(HoldDuration - time.Hour)},
+		{"the latest possible", latest, latest},
+		{"just past it", latest.Add(time.Millisecond), latest},
+		{"ten years ahead", t0.AddDate(10, 0, 0), latest},
+		{"the largest the file allows", time.UnixMilli(1 << 62), latest},
+	}
+	holds := make([]hold, len(tests))
+	for i, tt := range tests {
+		id := identity.ID(sha256.Sum256([]byte(tt.name)))
+		holds[i] = hold{id: id, idStr: id.String(), until: tt.until, src: netip.MustParseAddr("203.0.113.7")}
+	}
+	if err := os.WriteFile(state, appendState(nil, holds), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: t0}
+	srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now, StateFile: state, MaxTTL: maxTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	for i, tt := range tests {
+		until, held := srv.heldUntil(holds[i].id)
+		if held != !tt.want.IsZero() || !until.Equal(tt.want) {
+			t.Errorf("%s: held %v until %v, want %v", tt.name, held, until, tt.want)
+		}
+	}
+	// Past the cap, every hold is released.
+	clock.Add(latest.Sub(t0))
+	srv.tickNow()
+	if st := srv.Stats(); st.Held != 0 {
+		t.Errorf("at %v: %d held, want 0", latest, st.Held)
+	}
+}
