@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -194,31 +195,45 @@ type serverCounters struct {
 	fwdRateLimited    atomic.Uint64
 }
 
+// Validate reports whether NewServer would accept cfg, without starting
+// anything or reading cfg.StateFile, so that a command can tell a usage
+// error from a failure to start.
+func (cfg *ServerConfig) Validate() error {
+	switch {
+	case cfg.Log == nil:
+		return errors.New("relay: ServerConfig.Log is required")
+	case cfg.MaxTTL < 0:
+		return fmt.Errorf("relay: ServerConfig.MaxTTL %v is negative", cfg.MaxTTL)
+	case cfg.MaxRecords < 0:
+		return fmt.Errorf("relay: ServerConfig.MaxRecords %d is negative", cfg.MaxRecords)
+	case math.IsNaN(cfg.RatePerSource) || math.IsInf(cfg.RatePerSource, 0) ||
+		cfg.RatePerSource > 0 && cfg.RatePerSource < minRatePerSource:
+		return fmt.Errorf("relay: ServerConfig.RatePerSource %v is not a rate between one message an hour and infinity", cfg.RatePerSource)
+	case cfg.BurstPerSource < 0 || cfg.BurstPerSource > maxBurstPerSource:
+		return fmt.Errorf("relay: ServerConfig.BurstPerSource %d is not between 0 and %d", cfg.BurstPerSource, maxBurstPerSource)
+	case math.IsNaN(cfg.ForwardRate) || math.IsInf(cfg.ForwardRate, 0) ||
+		cfg.ForwardRate > 0 && cfg.ForwardRate < minRatePerSource:
+		return fmt.Errorf("relay: ServerConfig.ForwardRate %v is not a rate between one message an hour and infinity", cfg.ForwardRate)
+	case cfg.ForwardBurst < 0 || cfg.ForwardBurst > maxBurstPerSource:
+		return fmt.Errorf("relay: ServerConfig.ForwardBurst %d is not between 0 and %d", cfg.ForwardBurst, maxBurstPerSource)
+	case cfg.MaxSources < 0:
+		return fmt.Errorf("relay: ServerConfig.MaxSources %d is negative", cfg.MaxSources)
+	case cfg.MaxHolds < 0:
+		return fmt.Errorf("relay: ServerConfig.MaxHolds %d is negative", cfg.MaxHolds)
+	}
+	maxRecords := cmp.Or(cfg.MaxRecords, DefaultMaxRecords)
+	if cfg.MaxHolds > 0 && cfg.MaxHolds < maxRecords {
+		return fmt.Errorf("relay: ServerConfig.MaxHolds %d is less than MaxRecords %d", cfg.MaxHolds, maxRecords)
+	}
+	return nil
+}
+
 // NewServer checks cfg and returns a Server whose store holds the holds of
 // cfg.StateFile, if any. It starts the goroutine that sweeps expired
 // records and saves the state, so Close must be called.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	switch {
-	case cfg.Log == nil:
-		return nil, errors.New("relay: ServerConfig.Log is required")
-	case cfg.MaxTTL < 0:
-		return nil, fmt.Errorf("relay: ServerConfig.MaxTTL %v is negative", cfg.MaxTTL)
-	case cfg.MaxRecords < 0:
-		return nil, fmt.Errorf("relay: ServerConfig.MaxRecords %d is negative", cfg.MaxRecords)
-	case math.IsNaN(cfg.RatePerSource) || math.IsInf(cfg.RatePerSource, 0) ||
-		cfg.RatePerSource > 0 && cfg.RatePerSource < minRatePerSource:
-		return nil, fmt.Errorf("relay: ServerConfig.RatePerSource %v is not a rate between one message an hour and infinity", cfg.RatePerSource)
-	case cfg.BurstPerSource < 0 || cfg.BurstPerSource > maxBurstPerSource:
-		return nil, fmt.Errorf("relay: ServerConfig.BurstPerSource %d is not between 0 and %d", cfg.BurstPerSource, maxBurstPerSource)
-	case math.IsNaN(cfg.ForwardRate) || math.IsInf(cfg.ForwardRate, 0) ||
-		cfg.ForwardRate > 0 && cfg.ForwardRate < minRatePerSource:
-		return nil, fmt.Errorf("relay: ServerConfig.ForwardRate %v is not a rate between one message an hour and infinity", cfg.ForwardRate)
-	case cfg.ForwardBurst < 0 || cfg.ForwardBurst > maxBurstPerSource:
-		return nil, fmt.Errorf("relay: ServerConfig.ForwardBurst %d is not between 0 and %d", cfg.ForwardBurst, maxBurstPerSource)
-	case cfg.MaxSources < 0:
-		return nil, fmt.Errorf("relay: ServerConfig.MaxSources %d is negative", cfg.MaxSources)
-	case cfg.MaxHolds < 0:
-		return nil, fmt.Errorf("relay: ServerConfig.MaxHolds %d is negative", cfg.MaxHolds)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	s := &Server{
 		log:        cfg.Log,
@@ -239,9 +254,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if s.maxHolds == 0 {
 		s.maxHolds = max(DefaultMaxHolds, s.maxRecords)
-	}
-	if s.maxHolds < s.maxRecords {
-		return nil, fmt.Errorf("relay: ServerConfig.MaxHolds %d is less than MaxRecords %d", s.maxHolds, s.maxRecords)
 	}
 	switch {
 	case s.perSource == 0:

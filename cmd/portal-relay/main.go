@@ -128,13 +128,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.StateFile = *state
 	// Check the flags before touching the state file, so that a usage
 	// error stays a usage error.
-	check := cfg
-	check.StateFile = ""
-	probe, err := relay.NewServer(check) // checks the relay's own bounds
-	if err != nil {
+	if err := cfg.Validate(); err != nil { // the relay's own bounds
 		return cli.Usagef("--rate %s --burst %s --forward-rate %s --forward-burst %s: %v", *rate, *burst, *fwdRate, *fwdBurst, err)
 	}
-	probe.Close()
 	srv, err := relay.NewServer(cfg) // loads the state file
 	if err != nil {
 		return err
