@@ -343,3 +343,127 @@ func TestIssue10PrefixSquatting(t *testing.T) {
 		}
 	}
 }
+
+// TestNetworkShares: one IPv6 /48 holds 65 536 /64s, so the per-source
+// share alone (16 IDs each, 1.05 M in all) let one /48 fill the remembered
+// IDs and lock every new Portal out for 30 days. Now the sources of one /48,
+// and of one IPv4 /24, share Per48IDs and Per24IDs between them, held IDs
+// included; an ID may move between the sources of a full network, but not
+// into another full one. Synthetic addresses; no packet is sent.
+func TestNetworkShares(t *testing.T) {
+	// srcs returns n sources, one address (port 4000) in each.
+	v6 := func(n int, net48 string) []netip.AddrPort { // net48: "2001:db8:N"
+		var out []netip.AddrPort
+		for i := range n {
+			out = append(out, netip.MustParseAddrPort(fmt.Sprintf("[%s:%x::1]:4000", net48, i)))
+		}
+		return out
+	}
+	v4 := func(n int, net24 string) []netip.AddrPort { // net24: "198.51.100"
+		var out []netip.AddrPort
+		for i := range n {
+			out = append(out, netip.MustParseAddrPort(fmt.Sprintf("%s.%d:4000", net24, i+1)))
+		}
+		return out
+	}
+	tests := []struct {
+		name         string
+		cfg          ServerConfig
+		srcs         []netip.AddrPort
+		perSrc, want int
+	}{
+		{"one /48, 4 /64s", ServerConfig{PerSourceIDs: 3, Per48IDs: 5}, v6(4, "2001:db8:1"), 3, 5},
+		{"one /24, 4 addresses", ServerConfig{PerSourceIDs: 3, Per24IDs: 7}, v4(4, "198.51.100"), 3, 7},
+		{"one /48 at the defaults", ServerConfig{}, v6(DefaultPer48IDs/DefaultPerSourceIDs+1, "2001:db8:1"), DefaultPerSourceIDs, DefaultPer48IDs},
+		{"one /24 at the defaults", ServerConfig{}, v4(DefaultPer24IDs/DefaultPerSourceIDs+1, "203.0.113"), DefaultPerSourceIDs, DefaultPer24IDs},
+		{"two /48s", ServerConfig{PerSourceIDs: 3, Per48IDs: 5}, append(v6(2, "2001:db8:1"), v6(2, "2001:db8:2")...), 3, 10},
+		{"two /24s", ServerConfig{PerSourceIDs: 3, Per24IDs: 5}, append(v4(2, "198.51.100"), v4(2, "203.0.113")...), 3, 10},
+		{"/48 share off", ServerConfig{PerSourceIDs: 3, Per48IDs: -1}, v6(50, "2001:db8:1"), 3, 150},
+		{"/24 share off", ServerConfig{PerSourceIDs: 3, Per24IDs: -1}, v4(50, "198.51.100"), 3, 150},
+		{"the /48 share does not apply to IPv4", ServerConfig{PerSourceIDs: 3, Per48IDs: 1, Per24IDs: -1}, v4(4, "198.51.100"), 3, 12},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkLeaks(t)
+			clock := &fakeClock{now: t0}
+			cfg := tt.cfg
+			cfg.Log, cfg.Now = testLog(t), clock.Now
+			srv, err := NewServer(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Close() })
+			acked, full := 0, 0
+			for _, src := range tt.srcs {
+				for range tt.perSrc {
+					switch m := regAt(t, srv, clock, src, newKey(t)); {
+					case m.typ == msgRegisterAck:
+						acked++
+					case m.reason == reasonSourceFull:
+						full++
+					default:
+						t.Fatalf("from %v: type %d reason %v", src, m.typ, m.reason)
+					}
+				}
+			}
+			if n := len(tt.srcs) * tt.perSrc; acked != tt.want || full != n-tt.want {
+				t.Errorf("%d sources × %d IDs: %d accepted, %d refused; want %d, %d", len(tt.srcs), tt.perSrc, acked, full, tt.want, n-tt.want)
+			}
+		})
+	}
+}
+
+// TestNetworkShareMoves: held IDs count against their network; an ID may
+// come back from another source of its full network, but a new one may
+// not, nor may an ID move into another full network.
+func TestNetworkShareMoves(t *testing.T) {
+	checkLeaks(t)
+	clock := &fakeClock{now: t0}
+	srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now, PerSourceIDs: 2, Per48IDs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	a1 := netip.MustParseAddrPort("[2001:db8:a:1::1]:4000")
+	a2 := netip.MustParseAddrPort("[2001:db8:a:2::1]:4000") // a1's /48
+	b1 := netip.MustParseAddrPort("[2001:db8:b:1::1]:4000")
+	ka, kb := []*identity.Key{newKey(t), newKey(t)}, []*identity.Key{newKey(t), newKey(t)}
+	for i := range 2 {
+		if m := regAt(t, srv, clock, a1, ka[i]); m.typ != msgRegisterAck {
+			t.Fatalf("a1: type %d reason %v", m.typ, m.reason)
+		}
+		if m := regAt(t, srv, clock, b1, kb[i]); m.typ != msgRegisterAck {
+			t.Fatalf("b1: type %d reason %v", m.typ, m.reason)
+		}
+	}
+	clock.Add(2 * time.Minute) // every record expires
+	srv.sweepNow()
+	if st := srv.Stats(); st.Held != 4 {
+		t.Fatalf("held %d, want 4", st.Held)
+	}
+	for _, tt := range []struct {
+		name string
+		src  netip.AddrPort
+		key  *identity.Key
+		ok   bool
+	}{
+		{"a new ID from the held /48's other /64", a2, newKey(t), false},
+		{"a held ID from another /64 of its /48", a2, ka[0], true},
+		{"a held ID into another full /48", b1, ka[1], false},
+		{"a held ID back to its /64", b1, kb[0], true},
+	} {
+		m := regAt(t, srv, clock, tt.src, tt.key)
+		if ok := m.typ == msgRegisterAck; ok != tt.ok || !ok && m.reason != reasonSourceFull {
+			t.Errorf("%s: type %d reason %v, want ok=%v (else source full)", tt.name, m.typ, m.reason, tt.ok)
+		}
+	}
+}
+
+// regAt registers key from src at clock's time, with a one-minute record
+// listing src, as the handler would receive it.
+func regAt(t *testing.T, srv *Server, clock *fakeClock, src netip.AddrPort, key *identity.Key) message {
+	t.Helper()
+	now := clock.Now()
+	rec := Record{ID: key.ID(), Endpoints: []netip.AddrPort{src}, SignedAt: now, Expires: now.Add(time.Minute)}
+	return srv.registerFrom(src, srv.cookieFor(src), mustSign(t, key, rec))
+}

@@ -61,8 +61,9 @@
 // port, under a secret rotated every 2 minutes), checked before the
 // signature: a sender that does not receive at its address can neither
 // move a Portal's address binding nor make the relay verify signatures.
-// One source holds at most PerSourceIDs IDs (16), so that it cannot fill
-// the table. And every ID is held for HoldDuration (30 days) after its
+// One source holds at most PerSourceIDs IDs (16), and the sources of one
+// IPv6 /48 or IPv4 /24 together Per48IDs (128) or Per24IDs (1024), so that
+// filling the table takes thousands of networks, not one /48. And every ID is held for HoldDuration (30 days) after its
 // record expired, within its own bound (MaxHolds), never evicted early and
 // kept across restarts in StateFile: a prefix that a held ID shares is
 // ambiguous, so a key ground to share an offline friend's short ID never

@@ -75,3 +75,34 @@ func (s *Server) registerFrom(src netip.AddrPort, cookie [cookieLen]byte, raw []
 
 // tickNow runs the sweeper's periodic work once, at the server's clock.
 func (s *Server) tickNow() { s.tick(s.now()) }
+
+// snapshotLocked takes the state file's snapshot under the server's mutex,
+// as a save does, and discards it.
+func (s *Server) snapshotLocked() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.saveBuf = s.store.appendSnapshot(s.saveBuf[:0], HoldDuration)
+}
+
+// appendState encodes holds after dst as a state file.
+func appendState(dst []byte, holds []hold) []byte {
+	recs := make([]stateRecord, 0, len(holds))
+	for _, h := range holds {
+		recs = append(recs, newStateRecord(h.id, h.until, h.src))
+	}
+	buf := bytes.NewBuffer(dst)
+	if err := writeState(buf, recs); err != nil {
+		panic(err) // a bytes.Buffer does not fail
+	}
+	return buf.Bytes()
+}
+
+// heldUntil returns when the hold on id ends, if id is held.
+func (s *Server) heldUntil(id identity.ID) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.store.getHold(id); h != nil {
+		return h.until, true
+	}
+	return time.Time{}, false
+}

@@ -102,6 +102,22 @@ func sourceKey(ip netip.Addr) netip.Addr {
 	return ip
 }
 
+// netKey is the network of src, a sourceKey, for the wider shares of IDs
+// (ServerConfig.Per48IDs, Per24IDs): the /24 of an IPv4 address, the /48
+// of an IPv6 /64. The invalid address (a hold's unknown source) is its own
+// network.
+func netKey(src netip.Addr) netip.Addr {
+	if !src.IsValid() {
+		return src
+	}
+	bits := 48
+	if src.Is4() {
+		bits = 24
+	}
+	p, _ := src.Prefix(bits)
+	return p.Addr()
+}
+
 // verdict is the outcome of limiter.allow.
 type verdict struct {
 	allowed bool

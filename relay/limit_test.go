@@ -227,6 +227,8 @@ func TestLimiterNoAllocs(t *testing.T) {
 	}
 }
 
+// TestNewServerLimitConfig: NewServer and Validate accept and refuse the
+// same configurations.
 func TestNewServerLimitConfig(t *testing.T) {
 	log := testLog(t)
 	tests := []struct {
@@ -244,8 +246,17 @@ func TestNewServerLimitConfig(t *testing.T) {
 		{"negative burst", ServerConfig{Log: log, BurstPerSource: -1}, false},
 		{"huge burst", ServerConfig{Log: log, BurstPerSource: maxBurstPerSource + 1}, false},
 		{"negative sources", ServerConfig{Log: log, MaxSources: -1}, false},
+		{"no log", ServerConfig{}, false},
+		{"holds below the records", ServerConfig{Log: log, MaxRecords: 10, MaxHolds: 9}, false},
+		{"holds below the default records", ServerConfig{Log: log, MaxHolds: DefaultMaxRecords - 1}, false},
+		{"holds equal to the records", ServerConfig{Log: log, MaxRecords: 10, MaxHolds: 10}, true},
+		{"negative holds", ServerConfig{Log: log, MaxHolds: -1}, false},
 	}
 	for _, tt := range tests {
+		// Validate, which portal-relay runs before NewServer, agrees.
+		if err := tt.cfg.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%s: Validate = %v, want ok=%v", tt.name, err, tt.ok)
+		}
 		s, err := NewServer(tt.cfg)
 		if (err == nil) != tt.ok {
 			t.Errorf("%s: NewServer error = %v, want ok=%v", tt.name, err, tt.ok)

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,10 +29,29 @@ const (
 	// a household's few Portals fit, and it takes 6 250 IPv4 addresses (or
 	// /64s) to fill the default table of live records.
 	DefaultPerSourceIDs = 16
+	// DefaultPer48IDs is ServerConfig.Per48IDs when it is zero: eight
+	// /64s of a /48 at their full share, which a home or a small site
+	// does not reach, while filling the default table of remembered IDs
+	// takes 7 813 /48s rather than 15 (a /48 is free from a tunnel
+	// broker; thousands of them are not).
+	DefaultPer48IDs = 128
+	// DefaultPer24IDs is ServerConfig.Per24IDs when it is zero: a
+	// quarter of what 256 addresses would hold at DefaultPerSourceIDs,
+	// since IPv4 addresses cost money one by one whereas a carrier-grade
+	// NAT pool or a campus shares a /24 among many Portals.
+	DefaultPer24IDs = 1024
 	// HoldDuration is how long a relay keeps holding an ID after its
 	// record expired, so that a prefix it shares stays ambiguous while its
 	// owner is offline: long enough for a holiday, short enough that the
 	// holds of abandoned keys go away by themselves.
+	//
+	// A hold lasts HoldDuration however briefly its ID was live. Holding
+	// throwaway keys for less would make the table harder to fill, but
+	// a Portal is paired by its short ID right after it is set up, so a
+	// friend's new Portal that went offline after minutes would leave
+	// its prefix open to a ground key while it is away, which is what
+	// holds are for; the shares per source and per network bound the
+	// table instead.
 	HoldDuration = 30 * 24 * time.Hour
 
 	// clockSkew is how far a Portal's clock may run ahead of the relay's: a
@@ -82,6 +102,16 @@ type ServerConfig struct {
 	// for an ID that does not already count against it is refused. Zero
 	// means DefaultPerSourceIDs (16); negative means no limit.
 	PerSourceIDs int
+	// Per48IDs and Per24IDs are the most IDs, live or held, counted as
+	// for PerSourceIDs, over all the sources of one IPv6 /48 and of one
+	// IPv4 /24: one /48 holds 65 536 /64s, so the per-source share alone
+	// would let it fill the table of remembered IDs, and lock every new
+	// Portal out for HoldDuration. A registration over either share is
+	// refused as "source full", like one over PerSourceIDs. Zero means
+	// DefaultPer48IDs (128) and DefaultPer24IDs (1024); negative means no
+	// limit.
+	Per48IDs int
+	Per24IDs int
 	// StateFile, when set, is where the holds survive restarts: NewServer
 	// loads it (a missing file is a first start; a corrupt one is an
 	// error, so that a relay never silently forgets its holds), the
@@ -139,6 +169,8 @@ type Server struct {
 	now        func() time.Time
 	maxHolds   int
 	perSource  int // 0: no limit
+	per48      int // 0: no limit
+	per24      int // 0: no limit
 	statePath  string
 	limiter    *limiter // nil when rate limiting is off
 	forwards   *limiter // nil when forwarding is not limited
@@ -161,6 +193,13 @@ type Server struct {
 	dirty         bool      // IDs were added or released since the last save
 	lastSave      time.Time // of the state file
 	saved         bool      // Close wrote the state file a last time
+
+	// saveMu serializes saves and guards saveBuf, the snapshot buffer
+	// that every save reuses: at a million holds it is 56 MB, which the
+	// relay keeps rather than allocate (and fault in) once a minute.
+	// Lock order: saveMu, then mu.
+	saveMu  sync.Mutex
+	saveBuf []stateRecord
 }
 
 // serverCounters are the Server's statistics; see Stats.
@@ -187,38 +226,51 @@ type serverCounters struct {
 	fwdRateLimited    atomic.Uint64
 }
 
+// Validate reports whether NewServer would accept cfg, without starting
+// anything or reading cfg.StateFile, so that a command can tell a usage
+// error from a failure to start.
+func (cfg *ServerConfig) Validate() error {
+	switch {
+	case cfg.Log == nil:
+		return errors.New("relay: ServerConfig.Log is required")
+	case cfg.MaxTTL < 0:
+		return fmt.Errorf("relay: ServerConfig.MaxTTL %v is negative", cfg.MaxTTL)
+	case cfg.MaxRecords < 0:
+		return fmt.Errorf("relay: ServerConfig.MaxRecords %d is negative", cfg.MaxRecords)
+	case math.IsNaN(cfg.RatePerSource) || math.IsInf(cfg.RatePerSource, 0) ||
+		cfg.RatePerSource > 0 && cfg.RatePerSource < minRatePerSource:
+		return fmt.Errorf("relay: ServerConfig.RatePerSource %v is not a rate between one message an hour and infinity", cfg.RatePerSource)
+	case cfg.BurstPerSource < 0 || cfg.BurstPerSource > maxBurstPerSource:
+		return fmt.Errorf("relay: ServerConfig.BurstPerSource %d is not between 0 and %d", cfg.BurstPerSource, maxBurstPerSource)
+	case math.IsNaN(cfg.ForwardRate) || math.IsInf(cfg.ForwardRate, 0) ||
+		cfg.ForwardRate > 0 && cfg.ForwardRate < minRatePerSource:
+		return fmt.Errorf("relay: ServerConfig.ForwardRate %v is not a rate between one message an hour and infinity", cfg.ForwardRate)
+	case cfg.ForwardBurst < 0 || cfg.ForwardBurst > maxBurstPerSource:
+		return fmt.Errorf("relay: ServerConfig.ForwardBurst %d is not between 0 and %d", cfg.ForwardBurst, maxBurstPerSource)
+	case cfg.MaxSources < 0:
+		return fmt.Errorf("relay: ServerConfig.MaxSources %d is negative", cfg.MaxSources)
+	case cfg.MaxHolds < 0:
+		return fmt.Errorf("relay: ServerConfig.MaxHolds %d is negative", cfg.MaxHolds)
+	}
+	maxRecords := cmp.Or(cfg.MaxRecords, DefaultMaxRecords)
+	if cfg.MaxHolds > 0 && cfg.MaxHolds < maxRecords {
+		return fmt.Errorf("relay: ServerConfig.MaxHolds %d is less than MaxRecords %d", cfg.MaxHolds, maxRecords)
+	}
+	return nil
+}
+
 // NewServer checks cfg and returns a Server whose store holds the holds of
 // cfg.StateFile, if any. It starts the goroutine that sweeps expired
 // records and saves the state, so Close must be called.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	switch {
-	case cfg.Log == nil:
-		return nil, errors.New("relay: ServerConfig.Log is required")
-	case cfg.MaxTTL < 0:
-		return nil, fmt.Errorf("relay: ServerConfig.MaxTTL %v is negative", cfg.MaxTTL)
-	case cfg.MaxRecords < 0:
-		return nil, fmt.Errorf("relay: ServerConfig.MaxRecords %d is negative", cfg.MaxRecords)
-	case math.IsNaN(cfg.RatePerSource) || math.IsInf(cfg.RatePerSource, 0) ||
-		cfg.RatePerSource > 0 && cfg.RatePerSource < minRatePerSource:
-		return nil, fmt.Errorf("relay: ServerConfig.RatePerSource %v is not a rate between one message an hour and infinity", cfg.RatePerSource)
-	case cfg.BurstPerSource < 0 || cfg.BurstPerSource > maxBurstPerSource:
-		return nil, fmt.Errorf("relay: ServerConfig.BurstPerSource %d is not between 0 and %d", cfg.BurstPerSource, maxBurstPerSource)
-	case math.IsNaN(cfg.ForwardRate) || math.IsInf(cfg.ForwardRate, 0) ||
-		cfg.ForwardRate > 0 && cfg.ForwardRate < minRatePerSource:
-		return nil, fmt.Errorf("relay: ServerConfig.ForwardRate %v is not a rate between one message an hour and infinity", cfg.ForwardRate)
-	case cfg.ForwardBurst < 0 || cfg.ForwardBurst > maxBurstPerSource:
-		return nil, fmt.Errorf("relay: ServerConfig.ForwardBurst %d is not between 0 and %d", cfg.ForwardBurst, maxBurstPerSource)
-	case cfg.MaxSources < 0:
-		return nil, fmt.Errorf("relay: ServerConfig.MaxSources %d is negative", cfg.MaxSources)
-	case cfg.MaxHolds < 0:
-		return nil, fmt.Errorf("relay: ServerConfig.MaxHolds %d is negative", cfg.MaxHolds)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	s := &Server{
 		log:        cfg.Log,
 		maxTTL:     cfg.MaxTTL,
 		maxRecords: cfg.MaxRecords,
 		maxHolds:   cfg.MaxHolds,
-		perSource:  cfg.PerSourceIDs,
 		statePath:  cfg.StateFile,
 		now:        cfg.Now,
 		done:       make(chan struct{}),
@@ -233,15 +285,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.maxHolds == 0 {
 		s.maxHolds = max(DefaultMaxHolds, s.maxRecords)
 	}
-	if s.maxHolds < s.maxRecords {
-		return nil, fmt.Errorf("relay: ServerConfig.MaxHolds %d is less than MaxRecords %d", s.maxHolds, s.maxRecords)
-	}
-	switch {
-	case s.perSource == 0:
-		s.perSource = DefaultPerSourceIDs
-	case s.perSource < 0:
-		s.perSource = 0
-	}
+	s.perSource = share(cfg.PerSourceIDs, DefaultPerSourceIDs)
+	s.per48 = share(cfg.Per48IDs, DefaultPer48IDs)
+	s.per24 = share(cfg.Per24IDs, DefaultPer24IDs)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -267,12 +313,24 @@ func (s *Server) loadState() error {
 	if err != nil {
 		return fmt.Errorf("%w (move the file away to start without holds, giving up the protection of offline Portals' prefixes)", err)
 	}
-	now, kept := s.now(), 0
+	// No hold made by this relay ends later than latest: a record expires
+	// at most MaxTTL plus the clock skew from now, and is held for
+	// HoldDuration after. A file written while the clock ran far ahead
+	// would otherwise make holds that outlive their purpose by years.
+	now, kept, capped := s.now(), 0, 0
+	latest := now.Add(s.maxTTL + clockSkew + HoldDuration)
 	for i := range holds {
 		if h := &holds[i]; now.Before(h.until) {
+			if h.until.After(latest) {
+				h.until = latest
+				capped++
+			}
 			holds[kept] = *h
 			kept++
 		}
+	}
+	if capped > 0 {
+		s.log.Warn("state file has holds ending too far ahead (written with a clock ahead?); ending them at the latest a hold made now would end", "file", s.statePath, "holds", capped, "until", latest)
 	}
 	if kept > s.maxHolds {
 		return fmt.Errorf("relay: load state %s: %d holds, more than MaxHolds %d", s.statePath, kept, s.maxHolds)
@@ -290,27 +348,42 @@ func (s *Server) loadState() error {
 
 // saveStateIfDue writes the state file when IDs changed and saveInterval
 // passed since the last write, or saveRefresh passed; force writes it
-// anyway. The snapshot is taken under mu, the file written outside it.
+// anyway. The snapshot is copied under mu; it is sorted and the file
+// written outside it.
 func (s *Server) saveStateIfDue(now time.Time, force bool) {
 	if s.statePath == "" {
 		return
 	}
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	since := now.Sub(s.lastSave)
 	if !force && !(s.dirty && since >= saveInterval) && since < saveRefresh {
 		s.mu.Unlock()
 		return
 	}
-	holds := s.store.snapshot(HoldDuration)
+	s.saveBuf = s.store.appendSnapshot(s.saveBuf[:0], HoldDuration)
 	s.dirty, s.lastSave = false, now
 	s.mu.Unlock()
-	if err := saveState(s.statePath, holds); err != nil {
+	if err := saveState(s.statePath, s.saveBuf); err != nil {
 		s.ctr.saveErrors.Add(1)
 		s.mu.Lock()
 		s.dirty = true // try again at the next sweep
 		s.mu.Unlock()
 		s.log.Error("cannot save state; holds since the last save would be lost on restart", "err", err)
 	}
+}
+
+// share is a configured share of IDs: def when it is zero, 0 (no limit)
+// when it is negative.
+func share(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
 }
 
 // newLimiterOr is a limiter for a configured rate, burst and source
@@ -596,6 +669,15 @@ func (s *Server) allow(ip netip.Addr) bool {
 	return false
 }
 
+// network returns the network of the source src (a sourceKey) and its
+// share, 0 meaning no limit.
+func (s *Server) network(src netip.Addr) (netip.Addr, int) {
+	if src.Is4() {
+		return netKey(src), s.per24
+	}
+	return netKey(src), s.per48
+}
+
 // sourceString names ip's rate-limited source: the address, or the /64.
 func sourceString(ip netip.Addr) string {
 	key := sourceKey(ip)
@@ -669,13 +751,21 @@ func (s *Server) storeRecord(rec Record, raw []byte, src netip.AddrPort, now tim
 			e.addr = old.addr
 		}
 	}
-	// The ID counts against the source of its newest registration: a
-	// source at its share may refresh its IDs but add no other.
-	counted := old != nil && old.src == e.src
-	if h := s.store.getHold(rec.ID); h != nil {
-		counted = h.src == e.src
+	// The ID counts against the source of its newest registration, and
+	// its network (/48 or /24): a source or network at its share may
+	// refresh its IDs, or move them within, but add no other.
+	var prev netip.Addr // the source the ID counts against now, if any
+	if old != nil {
+		prev = old.src
 	}
-	if s.perSource > 0 && !counted && s.store.sourceIDs(e.src) >= s.perSource {
+	if h := s.store.getHold(rec.ID); h != nil {
+		prev = h.src
+	}
+	counted := prev.IsValid() && prev == e.src
+	if !counted && s.perSource > 0 && s.store.sourceIDs(e.src) >= s.perSource {
+		return reasonSourceFull
+	}
+	if net, limit := s.network(e.src); limit > 0 && (!prev.IsValid() || netKey(prev) != net) && s.store.networkIDs(net) >= limit {
 		return reasonSourceFull
 	}
 	if old == nil && s.store.len() >= s.maxRecords {
@@ -756,7 +846,7 @@ type Stats struct {
 	RefusedStale        uint64 // refused: older than the stored record (rollback)
 	RefusedFull         uint64 // refused: a new ID while MaxRecords are live or MaxHolds remembered
 	RefusedCookie       uint64 // refused: no valid cookie for the source address (checked before the signature)
-	RefusedSourceFull   uint64 // refused: a new ID from a source holding PerSourceIDs
+	RefusedSourceFull   uint64 // refused: a new ID from a source holding PerSourceIDs, or whose /48 or /24 holds its share
 	CookiesSent         uint64 // cookies handed out
 	HoldsReleased       uint64 // holds that ended
 	StateSaveErrors     uint64 // failed writes of the state file

@@ -1,16 +1,20 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"portal/identity"
 )
 
 // The state file (ServerConfig.StateFile) keeps the relay's holds across
@@ -37,25 +41,45 @@ const (
 // errBadState is wrapped by parseState for every defect of a state file.
 var errBadState = errors.New("corrupt state file")
 
-// appendState encodes holds after dst, sorted by ID so that equal states
-// give equal files.
-func appendState(dst []byte, holds []hold) []byte {
-	holds = slices.Clone(holds)
-	slices.SortFunc(holds, func(a, b hold) int { return bytes.Compare(a.id[:], b.id[:]) })
-	start := len(dst)
-	dst = append(dst, stateMagic...)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(holds)))
-	for _, h := range holds {
-		dst = append(dst, h.id[:]...)
-		dst = appendTime(dst, h.until)
-		var src [16]byte
-		if h.src.IsValid() {
-			src = h.src.As16()
-		}
-		dst = append(dst, src[:]...)
+// stateRecord is one hold as a save snapshots it: 56 bytes against a
+// hold's 96, and no pointers, so that a snapshot of a million holds is one
+// allocation that the garbage collector does not scan.
+type stateRecord struct {
+	id    identity.ID
+	until int64    // milliseconds since the Unix epoch, never negative
+	src   [16]byte // as in the file: all zeros when unknown
+}
+
+func newStateRecord(id identity.ID, until time.Time, src netip.Addr) stateRecord {
+	r := stateRecord{id: id, until: max(until.UnixMilli(), 0)}
+	if src.IsValid() {
+		r.src = src.As16()
 	}
-	sum := sha256.Sum256(dst[start:])
-	return append(dst, sum[:]...)
+	return r
+}
+
+// writeState sorts recs by ID, in place, so that equal states give equal
+// files, and writes them to w in the state file's format, hashing as it
+// goes rather than encoding the whole file in memory first.
+func writeState(w io.Writer, recs []stateRecord) error {
+	slices.SortFunc(recs, func(a, b stateRecord) int { return bytes.Compare(a.id[:], b.id[:]) })
+	sum := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, sum), 64<<10)
+	var b [stateEntryLen]byte
+	bw.WriteString(stateMagic)
+	bw.Write(binary.BigEndian.AppendUint32(b[:0], uint32(len(recs))))
+	for i := range recs {
+		r := &recs[i]
+		copy(b[:idLen], r.id[:])
+		binary.BigEndian.PutUint64(b[idLen:], uint64(r.until))
+		copy(b[idLen+timeLen:], r.src[:])
+		bw.Write(b[:]) // bufio keeps the first error for Flush
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err := w.Write(sum.Sum(nil))
+	return err
 }
 
 // parseState decodes a state file. Errors wrap errBadState.
@@ -110,11 +134,11 @@ func loadState(path string) ([]hold, bool, error) {
 	return holds, true, nil
 }
 
-// saveState writes holds to path atomically: a temporary file in the same
-// directory, written and synced, renamed over path, then the directory
-// synced, so that a crash leaves either the old file or the new one.
-func saveState(path string, holds []hold) (err error) {
-	b := appendState(nil, holds)
+// saveState writes recs (sorting them in place) to path atomically: a
+// temporary file in the same directory, written and synced, renamed over
+// path, then the directory synced, so that a crash leaves either the old
+// file or the new one.
+func saveState(path string, recs []stateRecord) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -126,7 +150,7 @@ func saveState(path string, holds []hold) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if _, err = f.Write(b); err != nil {
+	if err = writeState(f, recs); err != nil {
 		return fmt.Errorf("relay: save state: %w", err)
 	}
 	if err = f.Sync(); err != nil {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,6 +57,7 @@ type store struct {
 	held      map[identity.ID]*hold
 	heldShort map[string][]*hold
 	perSource map[netip.Addr]int
+	perNet    map[netip.Addr]int // by netKey of the source
 }
 
 func newStore() *store {
@@ -66,6 +68,7 @@ func newStore() *store {
 		held:      map[identity.ID]*hold{},
 		heldShort: map[string][]*hold{},
 		perSource: map[netip.Addr]int{},
+		perNet:    map[netip.Addr]int{},
 	}
 }
 
@@ -87,6 +90,10 @@ func (s *store) holds() int { return len(s.held) }
 // sourceIDs returns how many IDs, live or held, count against src.
 func (s *store) sourceIDs(src netip.Addr) int { return s.perSource[src] }
 
+// networkIDs returns how many IDs, live or held, count against the
+// sources of the network net (a netKey).
+func (s *store) networkIDs(net netip.Addr) int { return s.perNet[net] }
+
 // get returns the entry for id, or nil.
 func (s *store) get(id identity.ID) *entry { return s.byID[id] }
 
@@ -107,7 +114,7 @@ func (s *store) put(e *entry) {
 	}
 	short := e.idStr[:identity.ShortIDLen]
 	s.byShort[short] = append(s.byShort[short], e)
-	s.perSource[e.src]++
+	s.count(e.src)
 }
 
 // remove forgets e, which must be stored, without holding its ID.
@@ -126,7 +133,7 @@ func (s *store) addHold(h *hold) {
 	s.held[h.id] = h
 	short := h.idStr[:identity.ShortIDLen]
 	s.heldShort[short] = append(s.heldShort[short], h)
-	s.perSource[h.src]++
+	s.count(h.src)
 }
 
 // release ends the hold h, which must be stored.
@@ -137,9 +144,19 @@ func (s *store) release(h *hold) {
 	s.uncount(h.src)
 }
 
+// count counts an ID against src and its network; uncount undoes it.
+func (s *store) count(src netip.Addr) {
+	s.perSource[src]++
+	s.perNet[netKey(src)]++
+}
+
 func (s *store) uncount(src netip.Addr) {
 	if s.perSource[src]--; s.perSource[src] <= 0 {
 		delete(s.perSource, src)
+	}
+	net := netKey(src)
+	if s.perNet[net]--; s.perNet[net] <= 0 {
+		delete(s.perNet, net)
 	}
 }
 
@@ -221,16 +238,19 @@ func (s *store) sweepHolds(now time.Time) int {
 	return n
 }
 
-// snapshot returns every ID the store remembers as the holds a restart
-// should keep: held IDs as they are, and live ones held for holdFor after
-// their record's expiry.
-func (s *store) snapshot(holdFor time.Duration) []hold {
-	out := make([]hold, 0, len(s.byID)+len(s.held))
+// appendSnapshot appends every ID the store remembers to dst as the holds
+// a restart should keep, in no particular order: held IDs as they are, and
+// live ones held for holdFor after their record's expiry. It runs under the
+// server's mutex, so it only copies: compact records, into dst's room when
+// it has enough (the server reuses one buffer from save to save), sorted
+// and encoded later, outside the mutex.
+func (s *store) appendSnapshot(dst []stateRecord, holdFor time.Duration) []stateRecord {
+	dst = slices.Grow(dst, len(s.byID)+len(s.held))
 	for _, e := range s.byID {
-		out = append(out, hold{id: e.rec.ID, until: e.rec.Expires.Add(holdFor), src: e.src})
+		dst = append(dst, newStateRecord(e.rec.ID, e.rec.Expires.Add(holdFor), e.src))
 	}
 	for _, h := range s.held {
-		out = append(out, hold{id: h.id, until: h.until, src: h.src})
+		dst = append(dst, newStateRecord(h.id, h.until, h.src))
 	}
-	return out
+	return dst
 }

@@ -1,7 +1,10 @@
 package relay
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -151,5 +154,93 @@ func TestStateSavedWhileRunning(t *testing.T) {
 	// half-written file.
 	if err := saveState(filepath.Join(t.TempDir(), "missing", "holds"), nil); err == nil {
 		t.Error("saveState into a missing directory succeeded")
+	}
+}
+
+// BenchmarkSaveState measures a save of a full relay: 100 000 live records
+// and 1 000 000 holds. "locked" is the part done under the server's mutex
+// (registrations wait for it), "save" the whole forced save, state file
+// written and synced included.
+func BenchmarkSaveState(b *testing.B) {
+	srv, err := NewServer(ServerConfig{Log: slog.New(slog.DiscardHandler), StateFile: filepath.Join(b.TempDir(), "holds"), Now: func() time.Time { return t0 }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Close() })
+	fillStore(srv.store, DefaultMaxRecords, DefaultMaxHolds)
+	b.Run("locked", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			srv.snapshotLocked()
+		}
+	})
+	b.Run("save", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			srv.saveStateIfDue(t0, true)
+		}
+	})
+}
+
+// fillStore stores live records and holds with distinct, spread IDs, from
+// sources in 2001:db8::/32 (never sent to).
+func fillStore(s *store, live, held int) {
+	for i := range live + held {
+		id := identity.ID(sha256.Sum256(binary.BigEndian.AppendUint64(nil, uint64(i))))
+		src := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)})
+		if i < live {
+			s.put(&entry{idStr: id.String(), rec: Record{ID: id, Expires: t0.Add(time.Minute)}, src: src})
+		} else {
+			s.addHold(&hold{id: id, idStr: id.String(), until: t0.Add(HoldDuration), src: src})
+		}
+	}
+}
+
+// TestStateHoldsCappedAtLoad: a state file written with a clock far ahead
+// (or crafted) cannot make near-permanent holds: at load no hold ends later
+// than one made now would, HoldDuration after a record of MaxTTL (plus the
+// clock skew); ended holds are dropped, others kept as they are.
+func TestStateHoldsCappedAtLoad(t *testing.T) {
+	checkLeaks(t)
+	const maxTTL = time.Minute
+	latest := t0.Add(maxTTL + clockSkew + HoldDuration)
+	state := filepath.Join(t.TempDir(), "holds")
+	tests := []struct {
+		name  string
+		until time.Time
+		want  time.Time // zero: not held
+	}{
+		{"ended", t0, time.Time{}},
+		{"ordinary", t0.Add(HoldDuration - time.Hour), t0.Add(HoldDuration - time.Hour)},
+		{"the latest possible", latest, latest},
+		{"just past it", latest.Add(time.Millisecond), latest},
+		{"ten years ahead", t0.AddDate(10, 0, 0), latest},
+		{"the largest the file allows", time.UnixMilli(1 << 62), latest},
+	}
+	holds := make([]hold, len(tests))
+	for i, tt := range tests {
+		id := identity.ID(sha256.Sum256([]byte(tt.name)))
+		holds[i] = hold{id: id, idStr: id.String(), until: tt.until, src: netip.MustParseAddr("203.0.113.7")}
+	}
+	if err := os.WriteFile(state, appendState(nil, holds), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: t0}
+	srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now, StateFile: state, MaxTTL: maxTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	for i, tt := range tests {
+		until, held := srv.heldUntil(holds[i].id)
+		if held != !tt.want.IsZero() || !until.Equal(tt.want) {
+			t.Errorf("%s: held %v until %v, want %v", tt.name, held, until, tt.want)
+		}
+	}
+	// Past the cap, every hold is released.
+	clock.Add(latest.Sub(t0))
+	srv.tickNow()
+	if st := srv.Stats(); st.Held != 0 {
+		t.Errorf("at %v: %d held, want 0", latest, st.Held)
 	}
 }

@@ -245,7 +245,7 @@ const (
 	reasonStale        reason = 0x05 // older than the record the relay holds for that ID
 	reasonFull         reason = 0x06 // the relay holds its maximum number of records, or of IDs live or held
 	reasonCookie       reason = 0x07 // no valid cookie for the source address: fetch one
-	reasonSourceFull   reason = 0x08 // the source holds its share of IDs (ServerConfig.PerSourceIDs)
+	reasonSourceFull   reason = 0x08 // the source, or its /48 or /24, holds its share of IDs (ServerConfig.PerSourceIDs, Per48IDs, Per24IDs)
 )
 
 func (r reason) String() string {
@@ -265,7 +265,7 @@ func (r reason) String() string {
 	case reasonCookie:
 		return "no valid cookie"
 	case reasonSourceFull:
-		return "too many portals from this address"
+		return "too many portals from this address or its network"
 	}
 	return fmt.Sprintf("reason(%d)", byte(r))
 }

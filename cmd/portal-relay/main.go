@@ -6,7 +6,7 @@
 //
 //	portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
 //	                 [--forward-rate N] [--forward-burst N] [--per-source-ids N]
-//	                 [--max-holds N] [--state FILE]
+//	                 [--per-48-ids N] [--per-24-ids N] [--max-holds N] [--state FILE]
 //
 // --listen (PORTAL_LISTEN, default ":51821") is the UDP address to serve;
 // --log-level (PORTAL_LOG_LEVEL, default info) is debug, info, warn or
@@ -17,7 +17,10 @@
 // PORTAL_FORWARD_BURST, default 10000) are the same for forwarded packets,
 // which do not count against --rate; --per-source-ids (PORTAL_PER_SOURCE_IDS,
 // default 16, negative for no limit) is how many Portal IDs, live or held,
-// one source IP (an IPv6 /64) may hold; --max-holds (PORTAL_MAX_HOLDS,
+// one source IP (an IPv6 /64) may hold; --per-48-ids (PORTAL_PER_48_IDS,
+// default 128) and --per-24-ids (PORTAL_PER_24_IDS, default 1024, both
+// negative for no limit) are how many the sources of one IPv6 /48 and the
+// addresses of one IPv4 /24 may hold together; --max-holds (PORTAL_MAX_HOLDS,
 // default 1000000) is how many IDs the relay remembers, live or held for
 // 30 days after their record expired; --state (PORTAL_STATE, default none)
 // is the file that keeps the holds across restarts (written atomically; a
@@ -54,10 +57,10 @@ const (
 const usage = `usage:
   portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
                    [--forward-rate N] [--forward-burst N] [--per-source-ids N]
-                   [--max-holds N] [--state FILE]
+                   [--per-48-ids N] [--per-24-ids N] [--max-holds N] [--state FILE]
 Flags also come from PORTAL_LISTEN, PORTAL_LOG_LEVEL, PORTAL_RATE, PORTAL_BURST,
 PORTAL_FORWARD_RATE, PORTAL_FORWARD_BURST, PORTAL_PER_SOURCE_IDS,
-PORTAL_MAX_HOLDS and PORTAL_STATE.
+PORTAL_PER_48_IDS, PORTAL_PER_24_IDS, PORTAL_MAX_HOLDS and PORTAL_STATE.
 Run 'portal-relay run -h' for the flags.`
 
 func main() {
@@ -93,6 +96,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fwdRate := c.String("forward-rate", strconv.Itoa(relay.DefaultForwardRate), "forwarded packets per second per source IP, sustained; negative for no limit")
 	fwdBurst := c.String("forward-burst", strconv.Itoa(relay.DefaultForwardBurst), "forwarded packets a source IP may send at once")
 	perSource := c.String("per-source-ids", strconv.Itoa(relay.DefaultPerSourceIDs), "Portal IDs, live or held, one source IP (IPv6: /64) may hold; negative for no limit")
+	per48 := c.String("per-48-ids", strconv.Itoa(relay.DefaultPer48IDs), "Portal IDs, live or held, the sources of one IPv6 /48 may hold together; negative for no limit")
+	per24 := c.String("per-24-ids", strconv.Itoa(relay.DefaultPer24IDs), "Portal IDs, live or held, the addresses of one IPv4 /24 may hold together; negative for no limit")
 	maxHolds := c.String("max-holds", strconv.Itoa(relay.DefaultMaxHolds), "IDs remembered, live or held for 30 days after their record expired")
 	state := c.String("state", "", "file that keeps the holds across restarts; none: a restart forgets them")
 	if _, err := c.Parse(args, 0); err != nil {
@@ -122,19 +127,21 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.PerSourceIDs, err = strconv.Atoi(*perSource); err != nil || cfg.PerSourceIDs == 0 {
 		return cli.Usagef("--per-source-ids %q: want a positive number of IDs, or a negative number for no limit", *perSource)
 	}
+	if cfg.Per48IDs, err = strconv.Atoi(*per48); err != nil || cfg.Per48IDs == 0 {
+		return cli.Usagef("--per-48-ids %q: want a positive number of IDs, or a negative number for no limit", *per48)
+	}
+	if cfg.Per24IDs, err = strconv.Atoi(*per24); err != nil || cfg.Per24IDs == 0 {
+		return cli.Usagef("--per-24-ids %q: want a positive number of IDs, or a negative number for no limit", *per24)
+	}
 	if cfg.MaxHolds, err = strconv.Atoi(*maxHolds); err != nil || cfg.MaxHolds < relay.DefaultMaxRecords {
 		return cli.Usagef("--max-holds %q: want a number of IDs, at least %d (the live records)", *maxHolds, relay.DefaultMaxRecords)
 	}
 	cfg.StateFile = *state
 	// Check the flags before touching the state file, so that a usage
 	// error stays a usage error.
-	check := cfg
-	check.StateFile = ""
-	probe, err := relay.NewServer(check) // checks the relay's own bounds
-	if err != nil {
+	if err := cfg.Validate(); err != nil { // the relay's own bounds
 		return cli.Usagef("--rate %s --burst %s --forward-rate %s --forward-burst %s: %v", *rate, *burst, *fwdRate, *fwdBurst, err)
 	}
-	probe.Close()
 	srv, err := relay.NewServer(cfg) // loads the state file
 	if err != nil {
 		return err

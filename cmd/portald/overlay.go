@@ -53,6 +53,12 @@ type overlay struct {
 	retries  map[string]*time.Timer // failed lookups waiting to be queued again (finish)
 	wake     chan struct{}
 
+	// ambiguous holds the prefixes warned about as ambiguous, so that a
+	// peer stuck on one (for 30 days, while a relay holds the other ID)
+	// warns once, not at every retry; a lookup that resolves it, or the
+	// peer's removal, forgets it.
+	ambiguous map[string]bool
+
 	// retryWG counts the timers in retries, each from when it is set until
 	// it is stopped or its callback has returned; run stops and waits for
 	// them before it returns.
@@ -71,6 +77,8 @@ func newOverlay(store *peers.Store, tun *tunnel.Tunnel, rc *relay.Client, log *s
 		failures: map[string]int{},
 		retries:  map[string]*time.Timer{},
 		wake:     make(chan struct{}, 1),
+
+		ambiguous: map[string]bool{},
 
 		afterFunc: time.AfterFunc,
 	}
@@ -103,6 +111,7 @@ func (o *overlay) PeerChanged(p peers.Peer, removed bool) {
 		}
 		delete(o.pending, p.ID)
 		delete(o.failures, p.ID)
+		delete(o.ambiguous, p.ID)
 		return
 	}
 	if p.HasKey() {
@@ -304,12 +313,17 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 			// Issue 10: a prefix shared by two Portals (one may be a
 			// squatter's ground key) never resolves; the owner must
 			// pair by the full ID.
-			o.log.Warn("prefix matches more than one portal at the relays; the peer stays unresolved: pair it by its full ID", "prefix", query)
+			level := slog.LevelDebug
+			if o.firstAmbiguous(query) {
+				level = slog.LevelWarn
+			}
+			o.log.Log(ctx, level, "prefix matches more than one portal at the relays; the peer stays unresolved: pair it by its full ID", "prefix", query)
 		default:
 			o.log.Debug("lookup failed; will retry", "peer", query[:identity.ShortIDLen], "err", err)
 		}
 		return false
 	}
+	o.forgetAmbiguous(query) // warn again should it become ambiguous again
 	// The store may have changed while we looked: ResolvePeer and the
 	// re-read below work on its current state.
 	if !p.HasKey() {
@@ -343,6 +357,23 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 	o.tun.SetEndpoints(rec.ID, rec.Endpoints, via)
 	st, _ := o.tun.PeerStatus(rec.ID)
 	return st.Reachable
+}
+
+// firstAmbiguous records that query is ambiguous and reports whether it
+// was not already.
+func (o *overlay) firstAmbiguous(query string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	first := !o.ambiguous[query]
+	o.ambiguous[query] = true
+	return first
+}
+
+// forgetAmbiguous forgets that query was ambiguous: it resolved.
+func (o *overlay) forgetAmbiguous(query string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.ambiguous, query)
 }
 
 // localEndpoints are this host's unicast addresses with the tunnel's port,

@@ -591,3 +591,33 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 		t.Errorf("%d retries fired after run returned", w.late)
 	}
 }
+
+// TestAmbiguousPrefixWarnsOnce: a peer paired by a prefix the relays call
+// ambiguous stays so for as long as a relay holds the other ID (30 days),
+// and its lookup is retried every 32 s at most; the warning is logged once
+// per prefix, again only after the prefix resolved or the peer was removed.
+func TestAmbiguousPrefixWarnsOnce(t *testing.T) {
+	ov := newOverlay(nil, nil, nil, testLog(t))
+	const a, b = "abcdef", "ghijkl"
+	steps := []struct {
+		do    func()
+		query string
+		first bool
+	}{
+		{nil, a, true},
+		{nil, a, false},
+		{nil, a, false},
+		{nil, b, true}, // another prefix warns on its own
+		{func() { ov.PeerChanged(peers.Peer{ID: a}, true) }, a, true},
+		{func() { ov.forgetAmbiguous(b) }, b, true}, // as a lookup that resolves does
+		{nil, b, false},
+	}
+	for i, st := range steps {
+		if st.do != nil {
+			st.do()
+		}
+		if got := ov.firstAmbiguous(st.query); got != st.first {
+			t.Errorf("step %d: firstAmbiguous(%s) = %v, want %v", i, st.query, got, st.first)
+		}
+	}
+}
