@@ -154,6 +154,22 @@ func TestIngressSecurityThroughTunnel(t *testing.T) {
 		req.Write(&b)
 		return b.Bytes()
 	}
+	// Wait until the sender's tunnel carries a connection: the first
+	// handshake initiation can beat the first ping that lets the receiver
+	// take datagrams from the sender's address, and WireGuard retries it
+	// only after 5 s.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		c, err := sender.tun.DialContext(ctx, "tcp", target)
+		cancel()
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sender's tunnel carries no connection within 20 s: %v", err)
+		}
+	}
 	now := time.Now()
 
 	valid := raw(signed(sender, sender.key.ID(), now, "hello"))
