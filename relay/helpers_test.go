@@ -8,66 +8,18 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"portal/identity"
+	"portal/internal/leakcheck"
 )
 
 // checkLeaks fails t if goroutines running code of this package outlive
 // it. Call it first in a test, so that its cleanup runs last.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	before := map[string]bool{}
-	for _, g := range goroutines() {
-		before[g.id] = true
-	}
-	t.Cleanup(func() {
-		var leaked []string
-		for deadline := time.Now().Add(5 * time.Second); ; {
-			leaked = leaked[:0]
-			for _, g := range goroutines() {
-				if !before[g.id] && strings.Contains(g.stack, "portal/relay.") {
-					leaked = append(leaked, g.stack)
-				}
-			}
-			if len(leaked) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if len(leaked) > 0 {
-			t.Errorf("%d goroutines leaked:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-	})
-}
-
-type goroutine struct{ id, stack string }
-
-// goroutines returns every goroutine but the caller's.
-func goroutines() []goroutine {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	var out []goroutine
-	for i, s := range strings.Split(string(buf), "\n\n") {
-		if i == 0 { // the calling goroutine comes first
-			continue
-		}
-		id, _, _ := strings.Cut(strings.TrimPrefix(s, "goroutine "), " ")
-		out = append(out, goroutine{id: id, stack: s})
-	}
-	return out
-}
+func checkLeaks(t *testing.T) { leakcheck.Check(t, "portal/relay.") }
 
 // testLog logs through t, at debug level, so that logs show with -v or on
 // failure.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/leakcheck"
 	"portal/relay"
 )
 
@@ -60,61 +61,6 @@ func (w *timerWatch) count() int {
 	return len(w.timers)
 }
 
-// tunnelGoroutines returns the stacks of goroutines not in before that
-// the tunnel started: its own goroutines and timers' callbacks, not the
-// tests' and not wireguard-go's or gVisor's (some of those end a moment
-// after Close, and checkLeaks waits for them). Right after Close, none may
-// be blocked; one may still be on its way out (past its WaitGroup's Done),
-// so runnable ones get a second to finish.
-func tunnelGoroutines(before map[string]bool) []string {
-	var out []string
-	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
-		out = out[:0]
-		blocked := false
-		for _, g := range goroutines() {
-			if !before[g.id] && startedBy(g.stack, "portal/tunnel.") {
-				out = append(out, g.stack)
-				blocked = blocked || isBlocked(g.stack)
-			}
-		}
-		if len(out) == 0 || blocked || time.Now().After(deadline) {
-			return out
-		}
-	}
-}
-
-// isBlocked reports whether a goroutine waits (on a channel, a lock, I/O,
-// a timer...) rather than runs or is about to.
-func isBlocked(stack string) bool {
-	_, state, _ := strings.Cut(stack, "[")
-	state, _, _ = strings.Cut(state, "]")
-	return state != "running" && !strings.HasPrefix(state, "runnable")
-}
-
-// startedBy reports whether the goroutine whose stack this is was started
-// by code of pkg other than a test function, or is a timer's callback
-// running code of pkg.
-func startedBy(stack, pkg string) bool {
-	_, creator, _ := strings.Cut(stack, "\ncreated by ")
-	switch {
-	case strings.HasPrefix(creator, pkg+"Test"):
-		return false
-	case strings.HasPrefix(creator, pkg):
-		return true
-	case strings.HasPrefix(creator, "time.goFunc"):
-		return strings.Contains(stack, "\n"+pkg)
-	}
-	return false
-}
-
-func goroutineIDs() map[string]bool {
-	ids := map[string]bool{}
-	for _, g := range goroutines() {
-		ids[g.id] = true
-	}
-	return ids
-}
-
 // silentAddr is a loopback UDP address where nothing answers.
 func silentAddr(t *testing.T) netip.AddrPort {
 	t.Helper()
@@ -131,7 +77,7 @@ func silentAddr(t *testing.T) netip.AddrPort {
 // by Close, and its callback never runs once Close has returned.
 func TestCloseCancelsHandshakeStarts(t *testing.T) {
 	checkLeaks(t)
-	before := goroutineIDs()
+	before := leakcheck.Take()
 	a := newNode(t)
 	var w timerWatch
 	a.tun.afterFunc = w.afterFunc
@@ -152,7 +98,7 @@ func TestCloseCancelsHandshakeStarts(t *testing.T) {
 	if n := w.closedNow(); n != 0 {
 		t.Errorf("%d handshake timers still pending after Close, want 0", n)
 	}
-	if left := tunnelGoroutines(before); len(left) > 0 {
+	if left := before.Owned("portal/tunnel."); len(left) > 0 {
 		t.Errorf("%d goroutines of the tunnel still running after Close returned:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 	// A tunnel that is closed arms no timer.
@@ -171,7 +117,7 @@ func TestCloseCancelsHandshakeStarts(t *testing.T) {
 // Close until it returns, and none starts after Close returned.
 func TestCloseWaitsForRelayLost(t *testing.T) {
 	checkLeaks(t)
-	before := goroutineIDs()
+	before := leakcheck.Take()
 	entered, release := make(chan identity.ID, 1), make(chan struct{})
 	var closeReturned atomic.Bool
 	var late atomic.Int32
@@ -222,7 +168,7 @@ func TestCloseWaitsForRelayLost(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return after RelayLost did")
 	}
-	if left := tunnelGoroutines(before); len(left) > 0 {
+	if left := before.Owned("portal/tunnel."); len(left) > 0 {
 		t.Errorf("%d goroutines of the tunnel still running after Close returned:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 	if n := late.Load(); n != 0 {
@@ -235,7 +181,7 @@ func TestCloseWaitsForRelayLost(t *testing.T) {
 // it does nothing.
 func TestEndpointsChanged(t *testing.T) {
 	checkLeaks(t)
-	before := goroutineIDs()
+	before := leakcheck.Take()
 	fakeRelay, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +236,7 @@ func TestEndpointsChanged(t *testing.T) {
 	a.tun.Close()
 	a.tun.EndpointsChanged()
 	a.tun.EndpointsChanged() // neither blocks nor starts anything
-	if left := tunnelGoroutines(before); len(left) > 0 {
+	if left := before.Owned("portal/tunnel."); len(left) > 0 {
 		t.Errorf("%d goroutines of the tunnel still running after Close returned:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 }

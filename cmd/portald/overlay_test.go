@@ -25,6 +25,7 @@ import (
 
 	"portal/api"
 	"portal/identity"
+	"portal/internal/leakcheck"
 	"portal/peers"
 )
 
@@ -525,7 +526,7 @@ func (w *timerWatch) stoppedNow() (pending int) {
 // goroutine of the overlay is left.
 func TestLookupRetryStopsWithRun(t *testing.T) {
 	relayAddr := startRelayServer(t)
-	before := goroutineSnapshot()
+	before := leakcheck.Take()
 	key, err := identity.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -582,7 +583,7 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 	if n := w.stoppedNow(); n != 0 {
 		t.Errorf("%d lookup retries still pending after run returned, want 0", n)
 	}
-	if left := ownedSince(before, pkgPrefix+"(*overlay)"); len(left) > 0 {
+	if left := before.Owned(pkgPrefix+"(*overlay)", testRelayServer); len(left) > 0 {
 		t.Errorf("%d goroutines of the overlay still running after run returned:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 	w.mu.Lock()

@@ -6,20 +6,23 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"portal/internal/leakcheck"
 	"portal/relay"
 )
 
 // pkgPrefix starts the names of this package's functions in stacks, and
-// projectPrefix those of all the project's packages.
+// projectPrefix those of all the project's packages; testRelayServer marks
+// the goroutines of the relay server a test runs, which are not the
+// daemon's.
 const (
-	pkgPrefix     = "portal/cmd/portald."
-	projectPrefix = "portal/"
+	pkgPrefix       = "portal/cmd/portald."
+	projectPrefix   = "portal/"
+	testRelayServer = "portal/relay.(*Server)"
 )
 
 // libCode marks the frames of goroutines that the libraries the daemon
@@ -27,119 +30,17 @@ const (
 // a moment after their Close returned, so checks of them wait a little.
 var libCode = []string{"golang.zx2c4.com/wireguard/", "gvisor.dev/gvisor/", "database/sql."}
 
-// goroutineSnapshot is the IDs of the goroutines running now.
-func goroutineSnapshot() map[string]bool {
-	ids := map[string]bool{}
-	for _, g := range allGoroutines() {
-		ids[g.id] = true
-	}
-	return ids
-}
-
-// startedSince returns the stacks of the goroutines not in before that
-// code of the package prefix started (not a test function), or that are
-// timers' callbacks running its code. The test's relay server is not the
-// daemon's, and is left out.
-func startedSince(before map[string]bool, prefix string) []string {
-	var out []string
-	for _, g := range allGoroutines() {
-		if before[g.id] || strings.Contains(g.stack, "portal/relay.(*Server)") {
-			continue
-		}
-		_, creator, _ := strings.Cut(g.stack, "\ncreated by ")
-		switch {
-		case strings.HasPrefix(creator, pkgPrefix+"Test"):
-		case strings.HasPrefix(creator, prefix),
-			strings.HasPrefix(creator, "time.goFunc") && strings.Contains(g.stack, "\n"+prefix):
-			out = append(out, g.stack)
-		}
-	}
-	return out
-}
-
-// ownedSince is startedSince when its owner has returned: none of these
-// goroutines may be blocked; one may still be on its way out (past its
-// WaitGroup's Done), so runnable ones get a second to finish.
-func ownedSince(before map[string]bool, prefix string) []string {
-	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
-		left := startedSince(before, prefix)
-		blocked := false
-		for _, s := range left {
-			blocked = blocked || isBlocked(s)
-		}
-		if len(left) == 0 || blocked || time.Now().After(deadline) {
-			return left
-		}
-	}
-}
-
-// isBlocked reports whether a goroutine waits (on a channel, a lock, I/O,
-// a timer...) rather than runs or is about to.
-func isBlocked(stack string) bool {
-	_, state, _ := strings.Cut(stack, "[")
-	state, _, _ = strings.Cut(state, "]")
-	return state != "running" && !strings.HasPrefix(state, "runnable")
-}
-
-// libGoroutinesSince returns the stacks of the goroutines not in before
-// that run library code (libCode).
-func libGoroutinesSince(before map[string]bool) []string {
-	var out []string
-	for _, g := range allGoroutines() {
-		if before[g.id] {
-			continue
-		}
-		for _, m := range libCode {
-			if strings.Contains(g.stack, m) {
-				out = append(out, g.stack)
-				break
-			}
-		}
-	}
-	return out
-}
-
 // checkNoGoroutinesSince fails t if goroutines started since before are
-// still running: those the project's code started at once, those of
-// libCode after a few seconds of grace.
-func checkNoGoroutinesSince(t *testing.T, before map[string]bool) {
+// still running: those the project's code started at once (the test's own
+// relay server aside), those of libCode after a few seconds of grace.
+func checkNoGoroutinesSince(t *testing.T, before leakcheck.Snapshot) {
 	t.Helper()
-	if left := ownedSince(before, projectPrefix); len(left) > 0 {
+	if left := before.Owned(projectPrefix, testRelayServer); len(left) > 0 {
 		t.Errorf("%d goroutines of the daemon still running:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
-	var left []string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if left = libGoroutinesSince(before); len(left) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	if len(left) > 0 {
+	if left := before.WaitSince(leakcheck.Wait, libCode...); len(left) > 0 {
 		t.Errorf("%d goroutines of wireguard-go, gVisor or database/sql still running 5 s later:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
-}
-
-type goroutineStack struct{ id, stack string }
-
-// allGoroutines returns every goroutine but the caller's.
-func allGoroutines() []goroutineStack {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	var out []goroutineStack
-	for i, s := range strings.Split(string(buf), "\n\n") {
-		if i == 0 { // the calling goroutine comes first
-			continue
-		}
-		id, _, _ := strings.Cut(strings.TrimPrefix(s, "goroutine "), " ")
-		out = append(out, goroutineStack{id: id, stack: s})
-	}
-	return out
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -201,7 +102,7 @@ func TestRunStartupFailureLeavesNothing(t *testing.T) {
 		keepalive:   25 * time.Second,
 		debugAddr:   "127.0.0.1:0",
 	}
-	before := goroutineSnapshot()
+	before := leakcheck.Take()
 	err = run(context.Background(), cfg, testLog(t))
 	if err == nil || !strings.Contains(err.Error(), "internal API") {
 		t.Fatalf("run with the API address taken = %v, want an internal API error", err)
@@ -229,7 +130,7 @@ func TestRunStopsEverything(t *testing.T) {
 		keepalive:   25 * time.Second,
 		debugAddr:   "127.0.0.1:0",
 	}
-	before := goroutineSnapshot()
+	before := leakcheck.Take()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logged syncBuffer
