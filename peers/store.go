@@ -82,6 +82,11 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peers: open %s: %w", path, err)
 	}
+	// Reads come from the in-memory snapshot, so the pool only grows in a
+	// burst of writes; its idle connections (each three open files: the
+	// database, its WAL and shared memory) close after a minute rather
+	// than stay for the life of the daemon.
+	db.SetConnMaxIdleTime(time.Minute)
 	s := &Store{db: db, log: log, now: time.Now}
 	if err := s.init(ctx, path); err != nil {
 		db.Close()
