@@ -191,6 +191,9 @@ func cmdAppsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "app %s installed: upstream %s, sources %s\n", a.Name, a.Upstream, strings.Join(a.Sources, ","))
+	for _, w := range a.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
 	return nil
 }
 

@@ -332,6 +332,15 @@ func TestCLI(t *testing.T) {
 			t.Errorf("portald %s: exit %d, stdout %q, stderr %q; want 0 and %q", strings.Join(tt.args, " "), code, stdout, stderr, tt.want)
 		}
 	}
+	// A manifest that installs with warnings: the owner sees them.
+	warnMeta := filepath.Join(t.TempDir(), "app_meta.json")
+	if err := os.WriteFile(warnMeta, []byte(`{"name":"wiki","paths":{"":{"access":"peer"},"/a/../b/":{"access":"public"}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if stdout, stderr, code := d.cli("apps", "add", "wiki", "--meta", warnMeta, "--upstream", "http://127.0.0.1:9", "--source", "127.0.0.3"); code != 0 ||
+		!strings.Contains(stdout, "app wiki installed") || !strings.Contains(stderr, `warning: path "/a/../b/" can never match`) {
+		t.Errorf("apps add with a warning: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
 	if stdout, _, _ := d.cli("peers", "ls"); strings.Contains(stdout, "Bob") {
 		t.Errorf("Bob still listed after rm: %s", stdout)
 	}
