@@ -402,3 +402,40 @@ func TestListingReadsStatusOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestConfirmPeer: a peer paired by short ID is unverified until the owner
+// confirms it; an unresolved prefix cannot be confirmed (409), a malformed
+// or unknown ID is 422 or 404, and nothing changes on a refusal.
+func TestConfirmPeer(t *testing.T) {
+	a := newTestAPI(t)
+	carol := newID(t)
+	if c, body := a.call(t, "PUT", "/protected/peers", `{"id":"`+carol.Short()+`","name":"Carol"}`); c != 200 {
+		t.Fatalf("setup: %d %s", c, body)
+	}
+	for _, tt := range []struct {
+		path   string
+		status int
+		code   string
+	}{
+		{"/protected/peers/" + carol.Short() + "/confirm", 409, "conflict"},
+		{"/protected/peers/ab!cdef/confirm", 422, "invalid_id"},
+		{"/protected/peers/" + newID(t).String() + "/confirm", 404, "not_found"},
+	} {
+		before := a.snapshot(t)
+		status, body := a.call(t, "POST", tt.path, "")
+		if status != tt.status || !strings.Contains(string(body), `"code":"`+tt.code+`"`) {
+			t.Errorf("POST %s: %d %s, want %d %s", tt.path, status, body, tt.status, tt.code)
+		}
+		if !reflect.DeepEqual(before, a.snapshot(t)) {
+			t.Errorf("POST %s changed the store", tt.path)
+		}
+	}
+	if _, err := a.store.ResolvePeer(context.Background(), carol.Short(), carol, "carol-box"); err != nil {
+		t.Fatal(err)
+	}
+	status, body := a.call(t, "POST", "/protected/peers/"+carol.Short()+"/confirm", "")
+	var p Peer
+	if status != 200 || json.Unmarshal(body, &p) != nil || !p.Verified || p.ID != carol.String() || p.Name != "Carol" {
+		t.Errorf("confirm = %d %s, want 200 and the peer verified", status, body)
+	}
+}

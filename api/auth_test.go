@@ -46,6 +46,7 @@ func TestWhoMayDoWhat(t *testing.T) {
 	writes := []route{
 		{"PUT", "/protected/peers", `{"id":"` + stranger + `"}`},
 		{"PUT", "/protected/peers", `{"id":"` + peer.String() + `","name":"renamed"}`},
+		{"POST", "/protected/peers/" + peer.Short() + "/confirm", ""},
 		{"DELETE", "/protected/peers/" + peer.String(), ""},
 		{"GET", "/protected/apps", ""},
 		{"GET", "/protected/apps/guestbook", ""},

@@ -137,6 +137,22 @@ func (h *Handler) deletePeer(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// confirmPeer marks a peer paired by short ID as verified, once the owner
+// compared its full ID with the friend's.
+func (h *Handler) confirmPeer(w http.ResponseWriter, r *http.Request) {
+	query, ok := parsePeerID(w, chi.URLParam(r, "id"))
+	if !ok {
+		return
+	}
+	p, err := h.cfg.Store.ConfirmPeer(r.Context(), query)
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	h.cfg.Log.Info("peer confirmed by the owner", "peer", p.ShortID())
+	writeJSON(w, http.StatusOK, h.peersJSON(p)[0])
+}
+
 // parsePeerID normalizes a full ID or prefix, answering 422 when it is
 // malformed.
 func parsePeerID(w http.ResponseWriter, s string) (string, bool) {

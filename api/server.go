@@ -98,6 +98,7 @@ func New(cfg Config) (*Handler, error) {
 		r.With(h.authorize(owner)).Put("/", h.putPeer)
 		r.With(h.authorize(appCaller)).Get("/{id}", h.getPeer)
 		r.With(h.authorize(owner)).Delete("/{id}", h.deletePeer)
+		r.With(h.authorize(owner)).Post("/{id}/confirm", h.confirmPeer)
 	})
 	r.Route("/protected/apps", func(r chi.Router) {
 		r.Use(h.authorize(owner))

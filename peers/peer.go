@@ -202,6 +202,43 @@ func (s *Store) DeletePeer(ctx context.Context, query string) (Peer, error) {
 	return out, nil
 }
 
+// ConfirmPeer marks the one peer that query names as verified: its owner
+// compared the full ID with the friend's. A peer paired by a short ID is
+// trusted on first use until then. It fails with ErrConflict for a peer
+// whose key is not known yet (there is no full ID to compare), and with
+// ErrNotFound or ErrAmbiguous as DeletePeer does. Confirming a verified
+// peer changes nothing.
+func (s *Store) ConfirmPeer(ctx context.Context, query string) (Peer, error) {
+	var out Peer
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		matches, err := matchPeers(ctx, tx, query, 2)
+		if err != nil {
+			return err
+		}
+		switch len(matches) {
+		case 0:
+			return ErrNotFound
+		case 1:
+		default:
+			return fmt.Errorf("matches %s and %s: %w", matches[0].ID, matches[1].ID, ErrAmbiguous)
+		}
+		out = matches[0]
+		if !out.HasKey() {
+			return fmt.Errorf("%s is not resolved to a full ID yet, so there is nothing to compare: %w", out.ID, ErrConflict)
+		}
+		if out.Verified {
+			return nil
+		}
+		out.Verified, out.UpdatedAt = true, fromMillis(s.nowMillis())
+		_, err = tx.ExecContext(ctx, `UPDATE peers SET verified = 1, updated_at = ? WHERE id = ?`, out.UpdatedAt.UnixMilli(), out.ID)
+		return err
+	})
+	if err != nil {
+		return Peer{}, fmt.Errorf("peers: confirm %q: %w", query, err)
+	}
+	return out, nil
+}
+
 const peerColumns = `id, public_key, name, declared_name, verified, created_at, updated_at`
 
 // querier is what *sql.DB and *sql.Tx have in common.

@@ -291,3 +291,45 @@ func TestResolvePeerStaysUnverified(t *testing.T) {
 		t.Error("resolving an already resolved peer succeeded")
 	}
 }
+
+// TestConfirmPeer: a short-ID pairing stays unverified until the owner
+// confirms it; an unresolved prefix cannot be confirmed; the confirmation
+// survives a reopen.
+func TestConfirmPeer(t *testing.T) {
+	s, path := testStore(t)
+	ctx := context.Background()
+	id := newID(t)
+	if _, _, err := s.PutPeer(ctx, id.Short(), ptr("Erin")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConfirmPeer(ctx, id.Short()); !errors.Is(err, ErrConflict) {
+		t.Errorf("confirming an unresolved prefix = %v, want ErrConflict", err)
+	}
+	if _, err := s.ResolvePeer(ctx, id.Short(), id, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []struct {
+		query string
+		want  error
+	}{{newID(t).String(), ErrNotFound}, {"abc", ErrInvalid}} {
+		if _, err := s.ConfirmPeer(ctx, bad.query); !errors.Is(err, bad.want) {
+			t.Errorf("ConfirmPeer(%q) = %v, want %v", bad.query, err, bad.want)
+		}
+	}
+	p, err := s.ConfirmPeer(ctx, id.Short())
+	if err != nil || !p.Verified || p.Name != "Erin" || p.Key != id {
+		t.Fatalf("ConfirmPeer = %+v, %v; want verified, name and key kept", p, err)
+	}
+	if p, err = s.ConfirmPeer(ctx, id.String()); err != nil || !p.Verified {
+		t.Errorf("confirming again = %+v, %v; want no change", p, err)
+	}
+	s.Close()
+	s2, err := Open(ctx, path, s.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got, err := s2.Peer(ctx, id.Short()); err != nil || !got.Verified {
+		t.Errorf("after reopen: %+v, %v; want verified", got, err)
+	}
+}

@@ -160,6 +160,25 @@ func cmdPeersRm(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
+func cmdPeersConfirm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newCommand("peers confirm", stderr)
+	cf := addClientFlags(c)
+	pos, err := c.Parse(args, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	var p api.Peer
+	if err := cl.do(ctx, "POST", "/protected/peers/"+url.PathEscape(pos[0])+"/confirm", nil, &p); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "peer %s %s verified: %s\n", p.ShortID, quoteName(p.Name), p.ID)
+	return nil
+}
+
 func cmdAppsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("apps add", stderr)
 	cf := addClientFlags(c)

@@ -317,6 +317,7 @@ func TestCLI(t *testing.T) {
 		{[]string{"peers", "ls"}, "Bob"},
 		{[]string{"peers", "ls", "--name", "caro"}, "qqqqqq"},
 		{[]string{"peers", "ls", "--json"}, `"public_bytes_b64": null`},
+		{[]string{"peers", "confirm", bob.Short()}, "peer " + bob.Short() + " Bob verified: " + bob.String()},
 		{[]string{"apps", "add", "notes", "--meta", metaFile, "--upstream", "http://127.0.0.1:9", "--source", "127.0.0.1", "--source", "::1"}, "app notes installed"},
 		{[]string{"apps", "ls"}, "http://127.0.0.1:9"},
 		{[]string{"apps", "ls", "--json"}, `"name": "notes"`},

@@ -28,6 +28,7 @@ const usage = `usage:
   portald peers add ID [--name N]
   portald peers ls [--name S] [--json]
   portald peers rm ID
+  portald peers confirm ID
   portald apps add NAME --meta FILE --upstream URL --source IP [--source IP]...
   portald apps ls [--json]
   portald apps rm NAME
@@ -58,7 +59,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "peers", "apps":
 		if len(rest) == 0 {
-			return cli.Usagef("%s: missing subcommand (add, ls, rm)", cmd)
+			subs := "add, ls, rm"
+			if cmd == "peers" {
+				subs += ", confirm"
+			}
+			return cli.Usagef("%s: missing subcommand (%s)", cmd, subs)
 		}
 		sub := cmd + " " + rest[0]
 		switch sub {
@@ -68,6 +73,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return cmdPeersLs(ctx, rest[1:], stdout, stderr)
 		case "peers rm":
 			return cmdPeersRm(ctx, rest[1:], stdout, stderr)
+		case "peers confirm":
+			return cmdPeersConfirm(ctx, rest[1:], stdout, stderr)
 		case "apps add":
 			return cmdAppsAdd(ctx, rest[1:], stdout, stderr)
 		case "apps ls":
