@@ -84,6 +84,10 @@ type IngressConfig struct {
 	// Log receives refusals (debug, or info at a limited rate) and upstream
 	// failures. Required.
 	Log *slog.Logger
+	// Refused, when set, is told the error code of every request the
+	// ingress refuses itself (before any app), for metrics. It must not
+	// block.
+	Refused func(code string)
 }
 
 // Ingress is the receiving side of call_peer: an http.Handler, served on the
@@ -135,6 +139,7 @@ type Ingress struct {
 	skew       time.Duration
 	digestMax  int64
 	log        *slog.Logger
+	refused    func(code string)
 	transport  http.RoundTripper
 	proxy      *httputil.ReverseProxy
 	nonces     *nonceStore
@@ -201,6 +206,7 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 		skew:       cfg.Skew,
 		digestMax:  cfg.DigestMax,
 		log:        cfg.Log,
+		refused:    cfg.Refused,
 		transport:  cfg.Transport,
 		infoLog:    &logLimiter{per: 10 * time.Second, max: 20},
 		now:        time.Now,
@@ -460,6 +466,9 @@ func (in *Ingress) proxyError(w http.ResponseWriter, r *http.Request, err error)
 // at will are logged at debug, or at the given higher level only while the
 // rate limit allows, so a hostile peer cannot flood the log.
 func (in *Ingress) refuse(w http.ResponseWriter, level slog.Level, status int, code, msg, peerShort string, attrs ...any) {
+	if in.refused != nil {
+		in.refused(code)
+	}
 	if level > slog.LevelDebug {
 		level = in.infoLog.level(level)
 	}
@@ -484,6 +493,9 @@ type SkewError struct {
 // outside the skew window: the clocks differ, which the sender's owner can
 // fix, so it is worth saying so (401 clock_skew) rather than bad_signature.
 func (in *Ingress) refuseSkew(w http.ResponseWriter, now time.Time, peerShort string, err error) {
+	if in.refused != nil {
+		in.refused("clock_skew")
+	}
 	level := in.infoLog.level(slog.LevelWarn)
 	in.log.Log(context.Background(), level, "ingress refused: the peer's clock is off", "status", http.StatusUnauthorized, "code", "clock_skew", "peer", peerShort, "err", err)
 	b, _ := json.Marshal(SkewError{

@@ -57,7 +57,7 @@ func (h *Handler) authorize(need caller) func(http.Handler) http.Handler {
 // a credential that is not the owner token or the registry cannot be read.
 func (h *Handler) identify(w http.ResponseWriter, r *http.Request) (who caller, app string, ok bool) {
 	if vals := r.Header.Values("Authorization"); len(vals) > 0 {
-		if len(vals) == 1 && h.cfg.Owner.Matches(bearer(vals[0])) {
+		if h.cfg.Owner.Matches(Bearer(r)) {
 			return owner, "", true
 		}
 		unauthenticated(w, "bad_token", "the Authorization header does not hold this Portal's owner token")
@@ -96,6 +96,17 @@ func (h *Handler) carriesOwnerToken(r *http.Request) bool {
 		}
 	}
 	return found
+}
+
+// Bearer returns the credentials of r's one "Authorization: Bearer
+// <token>" header, or "" when r has none, several, or another scheme: the
+// owner's listeners all read the owner token this way.
+func Bearer(r *http.Request) string {
+	vals := r.Header.Values("Authorization")
+	if len(vals) != 1 {
+		return ""
+	}
+	return bearer(vals[0])
 }
 
 // bearer returns the credentials of an "Authorization: Bearer <token>"

@@ -12,6 +12,8 @@ KEEP=${KEEP:-}
 RELAY_PORT=${DEMO_RELAY_PORT:-18521}
 API_A=${DEMO_API_A:-18480}
 API_B=${DEMO_API_B:-18481}
+ADMIN_A=${DEMO_ADMIN_A:-18482}
+ADMIN_B=${DEMO_ADMIN_B:-18483}
 APP_A=${DEMO_APP_A:-18080}
 APP_B=${DEMO_APP_B:-18081}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,10 +54,10 @@ step "start the rendezvous server on 127.0.0.1:$RELAY_PORT"
 pids+=($!)
 
 step "start Alice's and Bob's Portals"
-"$BIN/portald" run --data "$work/alice" --api "127.0.0.1:$API_A" --udp 0 \
+"$BIN/portald" run --data "$work/alice" --api "127.0.0.1:$API_A" --admin "127.0.0.1:$ADMIN_A" --udp 0 \
 	--relay "127.0.0.1:$RELAY_PORT" --name "alice-portal" 2>"$work/alice.log" &
 pids+=($!)
-"$BIN/portald" run --data "$work/bob" --api "127.0.0.1:$API_B" --udp 0 \
+"$BIN/portald" run --data "$work/bob" --api "127.0.0.1:$API_B" --admin "127.0.0.1:$ADMIN_B" --udp 0 \
 	--relay "127.0.0.1:$RELAY_PORT" --name "bob-portal" 2>"$work/bob.log" &
 pids+=($!)
 wait_api "$API_A"
@@ -113,6 +115,9 @@ if [ -n "$KEEP" ]; then
 	step "running; press Ctrl-C to stop"
 	echo "Alice's guestbook: http://127.0.0.1:$APP_A/   API: http://127.0.0.1:$API_A/protected/peers"
 	echo "Bob's guestbook:   http://127.0.0.1:$APP_B/   API: http://127.0.0.1:$API_B/protected/peers"
+	echo "Metrics (owner token as bearer):"
+	echo "  curl -H \"Authorization: Bearer \$(cat $work/alice/owner.token)\" http://127.0.0.1:$ADMIN_A/metrics"
+	echo "  curl -H \"Authorization: Bearer \$(cat $work/bob/owner.token)\" http://127.0.0.1:$ADMIN_B/metrics"
 	wait "${pids[1]}"
 	exit 0
 fi

@@ -123,7 +123,7 @@ func (d *daemons) startPortal(bin, name string, profile bool) (*portal, error) {
 		return nil, err
 	}
 	p := &portal{api: "http://127.0.0.1:" + port}
-	args := []string{"run", "--data", filepath.Join(d.dir, name), "--api", "127.0.0.1:" + port,
+	args := []string{"run", "--data", filepath.Join(d.dir, name), "--api", "127.0.0.1:" + port, "--admin", "127.0.0.1:0",
 		"--udp", "0", "--relay", d.relay, "--name", name, "--log-level", "warn"}
 	if profile {
 		dport, err := freePort("tcp")

@@ -46,24 +46,25 @@ func TestMain(m *testing.M) {
 
 // daemon is a running `portald run` child process.
 type daemon struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	addr string
-	data string        // its data directory
-	done chan struct{} // closed when the process has exited
+	t     *testing.T
+	cmd   *exec.Cmd
+	addr  string
+	admin string        // its admin listener, set with addr
+	data  string        // its data directory
+	done  chan struct{} // closed when the process has exited
 
 	mu  sync.Mutex
 	log bytes.Buffer
 }
 
-var apiAddrRE = regexp.MustCompile(`msg="portald running".* api=(\S+)`)
+var apiAddrRE = regexp.MustCompile(`msg="portald running".* api=(\S+) admin=(\S+)`)
 
 // startDaemon runs portald on dataDir with the API on a free loopback port
 // and waits until it serves. The process is killed at test cleanup.
 func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, done: make(chan struct{}), data: dataDir}
-	args := append([]string{"run", "--data", dataDir, "--api", "127.0.0.1:0", "--udp", "0", "--name", "test portal"}, extra...)
+	args := append([]string{"run", "--data", dataDir, "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--udp", "0", "--name", "test portal"}, extra...)
 	d.cmd = exec.Command(portaldBin, args...)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -80,6 +81,7 @@ func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
 			d.log.WriteString(sc.Text() + "\n")
 			d.mu.Unlock()
 			if m := apiAddrRE.FindStringSubmatch(sc.Text()); m != nil {
+				d.admin = m[2]
 				addrc <- m[1]
 			}
 		}

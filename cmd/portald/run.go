@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -53,6 +54,7 @@ type runConfig struct {
 	callTimeout time.Duration
 	keepalive   time.Duration
 	debugAddr   string
+	adminAddr   string // "" for none
 	ingress     ingressLimits
 }
 
@@ -68,11 +70,18 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	callTimeout := c.String("call-timeout", "10s", "call_peer: longest wait for a peer's response headers")
 	keepalive := c.String("keepalive", tunnel.DefaultKeepalive.String(), "WireGuard keepalive towards connected peers; keeps NAT mappings open")
 	debugAddr := c.String("debug-addr", "", "serve Go's pprof profiles on this loopback address (off when empty)")
+	adminAddr := c.String("admin", defaultAdmin, "the owner's listener (/metrics): a loopback address, or empty for none")
 	ingressLimits := ingressFlags(c)
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
-	cfg := runConfig{dataDir: *dataDir, apiAddr: *apiAddr, relays: relays, name: *name, debugAddr: *debugAddr}
+	cfg := runConfig{dataDir: *dataDir, apiAddr: *apiAddr, relays: relays, name: *name, debugAddr: *debugAddr, adminAddr: *adminAddr}
+	if cfg.adminAddr != "" {
+		ap, err := netip.ParseAddrPort(cfg.adminAddr)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return cli.Usagef("--admin %q: want a loopback IP:PORT, such as 127.0.0.1:8481 (a LAN address needs the TLS that comes with the console)", cfg.adminAddr)
+		}
+	}
 	if cfg.debugAddr != "" {
 		ap, err := netip.ParseAddrPort(cfg.debugAddr)
 		if err != nil || !ap.Addr().IsLoopback() {
@@ -217,11 +226,13 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		return err
 	}
 	closers = append(closers, fwd.Close)
+	metrics := newDaemonMetrics(tun, ov, store)
 	ingress, err := acl.NewIngress(acl.IngressConfig{
 		Self:       key,
 		PeerByAddr: ov.PeerByAddr,
 		App:        store.App,
 		Log:        log.With("component", "ingress"),
+		Refused:    metrics.refused,
 
 		BodyIdle:       cfg.ingress.bodyIdle,
 		BodyMinRate:    cfg.ingress.bodyMinRate,
@@ -237,7 +248,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		return err
 	}
 	ingressSrv := &http.Server{
-		Handler:           ingress,
+		Handler:           metrics.observeIngress(ingress),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -258,7 +269,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		Name:        cfg.name,
 		Owner:       owner,
 		Log:         log.With("component", "api"),
-		CallPeer:    fwd,
+		CallPeer:    metrics.observeCalls(fwd),
 		Status:      ov.Status,
 		PeerChanged: ov.PeerChanged,
 	})
@@ -279,30 +290,30 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	servers := []server{{srv, "internal API", serveErr}, {ingressSrv, "overlay ingress", ingressErr}}
+	adminAt := "off"
+	if cfg.adminAddr != "" {
+		adminSrv, adminLn, err := serveAdmin(cfg.adminAddr, adminHandler(owner, metrics.reg, log), log)
+		if err != nil {
+			srv.Close()
+			<-serveErr
+			return err
+		}
+		adminErr := make(chan error, 1)
+		go func() { adminErr <- adminSrv.Serve(adminLn) }()
+		servers = append(servers, server{adminSrv, "admin listener", adminErr})
+		adminAt = adminLn.Addr().String()
+	}
 	log.Info("portald running",
 		"id", key.ID().String(), "short_id", key.ID().Short(), "name", cfg.name,
-		"api", ln.Addr().String(), "overlay", key.ID().OverlayAddr().String(),
+		"api", ln.Addr().String(), "admin", adminAt, "overlay", key.ID().OverlayAddr().String(),
 		"data", cfg.dataDir, "udp", tun.Port(), "relays", len(cfg.relays))
 
-	var failure error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "reason", context.Cause(ctx))
-	case err := <-serveErr:
-		failure = fmt.Errorf("internal API: %w", err)
-		serveErr <- err
-	case err := <-ingressErr:
-		failure = fmt.Errorf("overlay ingress: %w", err)
-		ingressErr <- err
-	}
-	// Both servers drain at once; the deferred closers then stop the
+	failure := waitServers(ctx, servers, log)
+	// The servers drain at once; the deferred closers then stop the
 	// lookups, the tunnel and the store, in that order.
 	var drain sync.WaitGroup
-	for _, s := range []struct {
-		srv  *http.Server
-		name string
-		errc chan error
-	}{{srv, "internal API", serveErr}, {ingressSrv, "overlay ingress", ingressErr}} {
+	for _, s := range servers {
 		drain.Add(1)
 		go func() {
 			defer drain.Done()
@@ -318,6 +329,34 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// server is one of the daemon's HTTP servers and where its Serve's
+// result arrives.
+type server struct {
+	srv  *http.Server
+	name string
+	errc chan error
+}
+
+// waitServers blocks until ctx is done or a server fails, and returns that
+// failure (nil for ctx). A failed server's result is put back for the
+// drain to read.
+func waitServers(ctx context.Context, servers []server, log *slog.Logger) error {
+	cases := make([]reflect.SelectCase, 0, len(servers)+1)
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())})
+	for _, s := range servers {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.errc)})
+	}
+	i, v, _ := reflect.Select(cases)
+	if i == 0 {
+		log.Info("shutting down", "reason", context.Cause(ctx))
+		return nil
+	}
+	s := servers[i-1]
+	err, _ := v.Interface().(error)
+	s.errc <- err
+	return fmt.Errorf("%s: %w", s.name, err)
 }
 
 // shutdownServer lets in-flight requests finish, for shutdownTimeout at

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"portal/identity"
+	"portal/peers"
+	"portal/tunnel"
+)
+
+// daemonMetrics is portald's Prometheus registry (its own, never the
+// global default) and the instruments that the request paths update. What
+// the tunnel and the store already count is read at scrape time by
+// overlayCollector instead of being counted twice.
+type daemonMetrics struct {
+	reg         *prometheus.Registry
+	calls       *prometheus.CounterVec // by status code
+	callSeconds prometheus.Histogram
+	ingress     *prometheus.CounterVec // by status code
+	refusals    *prometheus.CounterVec // by reason (the error code)
+}
+
+func newDaemonMetrics(tun *tunnel.Tunnel, ov *overlay, store *peers.Store) *daemonMetrics {
+	m := &daemonMetrics{
+		reg: prometheus.NewRegistry(),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portal_call_peer_requests_total",
+			Help: "call_peer requests from this Portal's apps, by the HTTP status they were answered with.",
+		}, []string{"code"}),
+		callSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "portal_call_peer_duration_seconds",
+			Help:    "Time from a call_peer request to its response headers (what --call-timeout bounds).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15), // 1 ms to 16 s
+		}),
+		ingress: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portal_ingress_requests_total",
+			Help: "Requests from peers at the overlay ingress, by the HTTP status they were answered with.",
+		}, []string{"code"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portal_ingress_refusals_total",
+			Help: "Requests from peers the ingress refused before any app saw them, by reason.",
+		}, []string{"reason"}),
+	}
+	m.reg.MustRegister(m.calls, m.callSeconds, m.ingress, m.refusals,
+		&overlayCollector{tun: tun, ov: ov, store: store},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observeCalls wraps the call_peer handler: each call counts by the status
+// it was answered with, and the time to its response headers.
+func (m *daemonMetrics) observeCalls(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		m.calls.WithLabelValues(rec.code()).Inc()
+		if !rec.wrote.IsZero() {
+			m.callSeconds.Observe(rec.wrote.Sub(start).Seconds())
+		}
+	})
+}
+
+// observeIngress wraps the ingress: each request counts by its status.
+func (m *daemonMetrics) observeIngress(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		m.ingress.WithLabelValues(rec.code()).Inc()
+	})
+}
+
+// refused counts one refusal at the ingress (acl.IngressConfig.Refused).
+func (m *daemonMetrics) refused(reason string) { m.refusals.WithLabelValues(reason).Inc() }
+
+// statusRecorder notes the status a handler answers with and when. It
+// unwraps to the ResponseWriter underneath, so that flushing and
+// hijacking (streams, WebSocket upgrades) work through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  time.Time
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	// 1xx answers other than 101 come before the real one.
+	if r.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		r.status, r.wrote = code, time.Now()
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.WriteHeader(http.StatusOK)
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// code is the status as a label; "none" when the handler wrote nothing.
+func (r *statusRecorder) code() string {
+	if r.status == 0 {
+		return "none"
+	}
+	return strconv.Itoa(r.status)
+}
+
+// overlayCollector reads, at each scrape, the tunnel's counters and each
+// peer's connection: per-peer series are labelled by the full ID, since
+// two peers may share a short ID.
+type overlayCollector struct {
+	tun   *tunnel.Tunnel
+	ov    *overlay
+	store *peers.Store
+}
+
+var (
+	peerRxDesc = prometheus.NewDesc("portal_peer_received_bytes_total",
+		"Bytes received from a peer through the tunnel since its WireGuard peer was set up.", []string{"peer"}, nil)
+	peerTxDesc = prometheus.NewDesc("portal_peer_sent_bytes_total",
+		"Bytes sent to a peer through the tunnel since its WireGuard peer was set up.", []string{"peer"}, nil)
+	peerHandshakeDesc = prometheus.NewDesc("portal_peer_last_handshake_age_seconds",
+		"Time since the last WireGuard handshake with a peer (absent before the first).", []string{"peer"}, nil)
+	peerPathDesc = prometheus.NewDesc("portal_peer_path",
+		"1 for the path a peer is reached by now: direct, relay or none.", []string{"peer", "path"}, nil)
+	controlDesc = prometheus.NewDesc("portal_control_messages_total",
+		"Sealed control messages (ping, pong, call-me) between Portals, by direction.", []string{"direction"}, nil)
+	controlDroppedDesc = prometheus.NewDesc("portal_control_messages_dropped_total",
+		"Control messages dropped, by reason.", []string{"reason"}, nil)
+	wgUnknownDesc = prometheus.NewDesc("portal_wireguard_datagrams_dropped_total",
+		"WireGuard datagrams dropped before WireGuard saw them, by reason.", []string{"reason"}, nil)
+	relayedDesc = prometheus.NewDesc("portal_relayed_packets_total",
+		"WireGuard packets carried through relays, by direction.", []string{"direction"}, nil)
+)
+
+func (c *overlayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{peerRxDesc, peerTxDesc, peerHandshakeDesc, peerPathDesc, controlDesc, controlDroppedDesc, wgUnknownDesc, relayedDesc} {
+		ch <- d
+	}
+}
+
+func (c *overlayCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.tun.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(controlDesc, st.ControlIn, "in")
+	counter(controlDesc, st.ControlOut, "out")
+	counter(controlDroppedDesc, st.ControlMalformed, "malformed")
+	counter(controlDroppedDesc, st.ControlOversized, "oversized")
+	counter(controlDroppedDesc, st.ControlStranger, "stranger")
+	counter(controlDroppedDesc, st.ControlForged, "forged")
+	counter(controlDroppedDesc, st.ControlReplayed, "replayed")
+	counter(wgUnknownDesc, st.WireGuardUnknownSource, "unknown_source")
+	counter(relayedDesc, st.RelayedIn, "in")
+	counter(relayedDesc, st.RelayedOut, "out")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	list, err := c.store.Peers(ctx, "")
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(peerRxDesc, err)
+		return
+	}
+	var ids []identity.ID
+	for _, p := range list {
+		if p.HasKey() {
+			ids = append(ids, p.Key)
+		}
+	}
+	now := time.Now()
+	for i, ps := range c.ov.Status(ids) {
+		id := ids[i].String()
+		counter(peerRxDesc, ps.RxBytes, id)
+		counter(peerTxDesc, ps.TxBytes, id)
+		if !ps.LastHandshake.IsZero() {
+			ch <- prometheus.MustNewConstMetric(peerHandshakeDesc, prometheus.GaugeValue, now.Sub(ps.LastHandshake).Seconds(), id)
+		}
+		ch <- prometheus.MustNewConstMetric(peerPathDesc, prometheus.GaugeValue, 1, id, ps.Path)
+	}
+}
