@@ -160,11 +160,32 @@ type peerPath struct {
 	addrs      []netip.AddrPort // source addresses this peer is known by
 }
 
+// Why a peer's path changed, as Stats.PathChanges counts it.
+const (
+	// ChangeAnswered: a direct path answered a ping; the peer is direct.
+	ChangeAnswered = "answered"
+	// ChangeOnlyPath: a direct address is the only way to the peer, not
+	// confirmed by a pong yet (no relay to fall back on).
+	ChangeOnlyPath = "only_path"
+	// ChangeDirectSilent: the direct path stopped answering; the peer is
+	// reached through its relay.
+	ChangeDirectSilent = "direct_silent"
+	// ChangeRelay: the peer is reached through its relay, having had no
+	// path before.
+	ChangeRelay = "relay"
+	// ChangeLost: no path to the peer is left.
+	ChangeLost = "lost"
+)
+
+// changeReasons is every reason, in the order pathCounters counts them.
+var changeReasons = [...]string{ChangeAnswered, ChangeOnlyPath, ChangeDirectSilent, ChangeRelay, ChangeLost}
+
 // pathCounters count what the path layer dropped and did.
 type pathCounters struct {
 	controlIn, controlOut                                 atomic.Uint64
 	malformed, oversized, stranger, forged, replayed      atomic.Uint64
 	unknownSource, relayedIn, relayedOut, deliverStranger atomic.Uint64
+	changes                                               [len(changeReasons)]atomic.Uint64
 }
 
 // paths is the tunnel's path table: the state of every peer, the addresses
@@ -372,18 +393,22 @@ func (ps *paths) updateLocked(p *peerPath, now time.Time) {
 		}
 	}
 	p.route.Store(r)
-	path := PathNone
+	path, why := PathNone, 4 // ChangeLost
 	switch {
 	case p.trustedLocked(now):
-		path = PathDirect
+		path, why = PathDirect, 0 // ChangeAnswered
 	case p.relay.IsValid():
-		path = PathRelay
+		path, why = PathRelay, 3 // ChangeRelay
+		if p.path == PathDirect {
+			why = 2 // ChangeDirectSilent
+		}
 	case p.best.IsValid():
-		path = PathDirect // untrusted, but the only way there is
+		path, why = PathDirect, 1 // ChangeOnlyPath: untrusted, but the only way there is
 	}
 	if path != p.path {
-		ps.log.Info("peer path changed", "peer", p.id.Short(), "from", p.path, "to", path, "endpoint", p.endpointLocked(now).String())
+		ps.log.Info("peer path changed", "peer", p.id.Short(), "from", p.path, "to", path, "reason", changeReasons[why], "endpoint", p.endpointLocked(now).String())
 		p.path, p.pathSince = path, now
+		ps.ctr.changes[why].Add(1)
 	}
 }
 

@@ -504,6 +504,8 @@ type Stats struct {
 	WireGuardUnknownSource uint64
 	// RelayedIn and RelayedOut count WireGuard packets through relays.
 	RelayedIn, RelayedOut uint64
+	// PathChanges counts peers' path changes by reason (Change*).
+	PathChanges map[string]uint64
 }
 
 // LogValue implements slog.LogValuer: the counters as one group.
@@ -525,14 +527,19 @@ func (st Stats) LogValue() slog.Value {
 // Stats returns the tunnel's counters.
 func (t *Tunnel) Stats() Stats {
 	c := &t.paths.ctr
-	return Stats{
+	st := Stats{
 		ControlIn: c.controlIn.Load(), ControlOut: c.controlOut.Load(),
 		ControlMalformed: c.malformed.Load(), ControlOversized: c.oversized.Load(),
 		ControlStranger: c.stranger.Load() + c.deliverStranger.Load(),
 		ControlForged:   c.forged.Load(), ControlReplayed: c.replayed.Load(),
 		WireGuardUnknownSource: c.unknownSource.Load(),
 		RelayedIn:              c.relayedIn.Load(), RelayedOut: c.relayedOut.Load(),
+		PathChanges:            make(map[string]uint64, len(changeReasons)),
 	}
+	for i, r := range changeReasons {
+		st.PathChanges[r] = c.changes[i].Load()
+	}
+	return st
 }
 
 // DialContext opens a TCP connection through the tunnel. address is

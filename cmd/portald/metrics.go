@@ -140,10 +140,12 @@ var (
 		"WireGuard datagrams dropped before WireGuard saw them, by reason.", []string{"reason"}, nil)
 	relayedDesc = prometheus.NewDesc("portal_relayed_packets_total",
 		"WireGuard packets carried through relays, by direction.", []string{"direction"}, nil)
+	pathChangesDesc = prometheus.NewDesc("portal_path_changes_total",
+		"Peers' path changes, by reason (answered, only_path, direct_silent, relay, lost).", []string{"reason"}, nil)
 )
 
 func (c *overlayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{peerRxDesc, peerTxDesc, peerHandshakeDesc, peerPathDesc, controlDesc, controlDroppedDesc, wgUnknownDesc, relayedDesc} {
+	for _, d := range []*prometheus.Desc{peerRxDesc, peerTxDesc, peerHandshakeDesc, peerPathDesc, controlDesc, controlDroppedDesc, wgUnknownDesc, relayedDesc, pathChangesDesc} {
 		ch <- d
 	}
 }
@@ -163,6 +165,9 @@ func (c *overlayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(wgUnknownDesc, st.WireGuardUnknownSource, "unknown_source")
 	counter(relayedDesc, st.RelayedIn, "in")
 	counter(relayedDesc, st.RelayedOut, "out")
+	for reason, n := range st.PathChanges {
+		counter(pathChangesDesc, n, reason)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -138,6 +138,9 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("A's per-peer series for %s: sent %v bytes, direct %v; want bytes and path direct",
 			idB[:6], counter(afterA, "portal_peer_sent_bytes_total", "peer", idB), counter(afterA, "portal_peer_path", "peer", idB, "path", "direct"))
 	}
+	if counter(afterA, "portal_path_changes_total", "reason", "answered") < 1 {
+		t.Errorf("A counted no path change to a direct path that answered")
+	}
 	if afterA["go_goroutines"] == nil || afterA["process_open_fds"] == nil {
 		t.Error("the Go and process collectors are missing")
 	}
