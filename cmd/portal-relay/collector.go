@@ -47,7 +47,6 @@ func newRelayCollector(stats func() relay.Stats) *relayCollector {
 		return relayMetric{prometheus.NewDesc("portal_relay_"+name, help, labels, nil), typ, values}
 	}
 	one := func(f func(*relay.Stats) float64) labelled { return labelled{value: f} }
-	byType := func(kind string, f func(*relay.Stats) uint64) labelled { return labelled{kind, u(f)} }
 	counter, gauge := prometheus.CounterValue, prometheus.GaugeValue
 	return &relayCollector{stats: stats, metrics: []relayMetric{
 		metric("records", "Live records, including expired ones not yet swept.", "", gauge,
@@ -79,17 +78,17 @@ func newRelayCollector(stats func() relay.Stats) *relayCollector {
 			labelled{"bad_request", u(func(s *relay.Stats) uint64 { return s.LookupsBadRequest })}),
 
 		metric("forwarded_packets_total", "Payloads forwarded, by WireGuard message type, or control for Portal control messages.", "type", counter,
-			byType("initiation", func(s *relay.Stats) uint64 { return s.ForwardedInitiation }),
-			byType("response", func(s *relay.Stats) uint64 { return s.ForwardedResponse }),
-			byType("cookie", func(s *relay.Stats) uint64 { return s.ForwardedCookie }),
-			byType("data", func(s *relay.Stats) uint64 { return s.ForwardedData }),
-			byType("control", func(s *relay.Stats) uint64 { return s.ForwardedControl })),
+			labelled{"initiation", u(func(s *relay.Stats) uint64 { return s.ForwardedInitiation })},
+			labelled{"response", u(func(s *relay.Stats) uint64 { return s.ForwardedResponse })},
+			labelled{"cookie", u(func(s *relay.Stats) uint64 { return s.ForwardedCookie })},
+			labelled{"data", u(func(s *relay.Stats) uint64 { return s.ForwardedData })},
+			labelled{"control", u(func(s *relay.Stats) uint64 { return s.ForwardedControl })}),
 		metric("forwarded_bytes_total", "Payload bytes forwarded, by WireGuard message type, or control for Portal control messages.", "type", counter,
-			byType("initiation", func(s *relay.Stats) uint64 { return s.ForwardedInitiationBytes }),
-			byType("response", func(s *relay.Stats) uint64 { return s.ForwardedResponseBytes }),
-			byType("cookie", func(s *relay.Stats) uint64 { return s.ForwardedCookieBytes }),
-			byType("data", func(s *relay.Stats) uint64 { return s.ForwardedDataBytes }),
-			byType("control", func(s *relay.Stats) uint64 { return s.ForwardedControlBytes })),
+			labelled{"initiation", u(func(s *relay.Stats) uint64 { return s.ForwardedInitiationBytes })},
+			labelled{"response", u(func(s *relay.Stats) uint64 { return s.ForwardedResponseBytes })},
+			labelled{"cookie", u(func(s *relay.Stats) uint64 { return s.ForwardedCookieBytes })},
+			labelled{"data", u(func(s *relay.Stats) uint64 { return s.ForwardedDataBytes })},
+			labelled{"control", u(func(s *relay.Stats) uint64 { return s.ForwardedControlBytes })}),
 
 		metric("dropped_packets_total", "Datagrams dropped without an answer, by reason.", "reason", counter,
 			labelled{"rate_limited", u(func(s *relay.Stats) uint64 { return s.RateLimited })},

@@ -107,7 +107,8 @@ func newMetricsRegistry(srv *relay.Server) *prometheus.Registry {
 	return reg
 }
 
-// metricsHandler serves GET /metrics from reg and 404 for any other path.
+// metricsHandler serves GET (and so HEAD) /metrics from reg, 404 for any
+// other path and 405 for another method on /metrics.
 // With a token, every request must carry it as "Authorization: Bearer
 // TOKEN", checked before anything else, so that a caller without it
 // learns nothing, not even which paths exist.

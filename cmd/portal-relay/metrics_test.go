@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -67,7 +68,13 @@ func parseFamilies(fams map[string]*dto.MetricFamily) series {
 // header unless it is empty.
 func get(t *testing.T, url, auth string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	return do(t, http.MethodGet, url, auth)
+}
+
+// do returns the response to a request with method and no body.
+func do(t *testing.T, method, url, auth string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,28 +292,34 @@ func TestMetricsToken(t *testing.T) {
 	}
 	p := startRelay(t, []string{"PORTAL_METRICS_TOKEN_FILE=" + token}, "run", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0")
 	tests := []struct {
-		name string
-		path string
-		auth string
-		code int
+		name   string
+		method string // GET when empty
+		path   string
+		auth   string
+		code   int
 	}{
-		{"no token", "/metrics", "", http.StatusUnauthorized},
-		{"wrong token", "/metrics", "Bearer s3cret-tokeN", http.StatusUnauthorized},
-		{"token prefix", "/metrics", "Bearer s3cret", http.StatusUnauthorized},
-		{"token and more", "/metrics", "Bearer s3cret-token s3cret-token", http.StatusUnauthorized},
-		{"basic scheme", "/metrics", "Basic s3cret-token", http.StatusUnauthorized},
-		{"no scheme", "/metrics", "s3cret-token", http.StatusUnauthorized},
-		{"other path without a token", "/", "", http.StatusUnauthorized},
-		{"right token", "/metrics", "Bearer s3cret-token", http.StatusOK},
-		{"scheme in lower case", "/metrics", "bearer s3cret-token", http.StatusOK},
-		{"other path", "/", "Bearer s3cret-token", http.StatusNotFound},
-		{"metrics subpath", "/metrics/x", "Bearer s3cret-token", http.StatusNotFound},
+		{"no token", "", "/metrics", "", http.StatusUnauthorized},
+		{"wrong token", "", "/metrics", "Bearer s3cret-tokeN", http.StatusUnauthorized},
+		{"token prefix", "", "/metrics", "Bearer s3cret", http.StatusUnauthorized},
+		{"token and more", "", "/metrics", "Bearer s3cret-token s3cret-token", http.StatusUnauthorized},
+		{"basic scheme", "", "/metrics", "Basic s3cret-token", http.StatusUnauthorized},
+		{"no scheme", "", "/metrics", "s3cret-token", http.StatusUnauthorized},
+		{"other path without a token", "", "/", "", http.StatusUnauthorized},
+		{"right token", "", "/metrics", "Bearer s3cret-token", http.StatusOK},
+		{"scheme in lower case", "", "/metrics", "bearer s3cret-token", http.StatusOK},
+		{"other path", "", "/", "Bearer s3cret-token", http.StatusNotFound},
+		{"metrics subpath", "", "/metrics/x", "Bearer s3cret-token", http.StatusNotFound},
+		// The mux answers other methods on /metrics with 405 and Allow,
+		// as HTTP asks, rather than 404; only after the token check.
+		{"POST without a token", http.MethodPost, "/metrics", "", http.StatusUnauthorized},
+		{"POST", http.MethodPost, "/metrics", "Bearer s3cret-token", http.StatusMethodNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp := get(t, "http://"+p.metrics+tt.path, tt.auth)
+			method := cmp.Or(tt.method, http.MethodGet)
+			resp := do(t, method, "http://"+p.metrics+tt.path, tt.auth)
 			if resp.StatusCode != tt.code {
-				t.Fatalf("GET %s with %q: %s, want %d", tt.path, tt.auth, resp.Status, tt.code)
+				t.Fatalf("%s %s with %q: %s, want %d", method, tt.path, tt.auth, resp.Status, tt.code)
 			}
 			challenge := resp.Header.Get("WWW-Authenticate")
 			if (tt.code == http.StatusUnauthorized) != strings.HasPrefix(challenge, "Bearer ") {
