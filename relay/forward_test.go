@@ -94,13 +94,15 @@ func TestServerForwards(t *testing.T) {
 
 	st := ts.Stats()
 	want := map[string][2]uint64{
-		"data":         {st.ForwardedData, 2},
-		"control":      {st.ForwardedControl, 1},
-		"unregistered": {st.ForwardUnregistered, 1},
-		"unknown peer": {st.ForwardUnknownPeer, 1},
-		"payload":      {st.ForwardRefusedPayload, 2},
-		"malformed":    {st.Malformed, 2}, // no payload, oversized
-		"bytes":        {st.ForwardedBytes, 1452 + uint64(len(PeerMessagePrefix)+6) + 64},
+		"data":          {st.ForwardedData, 2},
+		"control":       {st.ForwardedControl, 1},
+		"unregistered":  {st.ForwardUnregistered, 1},
+		"unknown peer":  {st.ForwardUnknownPeer, 1},
+		"payload":       {st.ForwardRefusedPayload, 2},
+		"malformed":     {st.Malformed, 2}, // no payload, oversized
+		"bytes":         {st.ForwardedBytes, 1452 + uint64(len(PeerMessagePrefix)+6) + 64},
+		"data bytes":    {st.ForwardedDataBytes, 1452 + 64},
+		"control bytes": {st.ForwardedControlBytes, uint64(len(PeerMessagePrefix) + 6)},
 	}
 	for name, v := range want {
 		if v[0] != v[1] {

@@ -219,7 +219,7 @@ type serverCounters struct {
 	saveErrors  atomic.Uint64
 
 	forwarded         [5]atomic.Uint64 // by payload: 0 control, 1–4 WireGuard message type
-	forwardedBytes    atomic.Uint64
+	forwardedBytes    [5]atomic.Uint64 // payload bytes, indexed as forwarded
 	fwdUnregistered   atomic.Uint64
 	fwdUnknownPeer    atomic.Uint64
 	fwdRefusedPayload atomic.Uint64
@@ -639,8 +639,9 @@ func (s *Server) forward(pc net.PacketConn, b []byte, src netip.AddrPort, out []
 	out = append(out, ProtocolVersion, byte(msgDeliver))
 	out = append(out, from.rec.ID[:]...)
 	out = append(out, payload...)
-	s.ctr.forwarded[wireGuardType(payload)].Add(1)
-	s.ctr.forwardedBytes.Add(uint64(len(payload)))
+	kind := wireGuardType(payload)
+	s.ctr.forwarded[kind].Add(1)
+	s.ctr.forwardedBytes[kind].Add(uint64(len(payload)))
 	s.write(pc, out, to.addr)
 	return out
 }
@@ -871,7 +872,14 @@ type Stats struct {
 	ForwardedCookie     uint64
 	ForwardedData       uint64
 	ForwardedControl    uint64
-	ForwardedBytes      uint64 // payload bytes forwarded
+	ForwardedBytes      uint64 // payload bytes forwarded: the sum of the five below
+	// Payload bytes forwarded by kind, so that a metrics scrape can tell
+	// handshakes from data without keeping counts of its own.
+	ForwardedInitiationBytes uint64
+	ForwardedResponseBytes   uint64
+	ForwardedCookieBytes     uint64
+	ForwardedDataBytes       uint64
+	ForwardedControlBytes    uint64
 	// Forwards dropped: from an address with no registration, to an ID
 	// with none, with a payload that is neither WireGuard nor a control
 	// message, or over the sender's ForwardRate.
@@ -892,6 +900,10 @@ func (s *Server) Stats() Stats {
 		sources = s.limiter.len()
 	}
 	c := &s.ctr
+	var fwdBytes [len(c.forwardedBytes)]uint64
+	for i := range fwdBytes {
+		fwdBytes[i] = c.forwardedBytes[i].Load()
+	}
 	return Stats{
 		Records:             n,
 		Held:                held,
@@ -920,16 +932,21 @@ func (s *Server) Stats() Stats {
 		RateLimited:         c.rateLimited.Load(),
 		Keepalives:          c.keepalives.Load(),
 
-		ForwardedInitiation:   c.forwarded[1].Load(),
-		ForwardedResponse:     c.forwarded[2].Load(),
-		ForwardedCookie:       c.forwarded[3].Load(),
-		ForwardedData:         c.forwarded[4].Load(),
-		ForwardedControl:      c.forwarded[0].Load(),
-		ForwardedBytes:        c.forwardedBytes.Load(),
-		ForwardUnregistered:   c.fwdUnregistered.Load(),
-		ForwardUnknownPeer:    c.fwdUnknownPeer.Load(),
-		ForwardRefusedPayload: c.fwdRefusedPayload.Load(),
-		ForwardRateLimited:    c.fwdRateLimited.Load(),
+		ForwardedInitiation:      c.forwarded[1].Load(),
+		ForwardedResponse:        c.forwarded[2].Load(),
+		ForwardedCookie:          c.forwarded[3].Load(),
+		ForwardedData:            c.forwarded[4].Load(),
+		ForwardedControl:         c.forwarded[0].Load(),
+		ForwardedBytes:           fwdBytes[0] + fwdBytes[1] + fwdBytes[2] + fwdBytes[3] + fwdBytes[4],
+		ForwardedInitiationBytes: fwdBytes[1],
+		ForwardedResponseBytes:   fwdBytes[2],
+		ForwardedCookieBytes:     fwdBytes[3],
+		ForwardedDataBytes:       fwdBytes[4],
+		ForwardedControlBytes:    fwdBytes[0],
+		ForwardUnregistered:      c.fwdUnregistered.Load(),
+		ForwardUnknownPeer:       c.fwdUnknownPeer.Load(),
+		ForwardRefusedPayload:    c.fwdRefusedPayload.Load(),
+		ForwardRateLimited:       c.fwdRateLimited.Load(),
 	}
 }
 

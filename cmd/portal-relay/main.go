@@ -7,6 +7,7 @@
 //	portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
 //	                 [--forward-rate N] [--forward-burst N] [--per-source-ids N]
 //	                 [--per-48-ids N] [--per-24-ids N] [--max-holds N] [--state FILE]
+//	                 [--metrics ADDR [--metrics-token-file FILE]]
 //
 // --listen (PORTAL_LISTEN, default ":51821") is the UDP address to serve;
 // --log-level (PORTAL_LOG_LEVEL, default info) is debug, info, warn or
@@ -25,11 +26,15 @@
 // 30 days after their record expired; --state (PORTAL_STATE, default none)
 // is the file that keeps the holds across restarts (written atomically; a
 // corrupt file stops the relay from starting; without it a restart forgets
-// the holds, which the relay warns about when it starts). A flag given on
-// the command line wins over its variable. The relay
-// logs to stderr with log/slog, including a line
-// `msg="portal-relay running" listen=ADDR` with the bound address once it
-// serves and a stats line every minute. SIGINT or SIGTERM stops it cleanly.
+// the holds, which the relay warns about when it starts). --metrics
+// (PORTAL_METRICS, default none) is a TCP address on which to serve the
+// relay's Prometheus metrics at GET /metrics; it must be a loopback IP
+// unless --metrics-token-file (PORTAL_METRICS_TOKEN_FILE) names a file,
+// readable by its owner only, holding a bearer token that every request
+// must then carry. A flag given on the command line wins over its
+// variable. The relay logs to stderr with log/slog, including a line
+// `msg="portal-relay running" listen=ADDR [metrics=ADDR]` with the bound
+// addresses once it serves and a stats line every minute. SIGINT or SIGTERM stops it cleanly.
 // Exit codes: 0 success, 1 error (one line on stderr), 2 usage.
 package main
 
@@ -58,9 +63,11 @@ const usage = `usage:
   portal-relay run [--listen ADDR] [--log-level LEVEL] [--rate N] [--burst N]
                    [--forward-rate N] [--forward-burst N] [--per-source-ids N]
                    [--per-48-ids N] [--per-24-ids N] [--max-holds N] [--state FILE]
+                   [--metrics ADDR [--metrics-token-file FILE]]
 Flags also come from PORTAL_LISTEN, PORTAL_LOG_LEVEL, PORTAL_RATE, PORTAL_BURST,
 PORTAL_FORWARD_RATE, PORTAL_FORWARD_BURST, PORTAL_PER_SOURCE_IDS,
-PORTAL_PER_48_IDS, PORTAL_PER_24_IDS, PORTAL_MAX_HOLDS and PORTAL_STATE.
+PORTAL_PER_48_IDS, PORTAL_PER_24_IDS, PORTAL_MAX_HOLDS, PORTAL_STATE,
+PORTAL_METRICS and PORTAL_METRICS_TOKEN_FILE.
 Run 'portal-relay run -h' for the flags.`
 
 func main() {
@@ -100,6 +107,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	per24 := c.String("per-24-ids", strconv.Itoa(relay.DefaultPer24IDs), "Portal IDs, live or held, the addresses of one IPv4 /24 may hold together; negative for no limit")
 	maxHolds := c.String("max-holds", strconv.Itoa(relay.DefaultMaxHolds), "IDs remembered, live or held for 30 days after their record expired")
 	state := c.String("state", "", "file that keeps the holds across restarts; none: a restart forgets them")
+	metricsAddr := c.String("metrics", "", "TCP address to serve Prometheus metrics on (GET /metrics); a loopback IP unless --metrics-token-file is set; none: no metrics")
+	tokenFile := c.String("metrics-token-file", "", "file (mode 0600) holding the bearer token every metrics request must carry")
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
@@ -137,10 +146,24 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return cli.Usagef("--max-holds %q: want a number of IDs, at least %d (the live records)", *maxHolds, relay.DefaultMaxRecords)
 	}
 	cfg.StateFile = *state
+	switch {
+	case *tokenFile != "" && *metricsAddr == "":
+		return cli.Usagef("--metrics-token-file needs --metrics")
+	case *metricsAddr != "":
+		if err := checkMetricsAddr(*metricsAddr, *tokenFile != ""); err != nil {
+			return cli.Usagef("%v", err)
+		}
+	}
 	// Check the flags before touching the state file, so that a usage
 	// error stays a usage error.
 	if err := cfg.Validate(); err != nil { // the relay's own bounds
 		return cli.Usagef("--rate %s --burst %s --forward-rate %s --forward-burst %s: %v", *rate, *burst, *fwdRate, *fwdBurst, err)
+	}
+	metrics := metricsConfig{addr: *metricsAddr}
+	if *tokenFile != "" {
+		if metrics.token, err = readToken(*tokenFile); err != nil {
+			return err
+		}
 	}
 	srv, err := relay.NewServer(cfg) // loads the state file
 	if err != nil {
@@ -149,24 +172,40 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	defer srv.Close()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return run(ctx, *listen, srv, cfg)
+	return run(ctx, *listen, srv, cfg, metrics)
 }
 
-// run serves srv on listen until ctx is done, logging stats every minute.
-// It closes the server before the socket, so that Serve has returned when
-// the socket goes.
-func run(ctx context.Context, listen string, srv *relay.Server, cfg relay.ServerConfig) error {
+// run serves srv on listen, and its metrics as metrics asks, until ctx is
+// done, logging stats every minute. It closes the server before the
+// socket, so that Serve has returned when the socket goes, and stops the
+// metrics last, so that a scrape sees the relay until it has stopped.
+func run(ctx context.Context, listen string, srv *relay.Server, cfg relay.ServerConfig, metrics metricsConfig) (err error) {
 	log := cfg.Log
 	pc, err := net.ListenPacket("udp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer pc.Close()
+	attrs := []any{"listen", pc.LocalAddr().String(), "version", relay.ProtocolVersion}
+	var metricsServed <-chan error // nil, so never ready, without metrics
+	if metrics.addr != "" {
+		ms, merr := startMetrics(metrics, srv, log)
+		if merr != nil {
+			return merr
+		}
+		defer func() {
+			if serr := ms.shutdown(); err == nil {
+				err = serr
+			}
+		}()
+		metricsServed = ms.served
+		attrs = append(attrs, "metrics", ms.addr(), "metrics_auth", metrics.token != nil)
+	}
 	defer srv.Close()
 
 	served := make(chan error, 1)
 	go serve(ctx, srv, pc, served)
-	log.Info("portal-relay running", "listen", pc.LocalAddr().String(), "version", relay.ProtocolVersion)
+	log.Info("portal-relay running", attrs...)
 	if cfg.StateFile == "" {
 		log.Warn("no --state file: holds are kept in memory only, and a restart forgets them, so that a key ground to share an offline Portal's prefix could then answer for it")
 	}
@@ -180,6 +219,11 @@ func run(ctx context.Context, listen string, srv *relay.Server, cfg relay.Server
 			}
 			log.Info("portal-relay stopped", "stats", srv.Stats())
 			return nil
+		case err := <-metricsServed:
+			// The HTTP server stopped on its own: an operator who
+			// asked for metrics would rather the relay exit than
+			// run on unobserved.
+			return fmt.Errorf("metrics: %w", err)
 		case <-tick.C:
 			log.Info("stats", "stats", srv.Stats())
 		}

@@ -49,7 +49,27 @@ func TestCommandLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	corrupt := filepath.Join(t.TempDir(), "holds")
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "holds")
+	tokens := map[string]struct {
+		content string
+		mode    os.FileMode
+	}{
+		"empty":  {"\n", 0o600},
+		"shared": {"s3cret\n", 0o644},
+		"group":  {"s3cret\n", 0o640},
+		"spaced": {"s3 cret\n", 0o600},
+	}
+	for name, f := range tokens {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(f.content), f.mode); err != nil {
+			t.Fatal(err)
+		}
+		// WriteFile's mode is filtered by the umask.
+		if err := os.Chmod(filepath.Join(dir, name), f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	metrics := []string{"run", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--metrics-token-file"}
 	if err := os.WriteFile(corrupt, []byte("PTLHOLD1 but cut short"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +107,20 @@ func TestCommandLine(t *testing.T) {
 		{"max holds below the records", []string{"run", "--max-holds", "10"}, nil, 2, "--max-holds"},
 		{"corrupt state file", []string{"run", "--listen", "127.0.0.1:0", "--state", corrupt}, nil, 1, "corrupt state file"},
 		{"corrupt state file from the environment", []string{"run", "--listen", "127.0.0.1:0"}, map[string]string{"PORTAL_STATE": corrupt}, 1, corrupt},
+		{"metrics on every interface", []string{"run", "--metrics", ":9101"}, nil, 2, "--metrics \":9101\": not a loopback address"},
+		{"metrics on a public address", []string{"run", "--metrics", "192.0.2.1:9101"}, nil, 2, "needs --metrics-token-file"},
+		{"metrics on a host name", []string{"run", "--metrics", "localhost:9101"}, nil, 2, "not a loopback address"},
+		{"metrics on every IPv6 interface", []string{"run", "--metrics", "[::]:9101"}, nil, 2, "not a loopback address"},
+		{"metrics not loopback from the environment", []string{"run"}, map[string]string{"PORTAL_METRICS": "0.0.0.0:9101"}, 2, "--metrics \"0.0.0.0:9101\""},
+		{"bad metrics address", []string{"run", "--metrics", "nowhere"}, nil, 2, "--metrics \"nowhere\": want HOST:PORT"},
+		{"token file without metrics", []string{"run", "--metrics-token-file", filepath.Join(dir, "shared")}, nil, 2, "--metrics-token-file needs --metrics"},
+		{"missing token file", append(metrics, filepath.Join(dir, "absent")), nil, 1, "no such file"},
+		{"empty token file", append(metrics, filepath.Join(dir, "empty")), nil, 1, "empty"},
+		{"token file readable by others", append(metrics, filepath.Join(dir, "shared")), nil, 1, "mode 0644 lets group or others read it"},
+		{"token file readable by the group from the environment", []string{"run", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"}, map[string]string{"PORTAL_METRICS_TOKEN_FILE": filepath.Join(dir, "group")}, 1, "mode 0640"},
+		{"token with a space", append(metrics, filepath.Join(dir, "spaced")), nil, 1, "white space"},
+		{"token file is a directory", append(metrics, dir), nil, 1, "not a regular file"},
+		{"run help shows the metrics", []string{"run", "-h"}, nil, 0, "-metrics-token-file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +134,7 @@ func TestCommandLine(t *testing.T) {
 			if code != tt.code || !strings.Contains(stderr.String(), tt.stderr) {
 				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tt.code, tt.stderr)
 			}
-			if code == 1 && strings.Count(strings.TrimSuffix(stderr.String(), "\n"), "\n") != 0 {
+			if (code == 1 || code == 2 && tt.stderr != "usage:") && strings.Count(strings.TrimSuffix(stderr.String(), "\n"), "\n") != 0 {
 				t.Errorf("error is not one line: %q", stderr.String())
 			}
 		})
@@ -109,15 +143,16 @@ func TestCommandLine(t *testing.T) {
 
 // proc is a running portal-relay child process.
 type proc struct {
-	cmd  *exec.Cmd
-	addr netip.AddrPort
-	done chan struct{} // closed when the process has exited
+	cmd     *exec.Cmd
+	addr    netip.AddrPort
+	metrics string        // the metrics address, when --metrics was given
+	done    chan struct{} // closed when the process has exited
 
 	mu  sync.Mutex
 	log bytes.Buffer
 }
 
-var listenRE = regexp.MustCompile(`msg="portal-relay running".* listen=(\S+)`)
+var listenRE = regexp.MustCompile(`msg="portal-relay running".* listen=(\S+)(?:.* metrics=(\S+))?`)
 
 // startRelay runs portal-relay with args and env and waits for the
 // "running" line. The process is killed at cleanup if still running.
@@ -132,7 +167,7 @@ func startRelay(t *testing.T, env []string, args ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	addrc := make(chan string, 1)
+	addrc := make(chan []string, 1)
 	go p.readLog(stderr, addrc)
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
@@ -142,12 +177,12 @@ func startRelay(t *testing.T, env []string, args ...string) *proc {
 		}
 	})
 	select {
-	case a := <-addrc:
-		ap, err := netip.ParseAddrPort(a)
+	case m := <-addrc:
+		ap, err := netip.ParseAddrPort(m[1])
 		if err != nil {
-			t.Fatalf("listen address %q: %v", a, err)
+			t.Fatalf("listen address %q: %v", m[1], err)
 		}
-		p.addr = ap
+		p.addr, p.metrics = ap, m[2]
 	case <-p.done:
 		t.Fatalf("portal-relay exited during start-up:\n%s", p.logText())
 	case <-time.After(20 * time.Second):
@@ -156,15 +191,16 @@ func startRelay(t *testing.T, env []string, args ...string) *proc {
 	return p
 }
 
-// readLog collects the process's stderr and reports the listen address.
-func (p *proc) readLog(r io.Reader, addrc chan<- string) {
+// readLog collects the process's stderr and reports the "running" line's
+// submatches: the listen address, then the metrics address or "".
+func (p *proc) readLog(r io.Reader, addrc chan<- []string) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		p.mu.Lock()
 		p.log.WriteString(sc.Text() + "\n")
 		p.mu.Unlock()
 		if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-			addrc <- m[1]
+			addrc <- m
 		}
 	}
 	p.cmd.Wait()
