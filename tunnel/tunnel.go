@@ -534,7 +534,7 @@ func (t *Tunnel) Stats() Stats {
 		ControlForged:   c.forged.Load(), ControlReplayed: c.replayed.Load(),
 		WireGuardUnknownSource: c.unknownSource.Load(),
 		RelayedIn:              c.relayedIn.Load(), RelayedOut: c.relayedOut.Load(),
-		PathChanges:            make(map[string]uint64, len(changeReasons)),
+		PathChanges: make(map[string]uint64, len(changeReasons)),
 	}
 	for i, r := range changeReasons {
 		st.PathChanges[r] = c.changes[i].Load()
