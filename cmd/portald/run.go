@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"reflect"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -254,10 +253,14 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	// Each server's Serve result goes to its own channel, and its name to
+	// stopped, which tells the daemon that one of them failed.
+	stopped := make(chan string, 3)
 	ingressErr, ingressDone := make(chan error, 1), make(chan struct{})
 	go func() {
 		defer close(ingressDone)
 		ingressErr <- ingressSrv.Serve(limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight)))
+		stopped <- "overlay ingress"
 	}()
 	// A start-up that fails below leaves no ingress serving; after a
 	// shutdown this finds it stopped already.
@@ -289,7 +292,10 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() {
+		serveErr <- srv.Serve(ln)
+		stopped <- "internal API"
+	}()
 	servers := []server{{srv, "internal API", serveErr}, {ingressSrv, "overlay ingress", ingressErr}}
 	adminAt := "off"
 	if cfg.adminAddr != "" {
@@ -300,7 +306,10 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			return err
 		}
 		adminErr := make(chan error, 1)
-		go func() { adminErr <- adminSrv.Serve(adminLn) }()
+		go func() {
+			adminErr <- adminSrv.Serve(adminLn)
+			stopped <- "admin listener"
+		}()
 		servers = append(servers, server{adminSrv, "admin listener", adminErr})
 		adminAt = adminLn.Addr().String()
 	}
@@ -309,7 +318,19 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		"api", ln.Addr().String(), "admin", adminAt, "overlay", key.ID().OverlayAddr().String(),
 		"data", cfg.dataDir, "udp", tun.Port(), "relays", len(cfg.relays))
 
-	failure := waitServers(ctx, servers, log)
+	var failure error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "reason", context.Cause(ctx))
+	case name := <-stopped:
+		for _, s := range servers {
+			if s.name == name {
+				err := <-s.errc
+				s.errc <- err // for the drain below
+				failure = fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
 	// The servers drain at once; the deferred closers then stop the
 	// lookups, the tunnel and the store, in that order.
 	var drain sync.WaitGroup
@@ -337,26 +358,6 @@ type server struct {
 	srv  *http.Server
 	name string
 	errc chan error
-}
-
-// waitServers blocks until ctx is done or a server fails, and returns that
-// failure (nil for ctx). A failed server's result is put back for the
-// drain to read.
-func waitServers(ctx context.Context, servers []server, log *slog.Logger) error {
-	cases := make([]reflect.SelectCase, 0, len(servers)+1)
-	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())})
-	for _, s := range servers {
-		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.errc)})
-	}
-	i, v, _ := reflect.Select(cases)
-	if i == 0 {
-		log.Info("shutting down", "reason", context.Cause(ctx))
-		return nil
-	}
-	s := servers[i-1]
-	err, _ := v.Interface().(error)
-	s.errc <- err
-	return fmt.Errorf("%s: %w", s.name, err)
 }
 
 // shutdownServer lets in-flight requests finish, for shutdownTimeout at
