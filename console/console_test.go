@@ -45,6 +45,14 @@ func newTestConsole(t *testing.T) (*Console, *clock) {
 	return c, clk
 }
 
+// counts reports how many one-time tokens and sessions are held, expired
+// or not: the tests' view of the bounds.
+func (s *sessions) counts() (once, live int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.once), len(s.live)
+}
+
 // req is one request to the console; cookie is the session ID ("" none).
 type req struct {
 	method, path, cookie, origin string

@@ -173,14 +173,6 @@ func (s *sessions) end(id string) {
 	delete(s.live, keyOf(id))
 }
 
-// counts reports how many one-time tokens and sessions are held, expired
-// or not; for tests of the bounds.
-func (s *sessions) counts() (once, live int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.once), len(s.live)
-}
-
 // csrfMatches compares a presented CSRF token with the session's in
 // constant time.
 func csrfMatches(want, presented string) bool {

@@ -31,6 +31,6 @@ func cmdConsole(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("console: %w", err)
 	}
 	fmt.Fprintln(stdout, link.URL)
-	fmt.Fprintf(stdout, "(a one-time login link: it works once, within %v)\n", console.OnceTTL)
+	fmt.Fprintf(stdout, "(a one-time login link: it works once, within %g minutes)\n", console.OnceTTL.Minutes())
 	return nil
 }
