@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,16 +12,34 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"portal/api"
+	"portal/console"
+	"portal/identity"
 	"portal/internal/httpx"
 )
 
-// defaultAdmin is the owner's own listener: /metrics now, the console
-// next. Never the apps' network.
+// defaultAdmin is the owner's own listener: /metrics and the console.
+// Never the apps' network.
 const defaultAdmin = "127.0.0.1:8481"
 
-// adminHandler serves the owner's listener: GET /metrics for a request
-// that presents the owner token as a bearer credential.
-func adminHandler(owner api.Token, reg *prometheus.Registry, log *slog.Logger) http.Handler {
+// onceLink is the answer to POST /login/once.
+type onceLink struct {
+	URL string `json:"url"`
+}
+
+// adminHandler serves the owner's listener: GET /metrics and POST
+// /login/once (which `portald console` calls for a one-time login link)
+// for a request that presents the owner token as a bearer credential, and
+// the web console at every other path.
+func adminHandler(owner api.Token, id identity.ID, reg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
+	con, err := console.New(console.Config{
+		Owner:   owner.Matches,
+		ID:      id.String(),
+		ShortID: id.Short(),
+		Log:     log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
@@ -34,10 +53,30 @@ func adminHandler(owner api.Token, reg *prometheus.Registry, log *slog.Logger) h
 		}
 		metrics.ServeHTTP(w, r)
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteError(w, http.StatusNotFound, "not_found", "no such page: "+r.URL.Path)
+	mux.HandleFunc("POST /login/once", func(w http.ResponseWriter, r *http.Request) {
+		if !owner.Matches(api.Bearer(r)) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="portald"`)
+			httpx.WriteError(w, http.StatusUnauthorized, "unauthenticated", "login links are the owner's: send Authorization: Bearer <owner.token>")
+			return
+		}
+		tok, err := con.MintOnce()
+		if err != nil {
+			log.Error("admin listener: mint a login link", "err", err)
+			httpx.WriteError(w, http.StatusInternalServerError, "internal", "no login link: "+err.Error())
+			return
+		}
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		// The link names the host the caller reached us by, which is
+		// where its browser will reach us too.
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(onceLink{URL: scheme + "://" + r.Host + "/login?once=" + tok})
 	})
-	return mux
+	mux.Handle("/", con)
+	return mux, nil
 }
 
 // serveAdmin starts the owner's listener on addr.

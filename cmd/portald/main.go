@@ -3,7 +3,7 @@
 // subcommands talk to.
 //
 //	portald run [--data DIR] [--api ADDR] [--udp PORT] [--relay HOST:PORT]... [--name NAME]
-//	portald id | status
+//	portald id | status | console
 //	portald peers add ID [--name N] | ls | rm ID
 //	portald apps add NAME --meta FILE --upstream URL --source IP [--source IP]... | ls | rm NAME
 //
@@ -25,6 +25,7 @@ const usage = `usage:
   portald run [--data DIR] [--api ADDR] [--udp PORT] [--relay HOST:PORT]... [--name NAME]
   portald id
   portald status [--json]
+  portald console [--admin ADDR]
   portald peers add ID [--name N]
   portald peers ls [--name S] [--json]
   portald peers rm ID
@@ -33,7 +34,9 @@ const usage = `usage:
   portald apps ls [--json]
   portald apps rm NAME
 Client subcommands take --api ADDR (PORTAL_API, default 127.0.0.1:8480) and
-act as the owner with the token in --data DIR (PORTAL_DATA) or --token-file FILE.
+act as the owner with the token in --data DIR (PORTAL_DATA) or --token-file FILE;
+'portald console' asks the admin listener, --admin ADDR (PORTAL_ADMIN, default
+127.0.0.1:8481), for a one-time login link to the web console.
 Run 'portald COMMAND -h' for a command's flags.`
 
 func main() {
@@ -57,6 +60,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdID(ctx, rest, stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, rest, stdout, stderr)
+	case "console":
+		return cmdConsole(ctx, rest, stdout, stderr)
 	case "peers", "apps":
 		if len(rest) == 0 {
 			subs := "add, ls, rm"

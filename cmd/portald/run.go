@@ -69,7 +69,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	callTimeout := c.String("call-timeout", "10s", "call_peer: longest wait for a peer's response headers")
 	keepalive := c.String("keepalive", tunnel.DefaultKeepalive.String(), "WireGuard keepalive towards connected peers; keeps NAT mappings open")
 	debugAddr := c.String("debug-addr", "", "serve Go's pprof profiles on this loopback address (off when empty)")
-	adminAddr := c.String("admin", defaultAdmin, "the owner's listener (/metrics): a loopback address, or empty for none")
+	adminAddr := c.String("admin", defaultAdmin, "the owner's listener (/metrics and the console): a loopback address, or empty for none")
 	ingressLimits := ingressFlags(c)
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
@@ -299,7 +299,13 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	servers := []server{{srv, "internal API", serveErr}, {ingressSrv, "overlay ingress", ingressErr}}
 	adminAt := "off"
 	if cfg.adminAddr != "" {
-		adminSrv, adminLn, err := serveAdmin(cfg.adminAddr, adminHandler(owner, metrics.reg, log), log)
+		adminH, err := adminHandler(owner, key.ID(), metrics.reg, log)
+		if err != nil {
+			srv.Close()
+			<-serveErr
+			return err
+		}
+		adminSrv, adminLn, err := serveAdmin(cfg.adminAddr, adminH, log)
 		if err != nil {
 			srv.Close()
 			<-serveErr
