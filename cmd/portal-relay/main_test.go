@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -18,9 +17,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"portal/identity"
-	"portal/relay"
 )
 
 // relayBin is the portal-relay binary the tests run as a child process.
@@ -213,59 +209,6 @@ func (p *proc) logText() string {
 	return p.log.String()
 }
 
-// portal registers with the relay at addr through relay.Client, as portald
-// does, and returns the client once the relay has acknowledged it.
-func portal(t *testing.T, addr netip.AddrPort) (*relay.Client, identity.ID) {
-	t.Helper()
-	key, err := identity.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := relay.NewClient(relay.ClientConfig{
-		Key:    key,
-		Relays: []string{addr.String()},
-		Send: func(b []byte, to netip.AddrPort) error {
-			_, err := pc.WriteToUDPAddrPort(b, to)
-			return err
-		},
-		Interval: 200 * time.Millisecond,
-		Log:      slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { c.Run(ctx) })
-	wg.Go(func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if relay.IsRelayMessage(buf[:n]) {
-				c.HandlePacket(buf[:n], from)
-			}
-		}
-	})
-	t.Cleanup(func() {
-		cancel()
-		pc.Close()
-		wg.Wait()
-	})
-	for deadline := time.Now().Add(5 * time.Second); !c.Registered(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("not registered with portal-relay within 5 s")
-		}
-	}
-	return c, key.ID()
-}
-
 func TestRunServesAndStops(t *testing.T) {
 	tests := []struct {
 		name string
@@ -285,7 +228,8 @@ func TestRunServesAndStops(t *testing.T) {
 			if !p.addr.Addr().IsLoopback() || p.addr.Port() == 0 {
 				t.Fatalf("listening on %v, want a loopback port", p.addr)
 			}
-			c, id := portal(t, p.addr)
+			tp := startPortal(t, p.addr)
+			c, id := tp.c, tp.id
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			rec, err := c.Lookup(ctx, id.Short())
@@ -317,7 +261,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if strings.Contains(p.logText(), "no --state file") {
 		t.Errorf("warned about a missing --state:\n%s", p.logText())
 	}
-	portal(t, p.addr)
+	startPortal(t, p.addr)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	<-p.done
 	if fi, err := os.Stat(state); err != nil || fi.Size() != 8+4+56+32 {
