@@ -181,18 +181,10 @@ func (s *Store) Peers(ctx context.Context, filter string) ([]Peer, error) {
 func (s *Store) DeletePeer(ctx context.Context, query string) (Peer, error) {
 	var out Peer
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		matches, err := matchPeers(ctx, tx, query, 2)
-		if err != nil {
+		var err error
+		if out, err = matchOne(ctx, tx, query); err != nil {
 			return err
 		}
-		switch len(matches) {
-		case 0:
-			return ErrNotFound
-		case 1:
-		default:
-			return fmt.Errorf("matches %s and %s: %w", matches[0].ID, matches[1].ID, ErrAmbiguous)
-		}
-		out = matches[0]
 		_, err = tx.ExecContext(ctx, `DELETE FROM peers WHERE id = ?`, out.ID)
 		return err
 	})
@@ -211,18 +203,10 @@ func (s *Store) DeletePeer(ctx context.Context, query string) (Peer, error) {
 func (s *Store) ConfirmPeer(ctx context.Context, query string) (Peer, error) {
 	var out Peer
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		matches, err := matchPeers(ctx, tx, query, 2)
-		if err != nil {
+		var err error
+		if out, err = matchOne(ctx, tx, query); err != nil {
 			return err
 		}
-		switch len(matches) {
-		case 0:
-			return ErrNotFound
-		case 1:
-		default:
-			return fmt.Errorf("matches %s and %s: %w", matches[0].ID, matches[1].ID, ErrAmbiguous)
-		}
-		out = matches[0]
 		if !out.HasKey() {
 			return fmt.Errorf("%s is not resolved to a full ID yet, so there is nothing to compare: %w", out.ID, ErrConflict)
 		}
@@ -244,6 +228,22 @@ const peerColumns = `id, public_key, name, declared_name, verified, created_at, 
 // querier is what *sql.DB and *sql.Tx have in common.
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// matchOne returns the one peer that query names: ErrNotFound for none,
+// ErrAmbiguous for more than one.
+func matchOne(ctx context.Context, q querier, query string) (Peer, error) {
+	matches, err := matchPeers(ctx, q, query, 2)
+	if err != nil {
+		return Peer{}, err
+	}
+	switch len(matches) {
+	case 0:
+		return Peer{}, ErrNotFound
+	case 1:
+		return matches[0], nil
+	}
+	return Peer{}, fmt.Errorf("matches %s and %s: %w", matches[0].ID, matches[1].ID, ErrAmbiguous)
 }
 
 // matchPeers returns up to limit peers that query names: stored IDs that
