@@ -246,25 +246,19 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	ingressSrv := &http.Server{
-		Handler:           metrics.observeIngress(ingress),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
 	// Each server's Serve result goes to its own channel, and its name to
-	// stopped, which tells the daemon that one of them failed.
+	// stopped, which tells the daemon that one of them failed. A start-up
+	// that fails later leaves none serving (its closer); after a shutdown
+	// the closer finds it stopped already.
 	stopped := make(chan string, 3)
-	ingressErr, ingressDone := make(chan error, 1), make(chan struct{})
-	go func() {
-		defer close(ingressDone)
-		ingressErr <- ingressSrv.Serve(limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight)))
-		stopped <- "overlay ingress"
-	}()
-	// A start-up that fails below leaves no ingress serving; after a
-	// shutdown this finds it stopped already.
-	closers = append(closers, func() { ingressSrv.Close(); <-ingressDone })
+	var servers []server
+	start := func(srv *http.Server, ln net.Listener, name string) {
+		s := serve(srv, ln, name, stopped)
+		servers = append(servers, s)
+		closers = append(closers, func() { s.srv.Close(); <-s.done })
+	}
+	start(newHTTPServer(metrics.observeIngress(ingress), log, slog.LevelDebug),
+		limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight)), "overlay ingress")
 
 	handler, err := api.New(api.Config{
 		Store:       store,
@@ -283,40 +277,20 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("internal API: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
-	serveErr := make(chan error, 1)
-	go func() {
-		serveErr <- srv.Serve(ln)
-		stopped <- "internal API"
-	}()
-	servers := []server{{srv, "internal API", serveErr}, {ingressSrv, "overlay ingress", ingressErr}}
+	apiSrv := newHTTPServer(handler, log, slog.LevelWarn)
+	apiSrv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
+	start(apiSrv, ln, "internal API")
 	adminAt := "off"
 	if cfg.adminAddr != "" {
 		adminH, err := adminHandler(owner, key.ID(), metrics.reg, log)
 		if err != nil {
-			srv.Close()
-			<-serveErr
 			return err
 		}
-		adminSrv, adminLn, err := serveAdmin(cfg.adminAddr, adminH, log)
+		adminLn, err := net.Listen("tcp", cfg.adminAddr)
 		if err != nil {
-			srv.Close()
-			<-serveErr
-			return err
+			return fmt.Errorf("admin listener: %w", err)
 		}
-		adminErr := make(chan error, 1)
-		go func() {
-			adminErr <- adminSrv.Serve(adminLn)
-			stopped <- "admin listener"
-		}()
-		servers = append(servers, server{adminSrv, "admin listener", adminErr})
+		start(newHTTPServer(adminH, log, slog.LevelDebug), adminLn, "admin listener")
 		adminAt = adminLn.Addr().String()
 	}
 	log.Info("portald running",
@@ -358,12 +332,37 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	return nil
 }
 
-// server is one of the daemon's HTTP servers and where its Serve's
-// result arrives.
+// server is one of the daemon's HTTP servers: its Serve's result arrives
+// on errc, and done closes once it has.
 type server struct {
 	srv  *http.Server
 	name string
 	errc chan error
+	done chan struct{}
+}
+
+// newHTTPServer is how the daemon serves HTTP on each of its listeners:
+// request headers within 10 s and 64 KiB, idle connections closed after
+// 2 min, net/http's own errors logged at errLevel.
+func newHTTPServer(h http.Handler, log *slog.Logger, errLevel slog.Level) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), errLevel),
+	}
+}
+
+// serve runs srv on ln until it stops, then sends name on stopped.
+func serve(srv *http.Server, ln net.Listener, name string, stopped chan<- string) server {
+	s := server{srv: srv, name: name, errc: make(chan error, 1), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		s.errc <- srv.Serve(ln)
+		stopped <- name
+	}()
+	return s
 }
 
 // shutdownServer lets in-flight requests finish, for shutdownTimeout at
