@@ -21,12 +21,8 @@ func cmdID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
-	cl, err := cf.client(false)
-	if err != nil {
-		return err
-	}
 	var me api.WhoAmI
-	if err := cl.do(ctx, "GET", "/public/meta/whoareyou", nil, &me); err != nil {
+	if err := newClient(*cf.api).do(ctx, "GET", "/public/meta/whoareyou", nil, &me); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, me.ID)
@@ -47,15 +43,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
-	cl, err := cf.client(true)
-	if err != nil {
-		return err
-	}
 	rep := statusReport{API: *cf.api}
-	if err := cl.do(ctx, "GET", "/public/meta/whoareyou", nil, &rep.Self); err != nil {
+	if err := cf.ownerCall(ctx, "GET", "/public/meta/whoareyou", nil, &rep.Self); err != nil {
 		return err
 	}
-	if err := cl.do(ctx, "GET", "/protected/peers", nil, &rep.Peers); err != nil {
+	if err := cf.ownerCall(ctx, "GET", "/protected/peers", nil, &rep.Peers); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -97,11 +89,7 @@ func cmdPeersAdd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		req.Name = name
 	}
 	var p api.Peer
-	cl, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	if err := cl.do(ctx, "PUT", "/protected/peers", req, &p); err != nil {
+	if err := cf.ownerCall(ctx, "PUT", "/protected/peers", req, &p); err != nil {
 		return err
 	}
 	state := "verified"
@@ -125,11 +113,7 @@ func cmdPeersLs(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		path += "?" + url.Values{"name": {*filter}}.Encode()
 	}
 	var list []api.Peer
-	cl, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	if err := cl.do(ctx, "GET", path, nil, &list); err != nil {
+	if err := cf.ownerCall(ctx, "GET", path, nil, &list); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -149,11 +133,7 @@ func cmdPeersRm(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	cl, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	if err := cl.do(ctx, "DELETE", "/protected/peers/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+	if err := cf.ownerCall(ctx, "DELETE", "/protected/peers/"+url.PathEscape(pos[0]), nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "peer %s removed\n", pos[0])
@@ -167,12 +147,8 @@ func cmdPeersConfirm(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	cl, err := cf.client(true)
-	if err != nil {
-		return err
-	}
 	var p api.Peer
-	if err := cl.do(ctx, "POST", "/protected/peers/"+url.PathEscape(pos[0])+"/confirm", nil, &p); err != nil {
+	if err := cf.ownerCall(ctx, "POST", "/protected/peers/"+url.PathEscape(pos[0])+"/confirm", nil, &p); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "peer %s %s verified: %s\n", p.ShortID, quoteName(p.Name), p.ID)
@@ -202,11 +178,7 @@ func cmdAppsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	req := api.PutAppRequest{Meta: meta, Upstream: *upstream, Sources: sources}
 	var a api.App
-	cl, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	if err := cl.do(ctx, "PUT", "/protected/apps/"+url.PathEscape(pos[0]), req, &a); err != nil {
+	if err := cf.ownerCall(ctx, "PUT", "/protected/apps/"+url.PathEscape(pos[0]), req, &a); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "app %s installed: upstream %s, sources %s\n", a.Name, a.Upstream, strings.Join(a.Sources, ","))
@@ -224,11 +196,7 @@ func cmdAppsLs(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	var list []api.App
-	cl, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	if err := cl.do(ctx, "GET", "/protected/apps", nil, &list); err != nil {
+	if err := cf.ownerCall(ctx, "GET", "/protected/apps", nil, &list); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -253,11 +221,7 @@ func cmdAppsRm(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	cl, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	if err := cl.do(ctx, "DELETE", "/protected/apps/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+	if err := cf.ownerCall(ctx, "DELETE", "/protected/apps/"+url.PathEscape(pos[0]), nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "app %s removed\n", pos[0])

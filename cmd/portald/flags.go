@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,16 @@ func addClientFlags(c *cli.Command) clientFlags {
 		data:      c.String("data", defaultDataDir(), "the daemon's data directory, where the owner token is"),
 		tokenFile: c.String("token-file", "", "file holding the owner token (default: owner.token in --data)"),
 	}
+}
+
+// ownerCall sends one request to the daemon's API as its owner and decodes
+// the JSON answer into out (when non-nil).
+func (f clientFlags) ownerCall(ctx context.Context, method, path string, body, out any) error {
+	cl, err := f.client(true)
+	if err != nil {
+		return err
+	}
+	return cl.do(ctx, method, path, body, out)
 }
 
 // client returns a client of the daemon. For owner calls it carries the
