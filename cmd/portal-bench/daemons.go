@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 
 	"portal/api"
 	"portal/identity"
+	"portal/internal/procstat"
 )
 
 // benchMeta is the manifest of the app installed on both Portals.
@@ -266,7 +266,7 @@ func (d *daemons) streamRSS(size int64, dir string) (int64, error) {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.cmd.Process.Pid), []byte("5"), 0); err != nil {
 			return 0, err
 		}
-		rss, _, err := memory(p.cmd.Process.Pid)
+		rss, _, err := procstat.Memory(p.cmd.Process.Pid)
 		if err != nil {
 			return 0, err
 		}
@@ -278,7 +278,7 @@ func (d *daemons) streamRSS(size int64, dir string) (int64, error) {
 	}
 	var growth int64
 	for i, p := range []*portal{d.a, d.b} {
-		_, peak, err := memory(p.cmd.Process.Pid)
+		_, peak, err := procstat.Memory(p.cmd.Process.Pid)
 		if err != nil {
 			return 0, err
 		}
@@ -291,33 +291,6 @@ func (d *daemons) streamRSS(size int64, dir string) (int64, error) {
 		}
 	}
 	return growth, nil
-}
-
-// memory returns a process's resident set size and its peak, in bytes.
-func memory(pid int) (rss, peak int64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(fields[1], 10, 64)
-		switch fields[0] {
-		case "VmRSS:":
-			rss = kb << 10
-		case "VmHWM:":
-			peak = kb << 10
-		}
-	}
-	if rss == 0 || peak == 0 {
-		return 0, 0, errors.New("no VmRSS/VmHWM in /proc status")
-	}
-	return rss, peak, sc.Err()
 }
 
 // idleCPU starts a third portald, gives it 100 peers (that exist nowhere),

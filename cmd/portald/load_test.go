@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -14,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"portal/internal/procstat"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,24 +86,22 @@ func startLoadApp(t *testing.T) *loadApp {
 	return a
 }
 
-// loadPair is two Portals paired by full ID, each with the load app, and
-// a pprof listener on each for its goroutine count.
+// loadPair is two Portals paired by full ID, each with the load app; their
+// goroutine counts come from /metrics.
 type loadPair struct {
 	a, b   *daemon
 	idB    string
 	app    *loadApp // Bob's
-	debugA string
-	debugB string
 	client *http.Client
 }
 
 func startLoadPair(t *testing.T, clients int, extra ...string) *loadPair {
 	t.Helper()
 	rel := startRelay(t)
-	p := &loadPair{debugA: freeAddr(t), debugB: freeAddr(t)}
+	p := &loadPair{}
 	flags := append([]string{"--relay", rel.addr}, extra...)
-	p.a = startDaemon(t, t.TempDir(), append(flags, "--name", "alice", "--debug-addr", p.debugA)...)
-	p.b = startDaemon(t, t.TempDir(), append(flags, "--name", "bob", "--debug-addr", p.debugB)...)
+	p.a = startDaemon(t, t.TempDir(), append(flags, "--name", "alice")...)
+	p.b = startDaemon(t, t.TempDir(), append(flags, "--name", "bob")...)
 	p.app = startLoadApp(t)
 	meta := filepath.Join(t.TempDir(), "app_meta.json")
 	if err := os.WriteFile(meta, []byte(loadMeta), 0o600); err != nil {
@@ -286,12 +284,14 @@ func (r *loadResult) report(t *testing.T, name string, p *loadPair) {
 		fmt.Fprintf(&b, "  %-24s %d\n", k, r.statuses[k])
 	}
 	for _, d := range []struct {
-		name  string
-		d     *daemon
-		debug string
-	}{{"alice", p.a, p.debugA}, {"bob", p.b, p.debugB}} {
-		rss, peak := procMemory(t, d.d.cmd.Process.Pid)
-		fmt.Fprintf(&b, "  portald %s: RSS %d MiB (peak %d MiB), %d goroutines\n", d.name, rss>>20, peak>>20, goroutines(t, d.debug))
+		name string
+		d    *daemon
+	}{{"alice", p.a}, {"bob", p.b}} {
+		rss, peak, err := procstat.Memory(d.d.cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "  portald %s: RSS %d MiB (peak %d MiB), %d goroutines\n", d.name, rss>>20, peak>>20, int(counter(d.d.scrape(t), "go_goroutines")))
 	}
 	fmt.Fprintf(&b, "  app: %d requests served, at most %d at once", p.app.served.Load(), p.app.max.Load())
 	t.Log(b.String())
@@ -350,54 +350,4 @@ func TestLoad(t *testing.T) {
 			t.Errorf("%d clients against a limit of %d and no 429: the limit did not bite", plan.clients, limit)
 		}
 	})
-}
-
-// freeAddr returns a loopback address with a port free at the time.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// goroutines reads a daemon's goroutine count from its pprof listener.
-func goroutines(t *testing.T, debugAddr string) int {
-	t.Helper()
-	resp, err := http.Get("http://" + debugAddr + "/debug/pprof/goroutine?debug=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	line, _ := bufio.NewReader(resp.Body).ReadString('\n')
-	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "goroutine profile: total ")))
-	if err != nil {
-		t.Fatalf("goroutine profile starts %q", line)
-	}
-	return n
-}
-
-// procMemory returns a process's resident and peak resident set size.
-func procMemory(t *testing.T, pid int) (rss, peak int64) {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb << 10
-		case "VmHWM:":
-			peak = kb << 10
-		}
-	}
-	return rss, peak
 }
