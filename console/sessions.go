@@ -76,22 +76,7 @@ func (s *sessions) mintOnce() (string, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, exp := range s.once {
-		if !now.Before(exp) {
-			delete(s.once, k)
-		}
-	}
-	for len(s.once) >= MaxOnce {
-		var oldest key
-		var at time.Time
-		first := true
-		for k, exp := range s.once {
-			if first || exp.Before(at) {
-				oldest, at, first = k, exp, false
-			}
-		}
-		delete(s.once, oldest)
-	}
+	prune(s.once, func(exp time.Time) time.Time { return exp }, now, MaxOnce)
 	s.once[keyOf(tok)] = now.Add(OnceTTL)
 	return tok, nil
 }
@@ -123,22 +108,7 @@ func (s *sessions) start() (id, csrf string, err error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, ss := range s.live {
-		if now.Sub(ss.lastUse) >= SessionIdle {
-			delete(s.live, k)
-		}
-	}
-	for len(s.live) >= MaxSessions {
-		var lru key
-		var at time.Time
-		first := true
-		for k, ss := range s.live {
-			if first || ss.lastUse.Before(at) {
-				lru, at, first = k, ss.lastUse, false
-			}
-		}
-		delete(s.live, lru)
-	}
+	prune(s.live, func(ss *session) time.Time { return ss.lastUse }, now.Add(-SessionIdle), MaxSessions)
 	s.live[keyOf(id)] = &session{csrf: csrf, lastUse: now}
 	return id, csrf, nil
 }
@@ -177,4 +147,25 @@ func (s *sessions) end(id string) {
 // constant time.
 func csrfMatches(want, presented string) bool {
 	return want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(presented)) == 1
+}
+
+// prune deletes the entries of m whose time (by when) is not after cutoff,
+// then the oldest ones until there is room for one more under max.
+func prune[V any](m map[key]V, when func(V) time.Time, cutoff time.Time, max int) {
+	for k, v := range m {
+		if !when(v).After(cutoff) {
+			delete(m, k)
+		}
+	}
+	for len(m) >= max {
+		var oldest key
+		var at time.Time
+		first := true
+		for k, v := range m {
+			if t := when(v); first || t.Before(at) {
+				oldest, at, first = k, t, false
+			}
+		}
+		delete(m, oldest)
+	}
 }
