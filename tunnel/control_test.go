@@ -226,8 +226,12 @@ func TestRelayLostReported(t *testing.T) {
 	dead.Close() // nothing answers there
 	start := time.Now()
 	a.tun.SetEndpoints(peer, nil, silent)
-	if st, _ := a.tun.PeerStatus(peer); st.Path != PathRelay || st.Endpoint != silent {
+	st, _ := a.tun.PeerStatus(peer)
+	if st.Path != PathRelay || st.Endpoint != silent {
 		t.Errorf("status = %+v, want the relay path through %v", st, silent)
+	}
+	if h := st.History; len(h) != 1 || h[0].From != PathNone || h[0].To != PathRelay || h[0].Reason != ChangeRelay || h[0].Endpoint != silent || h[0].At.Before(start) {
+		t.Errorf("history = %+v, want one change from none to relay through %v", h, silent)
 	}
 	select {
 	case id := <-lost:

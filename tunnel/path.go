@@ -77,6 +77,9 @@ const (
 	// betterRTT is how much faster another direct path must answer to
 	// replace the one in use, so that two similar paths do not flap.
 	betterRTT = 0.7
+	// historyLen is how many path changes a peer keeps for its status:
+	// enough to see a flap, constant memory per peer.
+	historyLen = 8
 )
 
 // probeSchedule is when, after a trigger, every candidate is pinged: fast
@@ -157,7 +160,20 @@ type peerPath struct {
 	nextBeat   time.Time
 	path       string
 	pathSince  time.Time
-	addrs      []netip.AddrPort // source addresses this peer is known by
+	addrs      []netip.AddrPort       // source addresses this peer is known by
+	history    [historyLen]PathChange // ring of the last path changes
+	changes    int                    // path changes ever; the newest is history[(changes-1)%historyLen]
+}
+
+// PathChange is one change of a peer's path, as PeerStatus.History lists
+// them, so that an owner can see why a peer is relayed or was lost.
+type PathChange struct {
+	At       time.Time
+	From, To string // PathDirect, PathRelay or PathNone
+	Reason   string // one of the Change* reasons
+	// Endpoint is where the peer's packets went after the change (as
+	// PeerStatus.Endpoint); invalid when nowhere.
+	Endpoint netip.AddrPort
 }
 
 // Why a peer's path changed, as Stats.PathChanges counts it.
@@ -406,10 +422,23 @@ func (ps *paths) updateLocked(p *peerPath, now time.Time) {
 		path, why = PathDirect, 1 // ChangeOnlyPath: untrusted, but the only way there is
 	}
 	if path != p.path {
-		ps.log.Info("peer path changed", "peer", p.id.Short(), "from", p.path, "to", path, "reason", changeReasons[why], "endpoint", p.endpointLocked(now).String())
+		ep := p.endpointLocked(now)
+		ps.log.Info("peer path changed", "peer", p.id.Short(), "from", p.path, "to", path, "reason", changeReasons[why], "endpoint", ep.String())
+		p.history[p.changes%historyLen] = PathChange{At: now, From: p.path, To: path, Reason: changeReasons[why], Endpoint: ep}
+		p.changes++
 		p.path, p.pathSince = path, now
 		ps.ctr.changes[why].Add(1)
 	}
+}
+
+// historyLocked is p's last path changes, oldest first.
+func (p *peerPath) historyLocked() []PathChange {
+	n := min(p.changes, historyLen)
+	out := make([]PathChange, 0, n)
+	for i := p.changes - n; i < p.changes; i++ {
+		out = append(out, p.history[i%historyLen])
+	}
+	return out
 }
 
 // endpointLocked is the address the peer's packets go to now.
@@ -773,17 +802,19 @@ func (ps *paths) endpointsChanged(now time.Time) {
 	}
 }
 
-// status is the path part of a peer's status.
-func (ps *paths) status(id identity.ID) (path string, endpoint netip.AddrPort, since time.Time) {
+// status fills the path part of a peer's status: Path, PathSince,
+// Endpoint and History.
+func (ps *paths) status(id identity.ID, st *PeerStatus) {
+	st.Path = PathNone
 	p := ps.get(id)
 	if p == nil {
-		return PathNone, netip.AddrPort{}, time.Time{}
+		return
 	}
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ps.updateLocked(p, now)
-	return p.path, p.endpointLocked(now), p.pathSince
+	st.Path, st.PathSince, st.Endpoint, st.History = p.path, p.pathSince, p.endpointLocked(now), p.historyLocked()
 }
 
 // String names a peer's path for logs.

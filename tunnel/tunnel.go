@@ -94,6 +94,10 @@ type PeerStatus struct {
 	LastHandshake time.Time // zero when none yet
 	RxBytes       uint64
 	TxBytes       uint64
+	// History is the peer's last path changes, at most 8, oldest first:
+	// why it is on its path now (the Change* reasons Stats.PathChanges
+	// counts). It is a copy; a peer removed and set again starts empty.
+	History []PathChange
 }
 
 // Tunnel is a Portal's WireGuard node: a wireguard-go device over the
@@ -431,16 +435,13 @@ func (t *Tunnel) PeerStatuses(ids []identity.ID) (sts []PeerStatus, known []bool
 		if !ok {
 			continue
 		}
-		path, endpoint, since := t.paths.status(id)
 		sts[i], known[i] = PeerStatus{
 			Reachable:     !st.lastHandshake.IsZero() && time.Since(st.lastHandshake) < sessionLifetime,
-			Path:          path,
-			PathSince:     since,
-			Endpoint:      endpoint,
 			LastHandshake: st.lastHandshake,
 			RxBytes:       st.rx,
 			TxBytes:       st.tx,
 		}, true
+		t.paths.status(id, &sts[i])
 	}
 	return sts, known
 }
