@@ -413,6 +413,52 @@ func (c *Client) Registered() bool {
 	return false
 }
 
+// RelayStatus is what a Client knows about one address of one relay, for
+// an owner who wants to see whether the relays hold this Portal and how
+// they see it (the daemon's internal API shows it).
+type RelayStatus struct {
+	// Relay is the relay as configured, "host:port".
+	Relay string
+	// Addr is one address Relay resolved to; invalid while the name has
+	// none (the relay is then listed once).
+	Addr netip.AddrPort
+	// RegisteredUntil is when the newest record this address acknowledged
+	// expires: the relay holds this Portal until then. Zero when no
+	// record it acknowledged is unexpired (never registered, or it
+	// stopped acknowledging).
+	RegisteredUntil time.Time
+	// Observed is this Portal's address as the relay last saw it; invalid
+	// when it has not answered yet.
+	Observed netip.AddrPort
+}
+
+// RelayStatuses is the state of every relay address, in configuration
+// order, then each name's address order.
+func (c *Client) RelayStatuses() []RelayStatus {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []RelayStatus
+	for _, r := range c.relays {
+		addrs := c.resolved[r]
+		if len(addrs) == 0 {
+			out = append(out, RelayStatus{Relay: r})
+			continue
+		}
+		for _, a := range addrs {
+			st := RelayStatus{Relay: r, Addr: a}
+			if rs := c.peers[a]; rs != nil {
+				st.Observed = rs.observed
+				if now.Before(rs.ackedUntil) {
+					st.RegisteredUntil = rs.ackedUntil
+				}
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
 // HandlePacket takes one relay message (IsRelayMessage was true) that
 // arrived on the Portal's socket from the given address. It never blocks:
 // acks update state under a short lock, lookup replies are copied to the

@@ -424,3 +424,38 @@ func TestClientCookieReuse(t *testing.T) {
 		t.Errorf("client cookie requests %d, relay cookies sent %d refused %d; want 1, 1, 0", st.CookieRequests, sst.CookiesSent, sst.RefusedCookie)
 	}
 }
+
+// TestClientRelayStatuses: a relay that answers shows the registration it
+// acknowledged and the address it observed; one that answers nothing
+// shows neither; both keep their configured name and order.
+func TestClientRelayStatuses(t *testing.T) {
+	checkLeaks(t)
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	dead := listenUDP(t, "127.0.0.1:0") // reads nothing, answers nothing
+	relays := []string{srv.addr.String(), addrOf(dead).String()}
+	start := time.Now()
+	p := startPortal(t, relays, testInterval)
+	waitObserved(t, srv, p, 3*time.Second)
+
+	var sts []RelayStatus
+	ok := waitFor(3*time.Second, func() bool {
+		sts = p.client.RelayStatuses()
+		return len(sts) == 2 && !sts[0].RegisteredUntil.IsZero() && sts[0].Observed.IsValid()
+	})
+	if !ok {
+		t.Fatalf("RelayStatuses = %+v, want the first relay registered and observing", sts)
+	}
+	live, silent := sts[0], sts[1]
+	if live.Relay != relays[0] || live.Addr != srv.addr || live.Observed != addrOf(p.pc) {
+		t.Errorf("live relay = %+v, want %s at %v observing %v", live, relays[0], srv.addr, addrOf(p.pc))
+	}
+	if until := live.RegisteredUntil; until.Before(time.Now()) || until.After(time.Now().Add(3*testInterval)) || until.Before(start) {
+		t.Errorf("live relay registered until %v, want within 3 intervals from now", until)
+	}
+	if silent.Relay != relays[1] || silent.Addr != addrOf(dead) || !silent.RegisteredUntil.IsZero() || silent.Observed.IsValid() {
+		t.Errorf("silent relay = %+v, want %s at %v, unregistered, observing nothing", silent, relays[1], addrOf(dead))
+	}
+	if eps := p.client.Endpoints(); len(eps) == 0 || eps[0] != live.Observed {
+		t.Errorf("Endpoints = %v, want the observed %v first", eps, live.Observed)
+	}
+}
