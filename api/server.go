@@ -25,6 +25,9 @@ type PeerStatus struct {
 	LastHandshake time.Time // zero when none
 	RxBytes       uint64
 	TxBytes       uint64
+	// History is the peer's last path changes, oldest first; only GET
+	// /protected/network shows it.
+	History []PathChange
 }
 
 // Config configures the API handler. Fields marked required must be set.
@@ -47,6 +50,9 @@ type Config struct {
 	// Status reports a peer's tunnel state. Nil reports every peer as
 	// unreachable with path "none".
 	Status func([]identity.ID) []PeerStatus
+	// Network reports the rendezvous state for GET /protected/network.
+	// Nil (no relays) shows no relays and no endpoints.
+	Network func() NetworkStatus
 	// PeerChanged is told of each peer the API added, changed or removed,
 	// after the store committed it; cmd/portald connects it to the tunnel.
 	// It must not block for long. Nil ignores changes.
@@ -100,6 +106,7 @@ func New(cfg Config) (*Handler, error) {
 		r.With(h.authorize(owner)).Delete("/{id}", h.deletePeer)
 		r.With(h.authorize(owner)).Post("/{id}/confirm", h.confirmPeer)
 	})
+	r.With(h.authorize(owner)).Get("/protected/network", h.network)
 	r.Route("/protected/apps", func(r chi.Router) {
 		r.Use(h.authorize(owner))
 		r.Get("/", h.listApps)
