@@ -175,8 +175,35 @@ func (o *overlay) Status(ids []identity.ID) []api.PeerStatus {
 		if st.Endpoint.IsValid() {
 			out[i].Endpoint = st.Endpoint.String()
 		}
+		out[i].History = make([]api.PathChange, len(st.History))
+		for j, c := range st.History {
+			out[i].History[j] = api.PathChange{At: c.At, From: c.From, To: c.To, Reason: c.Reason, Endpoint: addrString(c.Endpoint)}
+		}
 	}
 	return out
+}
+
+// Network is the API's view of the rendezvous client: api.Config's Network
+// hook when relays were given.
+func (o *overlay) Network() api.NetworkStatus {
+	var out api.NetworkStatus
+	for _, rs := range o.relay.RelayStatuses() {
+		out.Relays = append(out.Relays, api.RelayStatus{
+			Relay: rs.Relay, Addr: addrString(rs.Addr), RegisteredUntil: rs.RegisteredUntil, Observed: addrString(rs.Observed),
+		})
+	}
+	for _, ep := range o.relay.Endpoints() {
+		out.Endpoints = append(out.Endpoints, ep.String())
+	}
+	return out
+}
+
+// addrString is a's text, or "" when a is invalid.
+func addrString(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // run looks peers up at the rendezvous servers: those queued by a change at

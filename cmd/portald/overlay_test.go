@@ -239,6 +239,47 @@ func TestOverlayEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("network view: the relay holds A, B's path history", func(t *testing.T) {
+		// Registration and the observed address may trail the first
+		// call by an ack; poll, bounded.
+		var n api.Network
+		var body []byte
+		ok := func() bool {
+			var status int
+			status, body = a.request("GET", "/protected/network", "")
+			n = api.Network{}
+			if status != 200 || json.Unmarshal(body, &n) != nil || len(n.Relays) != 1 || len(n.Peers) != 1 {
+				return false
+			}
+			r, p := n.Relays[0], n.Peers[0]
+			if r.Relay != rel.addr || !r.Registered || r.RegisteredUntil == nil || r.Observed == nil || len(n.Endpoints) == 0 || p.ID != idB {
+				return false
+			}
+			for _, c := range p.History {
+				if (c.To == "direct" || c.To == "relay") && c.Reason != "" {
+					return true
+				}
+			}
+			return false
+		}
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.NewTimer(10 * time.Second)
+		defer deadline.Stop()
+		for !ok() {
+			select {
+			case <-tick.C:
+			case <-deadline.C:
+				t.Fatalf("GET /protected/network = %s; want one relay, registered and observing, and B's history with a change to direct or relay", body)
+			}
+		}
+		t.Logf("GET /protected/network: %s", bytes.TrimSpace(body))
+		// 127.0.0.1 is the echo app's source: an app may not see it.
+		if status, body := a.requestAs("", "GET", "/protected/network", ""); status != 403 || !strings.Contains(string(body), "owner_only") {
+			t.Errorf("from the app, without the owner token: %d %s, want 403 owner_only", status, body)
+		}
+	})
+
 	t.Run("request arrives unchanged, identity headers set", func(t *testing.T) {
 		hdr := http.Header{"X-Custom": {"hello"}, "X-Ptl-Client-Id": {"spoofed"}, "X-Ptl-Foo": {"spoofed"}, "Content-Type": {"text/plain"},
 			"Authorization": {"Bearer the-apps-own-token-for-its-peer"}}

@@ -260,6 +260,10 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	start(newHTTPServer(metrics.observeIngress(ingress), log, slog.LevelDebug),
 		limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight)), "overlay ingress")
 
+	var network func() api.NetworkStatus
+	if rc != nil {
+		network = ov.Network
+	}
 	handler, err := api.New(api.Config{
 		Store:       store,
 		Self:        key.ID(),
@@ -268,6 +272,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		Log:         log.With("component", "api"),
 		CallPeer:    metrics.observeCalls(fwd),
 		Status:      ov.Status,
+		Network:     network,
 		PeerChanged: ov.PeerChanged,
 	})
 	if err != nil {
