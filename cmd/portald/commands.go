@@ -31,9 +31,10 @@ func cmdID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // statusReport is `portald status --json`.
 type statusReport struct {
-	Self  api.WhoAmI `json:"self"`
-	API   string     `json:"api"`
-	Peers []api.Peer `json:"peers"`
+	Self   api.WhoAmI         `json:"self"`
+	API    string             `json:"api"`
+	Relays []api.NetworkRelay `json:"relays"`
+	Peers  []api.Peer         `json:"peers"`
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -50,6 +51,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cf.ownerCall(ctx, "GET", "/protected/peers", nil, &rep.Peers); err != nil {
 		return err
 	}
+	var network api.Network
+	if err := cf.ownerCall(ctx, "GET", "/protected/network", nil, &network); err != nil {
+		return err
+	}
+	rep.Relays = network.Relays
 	if *asJSON {
 		return printJSON(stdout, rep)
 	}
@@ -65,6 +71,12 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(tw, "domain\t%s\n", rep.Self.Domain)
 	fmt.Fprintf(tw, "overlay\t%s\n", rep.Self.OverlayAddress)
 	fmt.Fprintf(tw, "api\t%s\n", rep.API)
+	if len(rep.Relays) == 0 {
+		fmt.Fprintf(tw, "relays\tnone\n")
+	}
+	for _, r := range rep.Relays {
+		fmt.Fprintf(tw, "relay\t%s\n", relayLine(r))
+	}
 	fmt.Fprintf(tw, "peers\t%d (%d reachable)\n", len(rep.Peers), reachable)
 	if err := tw.Flush(); err != nil {
 		return err
@@ -74,6 +86,28 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintln(stdout)
 	return printPeers(stdout, rep.Peers)
+}
+
+// relayLine is one relay address as `portald status` shows it.
+func relayLine(r api.NetworkRelay) string {
+	var b strings.Builder
+	b.WriteString(r.Relay)
+	switch {
+	case r.Addr == nil:
+		b.WriteString(": not resolved")
+		return b.String()
+	case *r.Addr != r.Relay:
+		fmt.Fprintf(&b, " (%s)", *r.Addr)
+	}
+	if r.Registered && r.RegisteredUntil != nil {
+		fmt.Fprintf(&b, ": registered until %s", r.RegisteredUntil.Local().Format(time.TimeOnly))
+	} else {
+		b.WriteString(": not registered")
+	}
+	if r.Observed != nil {
+		fmt.Fprintf(&b, ", sees us at %s", *r.Observed)
+	}
+	return b.String()
 }
 
 func cmdPeersAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -325,6 +325,7 @@ func TestCLI(t *testing.T) {
 		{[]string{"apps", "ls", "--json"}, `"name": "notes"`},
 		{[]string{"status"}, "2 (0 reachable)"},
 		{[]string{"status", "--json"}, `"overlay_address"`},
+		{[]string{"status", "--json"}, `"relays": []`},
 		{[]string{"peers", "rm", bob.Short()}, "removed"},
 		{[]string{"apps", "rm", "notes"}, "app notes removed"},
 		{[]string{"apps", "ls"}, "no apps"},

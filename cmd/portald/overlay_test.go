@@ -278,6 +278,10 @@ func TestOverlayEndToEnd(t *testing.T) {
 		if status, body := a.requestAs("", "GET", "/protected/network", ""); status != 403 || !strings.Contains(string(body), "owner_only") {
 			t.Errorf("from the app, without the owner token: %d %s, want 403 owner_only", status, body)
 		}
+		out, _, code := a.cli("status")
+		if want := rel.addr + ": registered until "; code != 0 || !strings.Contains(out, want) || !strings.Contains(out, ", sees us at "+*n.Relays[0].Observed) {
+			t.Errorf("portald status = %q, want a line %q…", out, want)
+		}
 	})
 
 	t.Run("request arrives unchanged, identity headers set", func(t *testing.T) {
