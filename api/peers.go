@@ -16,9 +16,12 @@ import (
 // Peer is a peer as the API shows it: the original's fields first, then
 // the overlay's.
 type Peer struct {
-	ID             string     `json:"id"`
-	ShortID        string     `json:"short_id"`
-	Name           string     `json:"name"`
+	ID      string `json:"id"`
+	ShortID string `json:"short_id"`
+	Name    string `json:"name"`
+	// DeclaredName is the name the peer gives itself, as the relays
+	// report it; Name is the owner's name for it when there is one.
+	DeclaredName   string     `json:"declared_name"`
 	PublicBytesB64 *string    `json:"public_bytes_b64"`
 	IsReachable    bool       `json:"is_reachable"`
 	Verified       bool       `json:"verified"`
@@ -188,11 +191,12 @@ func (h *Handler) peersJSON(list ...peers.Peer) []Peer {
 
 func peerJSON(p peers.Peer, st PeerStatus) Peer {
 	out := Peer{
-		ID:       p.ID,
-		ShortID:  p.ShortID(),
-		Name:     p.DisplayName(),
-		Verified: p.Verified,
-		Path:     "none",
+		ID:           p.ID,
+		ShortID:      p.ShortID(),
+		Name:         p.DisplayName(),
+		DeclaredName: p.DeclaredName,
+		Verified:     p.Verified,
+		Path:         "none",
 	}
 	if !p.HasKey() {
 		return out

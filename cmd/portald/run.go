@@ -282,7 +282,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	start(apiSrv, ln, "internal API")
 	adminAt := "off"
 	if cfg.adminAddr != "" {
-		adminH, err := adminHandler(owner, key.ID(), metrics.reg, log)
+		adminH, err := adminHandler(owner, key.ID(), handler, metrics.reg, log)
 		if err != nil {
 			return err
 		}
