@@ -55,20 +55,6 @@ type PutPeerRequest struct {
 	Name *string `json:"name,omitempty"`
 }
 
-func (h *Handler) whoAreYou(w http.ResponseWriter, r *http.Request) {
-	self := h.cfg.Self
-	writeJSON(w, http.StatusOK, WhoAmI{
-		ID:             self.String(),
-		Name:           h.cfg.Name,
-		IsDefault:      true,
-		PublicKeyPEM:   self.PEM(),
-		Domain:         self.Domain(),
-		ShortID:        self.Short(),
-		PublicKey:      base64.StdEncoding.EncodeToString(self[:]),
-		OverlayAddress: self.OverlayAddr().String(),
-	})
-}
-
 func (h *Handler) listPeers(w http.ResponseWriter, r *http.Request) {
 	list, err := h.cfg.Store.Peers(r.Context(), r.URL.Query().Get("name"))
 	if err != nil {
