@@ -67,19 +67,23 @@ func (c *Console) routes() {
 
 // home is the one page: this Portal, pairing, peers, apps, network.
 func (c *Console) home(w http.ResponseWriter, r *http.Request) {
-	c.renderHome(w, r, http.StatusOK, pairForm{}, "")
+	c.renderHome(w, r, http.StatusOK, pairForm{}, nil)
 }
 
 // renderHome renders the page with what the owner typed into the pairing
-// or name form and the error it got, if any.
-func (c *Console) renderHome(w http.ResponseWriter, r *http.Request, status int, pair pairForm, nameError string) {
+// or name form and the error it got, if any; a nil name shows the name
+// the daemon has.
+func (c *Console) renderHome(w http.ResponseWriter, r *http.Request, status int, pair pairForm, name *nameForm) {
 	ctx := r.Context()
 	csrf, _ := c.session(r)
 	p := homePage{CSRF: csrf, Pair: pair, Notice: notices[r.URL.Query().Get("notice")]}
-	p.Self = selfView{ID: c.cfg.ID, ShortID: c.cfg.ShortID, NameError: nameError}
+	p.Self = selfView{ID: c.cfg.ID, ShortID: c.cfg.ShortID}
 	var who api.WhoAmI
 	if err := c.call(ctx, "GET", "/public/meta/whoareyou", nil, &who); err == nil {
 		p.Self.Name = who.Name
+	}
+	if name != nil {
+		p.Self.Name, p.Self.NameError = name.Value, name.Error
 	}
 	var apps []api.App
 	if err := c.call(ctx, "GET", "/protected/apps", nil, &apps); err != nil {
@@ -91,6 +95,7 @@ func (c *Console) renderHome(w http.ResponseWriter, r *http.Request, status int,
 	p.Self.Apps = len(apps)
 	p.Peers = c.peersOf(ctx, csrf)
 	p.Network = c.networkOf(ctx)
+	p.Self.Relays.Unknown = p.Network.Error != ""
 	for _, rl := range p.Network.Relays {
 		p.Self.Relays.Total++
 		if rl.Registered {
@@ -142,7 +147,7 @@ func (c *Console) qr(w http.ResponseWriter, r *http.Request) {
 func (c *Console) setName(w http.ResponseWriter, r *http.Request) {
 	name := c.formValue(w, r, "name")
 	if err := c.call(r.Context(), "PUT", "/protected/self", map[string]string{"name": name}, nil); err != nil {
-		c.renderHome(w, r, statusOf(err), pairForm{}, words(err))
+		c.renderHome(w, r, statusOf(err), pairForm{}, &nameForm{Value: name, Error: words(err)})
 		return
 	}
 	c.cfg.Log.Info("console: Portal renamed")
@@ -167,7 +172,7 @@ func (c *Console) pair(w http.ResponseWriter, r *http.Request) {
 		default:
 			form.Error = words(err)
 		}
-		c.renderHome(w, r, statusOf(err), form, "")
+		c.renderHome(w, r, statusOf(err), form, nil)
 		return
 	}
 	notice := "paired-short"

@@ -423,3 +423,28 @@ func TestWords(t *testing.T) {
 		}
 	}
 }
+
+func TestRenameThisPortal(t *testing.T) {
+	c, _, tp := newTestPortal(t)
+	o := logIn(t, c)
+	if status, loc, _ := o.post("/name", url.Values{"name": {"Alice's Portal"}}); status != http.StatusSeeOther || loc != "/?notice=named" {
+		t.Fatalf("rename: got %d to %q", status, loc)
+	}
+	if name, set, err := tp.store.SelfName(context.Background()); err != nil || !set || name != "Alice's Portal" {
+		t.Fatalf("stored name: %q %v %v", name, set, err)
+	}
+	if _, b := o.get("/"); !strings.Contains(b, `value="Alice&#39;s Portal"`) {
+		t.Error("the page does not show the new name")
+	}
+	status, _, b := o.post("/name", url.Values{"name": {"line\nbreak"}})
+	i := strings.Index(b, `id="self-name-error"`)
+	if status != 422 || i < 0 || !strings.Contains(b[i:], "control character") {
+		t.Errorf("a bad name: got %d, want 422 with the error next to the name field", status)
+	}
+	if !strings.Contains(b, `value="line`) {
+		t.Error("the name field lost what the owner typed")
+	}
+	if name, _, _ := tp.store.SelfName(context.Background()); name != "Alice's Portal" {
+		t.Errorf("a refused name changed the stored one to %q", name)
+	}
+}

@@ -37,7 +37,14 @@ type (
 		Apps              int
 		Relays            relaysSummary
 	}
-	relaysSummary struct{ Registered, Total int }
+	relaysSummary struct {
+		Registered, Total int
+		Unknown           bool // the network status could not be read
+	}
+
+	// nameForm is what the owner typed as this Portal's name, and why it
+	// was refused.
+	nameForm struct{ Value, Error string }
 
 	// pairForm is the pairing form: what was typed, and the error next
 	// to the field that caused it.
