@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -32,6 +33,9 @@ type testAPI struct {
 	// lastAuth is the Authorization it saw last.
 	calls    atomic.Int32
 	lastAuth atomic.Value
+	// renamed holds the names SelfNameChanged was told, in order.
+	mu      sync.Mutex
+	renamed []string
 }
 
 func newTestAPI(t *testing.T) *testAPI {
@@ -48,7 +52,12 @@ func newTestAPI(t *testing.T) *testAPI {
 		a.lastAuth.Store(r.Header.Get("Authorization"))
 		w.WriteHeader(http.StatusNoContent)
 	})
-	h, err := New(Config{Store: store, Self: a.self, Name: "Alice's Portal", Owner: a.owner, Log: log, CallPeer: callPeer})
+	renamed := func(name string) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.renamed = append(a.renamed, name)
+	}
+	h, err := New(Config{Store: store, Self: a.self, Name: "Alice's Portal", Owner: a.owner, Log: log, CallPeer: callPeer, SelfNameChanged: renamed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +149,11 @@ func (a *testAPI) snapshot(t *testing.T) any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []any{ps, apps}
+	name, set, err := a.store.SelfName(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []any{ps, apps, name, set}
 }
 
 // nonPointID is 52 characters in the alphabet with zero padding that do not

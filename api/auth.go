@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 
+	"portal/internal/httpx"
 	"portal/peers"
 )
 
@@ -161,16 +162,15 @@ func browserGuard(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // allowedHost reports whether a request's Host names this machine without
-// going through DNS: an IP literal, localhost, or portal_core, the name
-// apps know the core by. Anything else may be a DNS-rebinding page.
+// going through DNS (httpx.LocalHost) or is portal_core, the name apps
+// know the core by. Anything else may be a DNS-rebinding page.
 func allowedHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if net.ParseIP(host) != nil {
+	if httpx.LocalHost(hostport) {
 		return true
 	}
-	return strings.EqualFold(host, "localhost") || strings.EqualFold(host, "portal_core")
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	return strings.EqualFold(host, "portal_core")
 }

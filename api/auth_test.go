@@ -54,6 +54,7 @@ func TestWhoMayDoWhat(t *testing.T) {
 		{"PUT", "/protected/apps", open},
 		{"PUT", "/protected/apps/guestbook", hijack},
 		{"DELETE", "/protected/apps/guestbook", ""},
+		{"PUT", "/protected/self", `{"name":"renamed"}`},
 	}
 	wrong := "Bearer " + newToken(t).Reveal()
 

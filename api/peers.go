@@ -16,9 +16,12 @@ import (
 // Peer is a peer as the API shows it: the original's fields first, then
 // the overlay's.
 type Peer struct {
-	ID             string     `json:"id"`
-	ShortID        string     `json:"short_id"`
-	Name           string     `json:"name"`
+	ID      string `json:"id"`
+	ShortID string `json:"short_id"`
+	Name    string `json:"name"`
+	// DeclaredName is the name the peer gives itself, as the relays
+	// report it; Name is the owner's name for it when there is one.
+	DeclaredName   string     `json:"declared_name"`
 	PublicBytesB64 *string    `json:"public_bytes_b64"`
 	IsReachable    bool       `json:"is_reachable"`
 	Verified       bool       `json:"verified"`
@@ -50,20 +53,6 @@ type WhoAmI struct {
 type PutPeerRequest struct {
 	ID   string  `json:"id"`
 	Name *string `json:"name,omitempty"`
-}
-
-func (h *Handler) whoAreYou(w http.ResponseWriter, r *http.Request) {
-	self := h.cfg.Self
-	writeJSON(w, http.StatusOK, WhoAmI{
-		ID:             self.String(),
-		Name:           h.cfg.Name,
-		IsDefault:      true,
-		PublicKeyPEM:   self.PEM(),
-		Domain:         self.Domain(),
-		ShortID:        self.Short(),
-		PublicKey:      base64.StdEncoding.EncodeToString(self[:]),
-		OverlayAddress: self.OverlayAddr().String(),
-	})
 }
 
 func (h *Handler) listPeers(w http.ResponseWriter, r *http.Request) {
@@ -188,11 +177,12 @@ func (h *Handler) peersJSON(list ...peers.Peer) []Peer {
 
 func peerJSON(p peers.Peer, st PeerStatus) Peer {
 	out := Peer{
-		ID:       p.ID,
-		ShortID:  p.ShortID(),
-		Name:     p.DisplayName(),
-		Verified: p.Verified,
-		Path:     "none",
+		ID:           p.ID,
+		ShortID:      p.ShortID(),
+		Name:         p.DisplayName(),
+		DeclaredName: p.DeclaredName,
+		Verified:     p.Verified,
+		Path:         "none",
 	}
 	if !p.HasKey() {
 		return out

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -36,7 +37,8 @@ type Config struct {
 	Store *peers.Store
 	// Self is this Portal's identity. Required.
 	Self identity.ID
-	// Name is this Portal's display name, as whoareyou reports it.
+	// Name is this Portal's display name (its --name) until the owner sets
+	// one with PUT /protected/self: that one is kept in Store and wins.
 	Name string
 	// Owner is the owner token: a request that presents it may do
 	// everything; other callers get what design.md §2 "Who may do what"
@@ -57,12 +59,18 @@ type Config struct {
 	// after the store committed it; cmd/portald connects it to the tunnel.
 	// It must not block for long. Nil ignores changes.
 	PeerChanged func(p peers.Peer, removed bool)
+	// SelfNameChanged is told of the name the owner gave this Portal,
+	// after the store committed it; cmd/portald connects it to the relay
+	// client, so that peers learn it. It must not block for long. Nil
+	// ignores changes.
+	SelfNameChanged func(name string)
 }
 
 // Handler serves the internal API.
 type Handler struct {
 	cfg    Config
 	router chi.Router
+	selfMu sync.Mutex // orders PUT /protected/self's commits and their SelfNameChanged
 }
 
 // New validates cfg and builds the handler.
@@ -79,6 +87,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.PeerChanged == nil {
 		cfg.PeerChanged = func(peers.Peer, bool) {}
+	}
+	if cfg.SelfNameChanged == nil {
+		cfg.SelfNameChanged = func(string) {}
 	}
 	if cfg.Status == nil {
 		cfg.Status = func(ids []identity.ID) []PeerStatus {
@@ -99,6 +110,7 @@ func New(cfg Config) (*Handler, error) {
 	})
 	// Who may call what: design.md §2 "Who may do what".
 	r.With(h.authorize(anyone)).Get("/public/meta/whoareyou", h.whoAreYou)
+	r.With(h.authorize(owner)).Put("/protected/self", h.putSelf)
 	r.Route("/protected/peers", func(r chi.Router) {
 		r.With(h.authorize(appCaller)).Get("/", h.listPeers)
 		r.With(h.authorize(owner)).Put("/", h.putPeer)

@@ -6,7 +6,10 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
+
+	"portal/internal/httpx"
 )
 
 // CookieName is the session cookie's name.
@@ -21,6 +24,11 @@ type Config struct {
 	// Owner reports whether presented is the owner token, in constant
 	// time (api.Token.Matches). Required.
 	Owner func(presented string) bool
+	// API is the internal API's handler, with every request it is given
+	// taken as the owner's (the daemon wraps it to add the owner's
+	// credential). Every change the console makes goes through it, so the
+	// API's rules hold for both. Required.
+	API http.Handler
 	// ID and ShortID are this Portal's full and short ID, shown on the
 	// first page. Required.
 	ID, ShortID string
@@ -46,6 +54,8 @@ func New(cfg Config) (*Console, error) {
 	switch {
 	case cfg.Owner == nil:
 		return nil, errors.New("console: Config.Owner is required")
+	case cfg.API == nil:
+		return nil, errors.New("console: Config.API is required")
 	case cfg.ID == "" || cfg.ShortID == "":
 		return nil, errors.New("console: Config.ID and Config.ShortID are required")
 	case cfg.Log == nil:
@@ -58,7 +68,7 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /login", c.getLogin)
 	c.mux.HandleFunc("POST /login", c.postLogin)
 	c.mux.HandleFunc("POST /logout", c.postLogout)
-	c.mux.HandleFunc("GET /{$}", c.home)
+	c.routes()
 	c.mux.HandleFunc("/", c.notFound)
 	return c, nil
 }
@@ -80,8 +90,14 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 
-	if r.URL.Path == "/login" {
-		c.mux.ServeHTTP(w, r) // the one way in without a session
+	if !httpx.LocalHost(r.Host) {
+		c.cfg.Log.Warn("console: request for another host refused", "host", r.Host)
+		c.page(w, http.StatusMisdirectedRequest, "message", message{Title: "Wrong address",
+			Text: "This console answers only at an IP address or localhost, never at a name another site's page could point at it."})
+		return
+	}
+	if r.URL.Path == "/login" || strings.HasPrefix(r.URL.Path, "/static/") && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		c.mux.ServeHTTP(w, r) // the way in, and what its page needs
 		return
 	}
 	csrf, ok := c.session(r)
@@ -93,7 +109,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		if !ok || !sameOrigin(r, true) || !csrfMatches(csrf, c.formValue(w, r, "csrf")) {
-			c.cfg.Log.Warn("console: change refused", "method", r.Method, "path", r.URL.Path, "session", ok)
+			c.cfg.Log.Warn("console: change refused", "method", r.Method, "path", r.URL.Path, "session", ok,
+				"origin", r.Header.Get("Origin"), "fetch_site", r.Header.Get("Sec-Fetch-Site"))
 			c.page(w, http.StatusForbidden, "message", message{Title: "Forbidden",
 				Text: "This change was refused: it needs a console session, its form and this console's own origin."})
 			return
@@ -127,8 +144,15 @@ func (c *Console) formValue(w http.ResponseWriter, r *http.Request, name string)
 // one (needOrigin); the login form accepts a request without one, from a
 // client that is not a browser and so cannot be a forged cross-site
 // request. Sec-Fetch-Site, when sent, must not say cross-site either.
+//
+// Under Referrer-Policy: no-referrer, which every console answer carries,
+// a browser serializes the Origin of its own form POST as "null". That
+// Origin is accepted only with Sec-Fetch-Site: same-origin, which pages
+// cannot forge; a browser that sends neither a real Origin nor
+// Sec-Fetch-Site is refused.
 func sameOrigin(r *http.Request, needOrigin bool) bool {
-	switch r.Header.Get("Sec-Fetch-Site") {
+	fetchSite := r.Header.Get("Sec-Fetch-Site")
+	switch fetchSite {
 	case "", "same-origin", "none":
 	default:
 		return false
@@ -141,7 +165,10 @@ func sameOrigin(r *http.Request, needOrigin bool) bool {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	return len(origins) == 1 && origins[0] == scheme+"://"+r.Host
+	if len(origins) != 1 {
+		return false
+	}
+	return origins[0] == scheme+"://"+r.Host || origins[0] == "null" && fetchSite == "same-origin"
 }
 
 // setSession starts a session and hands its cookie to the browser.
@@ -214,10 +241,11 @@ func (c *Console) postLogout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 
-// home is the first page: this Portal's ID.
-func (c *Console) home(w http.ResponseWriter, r *http.Request) {
-	csrf, _ := c.session(r)
-	c.page(w, http.StatusOK, "home", homePage{ID: c.cfg.ID, ShortID: c.cfg.ShortID, CSRF: csrf})
+// LoggedIn reports whether r carries a live console session, which lets
+// the admin listener serve /metrics to a logged-in browser.
+func (c *Console) LoggedIn(r *http.Request) bool {
+	_, ok := c.session(r)
+	return ok
 }
 
 func (c *Console) notFound(w http.ResponseWriter, r *http.Request) {

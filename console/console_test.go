@@ -1,23 +1,27 @@
 package console
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"portal/api"
+	"portal/identity"
+	"portal/peers"
 )
 
 const (
-	ownerTok  = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	testID    = "fullidfullidfullidfullidfullidfullidfullidfullidfull"
-	testShort = "shrtid"
-	host      = "127.0.0.1:8481"
-	origin    = "http://" + host
+	ownerTok = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	host     = "127.0.0.1:8481"
+	origin   = "http://" + host
 )
 
 // clock is a settable clock, so tests move time instead of sleeping.
@@ -29,20 +33,66 @@ type clock struct {
 func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
+// testPortal is what a console test runs against: the real internal API
+// over a real SQLite store, as the daemon wires them.
+type testPortal struct {
+	store   *peers.Store
+	self    identity.ID
+	id      string // self's full ID
+	short   string
+	changed []string // the API's PeerChanged calls: "+ID" or "-ID"
+	mu      sync.Mutex
+}
+
 func newTestConsole(t *testing.T) (*Console, *clock) {
+	c, clk, _ := newTestPortal(t)
+	return c, clk
+}
+
+func newTestPortal(t *testing.T) (*Console, *clock, *testPortal) {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	c, err := New(Config{
-		Owner:   func(p string) bool { return p == ownerTok },
-		ID:      testID,
-		ShortID: testShort,
-		Now:     clk.now,
-		Log:     slog.New(slog.DiscardHandler),
+	log := slog.New(slog.DiscardHandler)
+	store, err := peers.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	key, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := api.ParseToken(ownerTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := &testPortal{store: store, self: key.ID(), id: key.ID().String(), short: key.ID().Short()}
+	h, err := api.New(api.Config{
+		Store: store, Self: key.ID(), Name: "alice", Owner: tok, Log: log,
+		PeerChanged: func(p peers.Peer, removed bool) {
+			tp.mu.Lock()
+			defer tp.mu.Unlock()
+			tp.changed = append(tp.changed, map[bool]string{false: "+", true: "-"}[removed]+p.ID)
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, clk
+	clk := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	c, err := New(Config{
+		Owner: func(p string) bool { return p == ownerTok },
+		API: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Header.Set("Authorization", "Bearer "+ownerTok)
+			h.ServeHTTP(w, r)
+		}),
+		ID:      tp.id,
+		ShortID: tp.short,
+		Now:     clk.now,
+		Log:     log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, clk, tp
 }
 
 // counts reports how many one-time tokens and sessions are held, expired
@@ -137,7 +187,7 @@ func csrfOf(t *testing.T, c *Console, sid string) string {
 }
 
 func TestOnceLink(t *testing.T) {
-	c, clk := newTestConsole(t)
+	c, clk, tp := newTestPortal(t)
 	tok, err := c.MintOnce()
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +204,7 @@ func TestOnceLink(t *testing.T) {
 		t.Errorf("cookie %+v: want HttpOnly, SameSite=Strict, Path=/, not Secure over plain HTTP", ck)
 	}
 	page := do(t, c, req{method: "GET", path: "/", cookie: ck.Value})
-	if b := bodyOf(t, page); page.StatusCode != 200 || !strings.Contains(b, testShort) || !strings.Contains(b, testID) {
+	if b := bodyOf(t, page); page.StatusCode != 200 || !strings.Contains(b, tp.short) || !strings.Contains(b, tp.id) {
 		t.Errorf("GET /: got %d %q, want 200 with the short and full ID", page.StatusCode, b)
 	}
 
@@ -241,10 +291,30 @@ func TestLoginForm(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(b, `type="password"`) {
 		t.Fatalf("got %d %q, want 200 with a password field", resp.StatusCode, b)
 	}
-	for _, bad := range []string{"<script", "<style", "style="} {
+	checkNothingInline(t, "the login form", b)
+}
+
+// checkNothingInline fails when a page has inline script or style, which
+// the CSP would refuse, or a script, style sheet or image from another
+// origin: every resource is a path on the console itself.
+func checkNothingInline(t *testing.T, page, b string) {
+	t.Helper()
+	for _, bad := range []string{"<style", "style=", " onclick=", " onload=", " onsubmit=", " onerror=",
+		"javascript:", `src="//`, `href="//`, `src="http`, `href="http`} {
 		if strings.Contains(b, bad) {
-			t.Errorf("login form has %q: the CSP forbids inline script and style", bad)
+			t.Errorf("%s has %q: inline script or style, or a resource from another origin", page, bad)
 		}
+	}
+	for rest := b; ; {
+		i := strings.Index(rest, "<script")
+		if i < 0 {
+			break
+		}
+		tag := rest[i : i+strings.IndexByte(rest[i:], '>')+1]
+		if !strings.Contains(tag, ` src="/static/`) || !strings.HasPrefix(rest[i+len(tag):], "</script>") {
+			t.Errorf("%s has an inline script: %s", page, tag)
+		}
+		rest = rest[i+len(tag):]
 	}
 }
 
@@ -265,6 +335,13 @@ func TestChangesNeedSessionCSRFAndOrigin(t *testing.T) {
 		{"no Origin", true, "good", "", "", "/logout", http.StatusForbidden},
 		{"foreign Origin", true, "good", "http://evil.example", "", "/logout", http.StatusForbidden},
 		{"https Origin over http", true, "good", "https://" + host, "", "/logout", http.StatusForbidden},
+		// Under no-referrer a browser's own form POST says Origin: null;
+		// only Sec-Fetch-Site: same-origin, which pages cannot forge,
+		// makes it acceptable.
+		{"null Origin, same-origin fetch", true, "good", "null", "same-origin", "/logout", http.StatusSeeOther},
+		{"null Origin, no fetch metadata", true, "good", "null", "", "/logout", http.StatusForbidden},
+		{"null Origin, cross-site fetch", true, "good", "null", "cross-site", "/logout", http.StatusForbidden},
+		{"null Origin, fetch none", true, "good", "null", "none", "/logout", http.StatusForbidden},
 		{"cross-site fetch", true, "good", origin, "cross-site", "/logout", http.StatusForbidden},
 		{"same-site fetch", true, "good", origin, "same-site", "/logout", http.StatusForbidden},
 		{"other page, no session", false, "", "", "", "/peers", http.StatusForbidden},
@@ -389,13 +466,16 @@ func TestBounds(t *testing.T) {
 }
 
 func TestNewChecksConfig(t *testing.T) {
+	const id, short = "fullidfullidfullidfullidfullidfullidfullidfullidfull", "fullid"
 	log := slog.New(slog.DiscardHandler)
 	owner := func(string) bool { return false }
+	api := http.NotFoundHandler()
 	for name, cfg := range map[string]Config{
-		"no Owner":   {ID: testID, ShortID: testShort, Log: log},
-		"no ID":      {Owner: owner, ShortID: testShort, Log: log},
-		"no ShortID": {Owner: owner, ID: testID, Log: log},
-		"no Log":     {Owner: owner, ID: testID, ShortID: testShort},
+		"no Owner":   {API: api, ID: id, ShortID: short, Log: log},
+		"no API":     {Owner: owner, ID: id, ShortID: short, Log: log},
+		"no ID":      {Owner: owner, API: api, ShortID: short, Log: log},
+		"no ShortID": {Owner: owner, API: api, ID: id, Log: log},
+		"no Log":     {Owner: owner, API: api, ID: id, ShortID: short},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: New succeeded, want an error", name)

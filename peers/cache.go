@@ -29,6 +29,10 @@ type snapshot struct {
 	apps     []App // ordered by name
 	byName   map[string]int
 	bySource map[netip.Addr]int
+	// selfName is the owner's name for this Portal; selfNameSet is false
+	// while the owner has given none.
+	selfName    string
+	selfNameSet bool
 }
 
 // cache holds the current snapshot and a generation counter that every
@@ -68,7 +72,7 @@ func (s *Store) snapshot(ctx context.Context) (*snapshot, error) {
 	return snap, nil // read after the last write began: current for this caller
 }
 
-// load reads both tables.
+// load reads the tables.
 func (s *Store) load(ctx context.Context) (*snapshot, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+peerColumns+` FROM peers ORDER BY id`)
 	if err != nil {
@@ -84,6 +88,9 @@ func (s *Store) load(ctx context.Context) (*snapshot, error) {
 	}
 	snap := &snapshot{peers: ps, byID: make(map[string]int, len(ps)), apps: apps,
 		byName: make(map[string]int, len(apps)), bySource: map[netip.Addr]int{}}
+	if err := s.loadSelfName(ctx, snap); err != nil {
+		return nil, err
+	}
 	for i, p := range ps {
 		snap.byID[p.ID] = i
 	}

@@ -59,7 +59,8 @@ func ValidateName(name string) error {
 		return fmt.Errorf("peers: name has %d characters, at most %d allowed: %w", n, MaxNameLen, ErrInvalid)
 	}
 	if i := strings.IndexFunc(name, unicode.IsControl); i >= 0 {
-		return fmt.Errorf("peers: name has a control character at byte %d: %w", i, ErrInvalid)
+		r, _ := utf8.DecodeRuneInString(name[i:])
+		return fmt.Errorf("peers: name has the control character %U at byte %d: %w", r, i, ErrInvalid)
 	}
 	return nil
 }

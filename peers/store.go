@@ -59,6 +59,13 @@ var migrations = []string{
 		app  TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE
 	) STRICT;
 	CREATE INDEX app_sources_app ON app_sources(app);`,
+	// Version 2: the owner's settings for this Portal itself, one row per
+	// key; "self_name" is the name the owner gave it (self.go).
+	`CREATE TABLE settings (
+		key        TEXT PRIMARY KEY,
+		value      TEXT NOT NULL,
+		updated_at INTEGER NOT NULL       -- unix milliseconds
+	) STRICT;`,
 }
 
 // Open opens (creating if needed) the database file at path and migrates it

@@ -96,7 +96,6 @@ type ClientConfig struct {
 type Client struct {
 	// Fixed after NewClient.
 	key      *identity.Key
-	name     string
 	relays   []string
 	send     func([]byte, netip.AddrPort) error
 	local    func() []netip.AddrPort
@@ -104,7 +103,7 @@ type Client struct {
 	interval time.Duration
 	ttl      time.Duration
 	log      *slog.Logger
-	kick     chan struct{} // capacity 1: an ack reported a new observed endpoint
+	kick     chan struct{} // capacity 1: an ack reported a new observed endpoint, or SetName a new name
 	kickNow  chan struct{} // capacity 1: the first observed endpoint from a relay
 
 	running atomic.Bool // Run is active
@@ -113,6 +112,7 @@ type Client struct {
 	// mu guards the fields below. It is never held while calling Send,
 	// LocalEndpoints, the resolver or the logger.
 	mu           sync.Mutex
+	name         string                      // put in the records; SetName changes it
 	resolved     map[string][]netip.AddrPort // relay name → its addresses
 	peers        map[netip.AddrPort]*relayState
 	lookups      map[[nonceLen]byte]*lookupWait
@@ -343,6 +343,33 @@ func (c *Client) registerAll() time.Time {
 		}
 	}
 	return now
+}
+
+// SetName changes the self-declared name that the next records carry and
+// asks Run for a registration round soon (at most one per second, like
+// other kicked rounds), so that peers that look this Portal up see the new
+// name within about a second rather than at the next Interval. Unlike
+// ClientConfig.Name, a name longer than 64 bytes is not cut but refused,
+// as are invalid UTF-8 and control characters: the owner set this name and
+// should see it whole or be told why not. A refused name changes nothing.
+func (c *Client) SetName(name string) error {
+	if len(name) > maxNameLen {
+		return fmt.Errorf("relay: name of %d bytes, at most %d", len(name), maxNameLen)
+	}
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	c.mu.Lock()
+	changed := c.name != name
+	c.name = name
+	c.mu.Unlock()
+	if changed {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }
 
 // keepalive sends every relay address a keepalive.

@@ -459,3 +459,45 @@ func TestClientRelayStatuses(t *testing.T) {
 		t.Errorf("Endpoints = %v, want the observed %v first", eps, live.Observed)
 	}
 }
+
+// TestClientSetName: a new name reaches the relay's record, and another
+// Portal's Lookup, within a kicked round: the interval is a minute, so the
+// refresh cannot be what carries it. A name a record cannot carry is
+// refused and changes nothing.
+func TestClientSetName(t *testing.T) {
+	checkLeaks(t)
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
+	relays := []string{srv.addr.String()}
+	a := startPortal(t, relays, testInterval)
+	b := startPortal(t, relays, time.Minute)
+	waitObserved(t, srv, b, 3*time.Second)
+
+	lookupName := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		rec, err := a.client.Lookup(ctx, b.id().Short())
+		if err != nil {
+			t.Fatalf("Lookup: %v", err)
+		}
+		return rec.Name
+	}
+	const renamed = "Bob's Portal ☂"
+	if err := b.client.SetName(renamed); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool { return lookupName() == renamed }) {
+		t.Fatalf("Lookup still gives %q 5 s after SetName(%q)", lookupName(), renamed)
+	}
+
+	for _, bad := range []string{strings.Repeat("é", 33), "a\nb", "\xff"} {
+		if err := b.client.SetName(bad); err == nil {
+			t.Errorf("SetName(%q) accepted", bad)
+		}
+	}
+	b.client.mu.Lock()
+	name := b.client.name
+	b.client.mu.Unlock()
+	if name != renamed {
+		t.Errorf("refused names changed the client's name to %q", name)
+	}
+}

@@ -10,6 +10,7 @@ set -euo pipefail
 BIN=${BIN:-bin}
 KEEP=${KEEP:-}
 RELAY_PORT=${DEMO_RELAY_PORT:-18521}
+RELAY_METRICS=${DEMO_RELAY_METRICS:-18522}
 API_A=${DEMO_API_A:-18480}
 API_B=${DEMO_API_B:-18481}
 ADMIN_A=${DEMO_ADMIN_A:-18482}
@@ -50,7 +51,7 @@ wait_api() {
 }
 
 step "start the rendezvous server on 127.0.0.1:$RELAY_PORT"
-"$BIN/portal-relay" run --listen "127.0.0.1:$RELAY_PORT" 2>"$work/relay.log" &
+"$BIN/portal-relay" run --listen "127.0.0.1:$RELAY_PORT" --metrics "127.0.0.1:$RELAY_METRICS" 2>"$work/relay.log" &
 pids+=($!)
 
 step "start Alice's and Bob's Portals"
@@ -115,9 +116,16 @@ if [ -n "$KEEP" ]; then
 	step "running; press Ctrl-C to stop"
 	echo "Alice's guestbook: http://127.0.0.1:$APP_A/   API: http://127.0.0.1:$API_A/protected/peers"
 	echo "Bob's guestbook:   http://127.0.0.1:$APP_B/   API: http://127.0.0.1:$API_B/protected/peers"
-	echo "Metrics (owner token as bearer):"
+	echo
+	echo "The owners' consoles (one-time login links, valid 5 minutes; for a new one:"
+	echo "  $BIN/portald console --admin 127.0.0.1:$ADMIN_A --data $work/alice):"
+	echo "  Alice: $("$BIN/portald" console --admin "127.0.0.1:$ADMIN_A" --data "$work/alice" | head -n 1)"
+	echo "  Bob:   $("$BIN/portald" console --admin "127.0.0.1:$ADMIN_B" --data "$work/bob" | head -n 1)"
+	echo
+	echo "Metrics (the owner token as bearer; the relay's on loopback need none):"
 	echo "  curl -H \"Authorization: Bearer \$(cat $work/alice/owner.token)\" http://127.0.0.1:$ADMIN_A/metrics"
 	echo "  curl -H \"Authorization: Bearer \$(cat $work/bob/owner.token)\" http://127.0.0.1:$ADMIN_B/metrics"
+	echo "  curl http://127.0.0.1:$RELAY_METRICS/metrics"
 	wait "${pids[1]}"
 	exit 0
 fi

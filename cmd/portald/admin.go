@@ -24,16 +24,23 @@ type onceLink struct {
 	URL string `json:"url"`
 }
 
-// adminHandler serves the owner's listener: GET /metrics and POST
-// /login/once (which `portald console` calls for a one-time login link)
-// for a request that presents the owner token as a bearer credential, and
-// the web console at every other path.
-func adminHandler(owner api.Token, id identity.ID, reg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
+// adminHandler serves the owner's listener: GET /metrics for a request
+// that presents the owner token as a bearer credential or comes from a
+// console session, POST /login/once (which `portald console` calls for a
+// one-time login link) for the owner token, and the web console at every
+// other path. The console changes things through the internal API's
+// handler in-process, as the owner.
+func adminHandler(owner api.Token, id identity.ID, internal http.Handler, reg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
+	asOwner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set("Authorization", "Bearer "+owner.Reveal())
+		internal.ServeHTTP(w, r)
+	})
 	con, err := console.New(console.Config{
 		Owner:   owner.Matches,
+		API:     asOwner,
 		ID:      id.String(),
 		ShortID: id.Short(),
-		Log:     log,
+		Log:     log.With("component", "console"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)
@@ -44,9 +51,9 @@ func adminHandler(owner api.Token, id identity.ID, reg *prometheus.Registry, log
 	})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		if !owner.Matches(api.Bearer(r)) {
+		if !owner.Matches(api.Bearer(r)) && !con.LoggedIn(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="portald"`)
-			httpx.WriteError(w, http.StatusUnauthorized, "unauthenticated", "metrics are the owner's: send Authorization: Bearer <owner.token>")
+			httpx.WriteError(w, http.StatusUnauthorized, "unauthenticated", "metrics are the owner's: send Authorization: Bearer <owner.token>, or log in to the console")
 			return
 		}
 		metrics.ServeHTTP(w, r)

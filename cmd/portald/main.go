@@ -4,6 +4,7 @@
 //
 //	portald run [--data DIR] [--api ADDR] [--udp PORT] [--relay HOST:PORT]... [--name NAME]
 //	portald id | status | console
+//	portald name [NEW]
 //	portald peers add ID [--name N] | ls | rm ID
 //	portald apps add NAME --meta FILE --upstream URL --source IP [--source IP]... | ls | rm NAME
 //
@@ -26,6 +27,7 @@ const usage = `usage:
   portald id
   portald status [--json]
   portald console [--admin ADDR]
+  portald name [NEW]
   portald peers add ID [--name N]
   portald peers ls [--name S] [--json]
   portald peers rm ID
@@ -36,7 +38,9 @@ const usage = `usage:
 Client subcommands take --api ADDR (PORTAL_API, default 127.0.0.1:8480) and
 act as the owner with the token in --data DIR (PORTAL_DATA) or --token-file FILE;
 'portald console' asks the admin listener, --admin ADDR (PORTAL_ADMIN, default
-127.0.0.1:8481), for a one-time login link to the web console.
+127.0.0.1:8481), for a one-time login link to the web console. 'portald name'
+prints this Portal's name; 'portald name NEW' sets it, and the name set this
+way wins over 'run --name' from then on.
 Run 'portald COMMAND -h' for a command's flags.`
 
 func main() {
@@ -62,6 +66,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "console":
 		return cmdConsole(ctx, rest, stdout, stderr)
+	case "name":
+		return cmdName(ctx, rest, stdout, stderr)
 	case "peers", "apps":
 		if len(rest) == 0 {
 			subs := "add, ls, rm"

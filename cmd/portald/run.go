@@ -64,7 +64,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	udp := c.String("udp", strconv.Itoa(defaultUDP), "UDP port of the tunnel")
 	var relays cli.List
 	c.Var(&relays, "relay", "rendezvous/relay server HOST:PORT; repeatable")
-	name := c.String("name", "", "this Portal's display name (default: the host name)")
+	name := c.String("name", "", "this Portal's display name until the owner sets one ('portald name NEW'), which is stored and wins at later starts (default: the host name)")
 	logLevel := c.String("log-level", "info", "debug, info, warn or error")
 	callTimeout := c.String("call-timeout", "10s", "call_peer: longest wait for a peer's response headers")
 	keepalive := c.String("keepalive", tunnel.DefaultKeepalive.String(), "WireGuard keepalive towards connected peers; keeps NAT mappings open")
@@ -117,7 +117,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.name == "" {
 		cfg.name, _ = os.Hostname()
 	}
-	if err := peers.ValidateName(cfg.name); err != nil {
+	if err := peers.ValidateSelfName(cfg.name); err != nil {
 		return cli.Usagef("--name: %v", err)
 	}
 	if os.Getenv("GOGC") == "" {
@@ -182,6 +182,17 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			log.Error("close store", "err", err)
 		}
 	})
+	// A name the owner set through the API wins over --name.
+	ownerName, set, err := store.SelfName(ctx)
+	if err != nil {
+		return err
+	}
+	if set {
+		if ownerName != cfg.name {
+			log.Info(fmt.Sprintf("using the name set by the owner; --name %q ignored", cfg.name), "name", ownerName)
+		}
+		cfg.name = ownerName
+	}
 
 	// The tunnel reports a lost relay only for peers the overlay gave it,
 	// after ov is set (the tunnel's locks order the two).
@@ -274,6 +285,15 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		Status:      ov.Status,
 		Network:     network,
 		PeerChanged: ov.PeerChanged,
+		SelfNameChanged: func(name string) {
+			if rc == nil {
+				return
+			}
+			// The API checked the name with the rule the records follow.
+			if err := rc.SetName(name); err != nil {
+				log.Error("cannot put the new name in the relay records", "err", err)
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -287,7 +307,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	start(apiSrv, ln, "internal API")
 	adminAt := "off"
 	if cfg.adminAddr != "" {
-		adminH, err := adminHandler(owner, key.ID(), metrics.reg, log)
+		adminH, err := adminHandler(owner, key.ID(), handler, metrics.reg, log)
 		if err != nil {
 			return err
 		}

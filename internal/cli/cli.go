@@ -104,6 +104,17 @@ func (c *Command) IsSet(name string) bool {
 // want positional arguments (else a UsageError). Flags may come before or
 // after positionals ("peers add ID --name N"); "--" ends the flags.
 func (c *Command) Parse(args []string, want int) ([]string, error) {
+	return c.parse(args, want, want)
+}
+
+// ParseAtMost is Parse for a command whose positional arguments are
+// optional: it returns up to n of them ("portald name [NEW]").
+func (c *Command) ParseAtMost(args []string, n int) ([]string, error) {
+	return c.parse(args, 0, n)
+}
+
+// parse is Parse, wanting from least to most positional arguments.
+func (c *Command) parse(args []string, least, most int) ([]string, error) {
 	for name, env := range c.env {
 		v, ok := os.LookupEnv(env)
 		if !ok {
@@ -143,10 +154,10 @@ func (c *Command) Parse(args []string, want int) ([]string, error) {
 		args = rest[1:]
 	}
 	switch {
-	case len(positional) > want:
-		return nil, Usagef("%s: unexpected argument %q", c.fs.Name(), positional[want])
-	case len(positional) < want:
-		return nil, Usagef("%s: want %d argument(s), got %d", c.fs.Name(), want, len(positional))
+	case len(positional) > most:
+		return nil, Usagef("%s: unexpected argument %q", c.fs.Name(), positional[most])
+	case len(positional) < least:
+		return nil, Usagef("%s: want %d argument(s), got %d", c.fs.Name(), least, len(positional))
 	}
 	return positional, nil
 }

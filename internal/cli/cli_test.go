@@ -14,6 +14,7 @@ func TestParse(t *testing.T) {
 		args    []string
 		env     map[string]string
 		want    int
+		atMost  bool   // ParseAtMost(args, want) rather than Parse
 		pos     string // positionals joined by " "
 		name    string // --name after parsing
 		sources string // --source after parsing
@@ -30,6 +31,9 @@ func TestParse(t *testing.T) {
 		{args: []string{"--bogus"}, err: "flag provided but not defined"},
 		{env: map[string]string{"PORTAL_SOURCE": ","}, err: ""}, // an empty list sets nothing
 		{args: []string{"--source", ""}, err: "empty value"},
+		{want: 1, atMost: true},
+		{args: []string{"--name", "N", "NEW"}, want: 1, atMost: true, pos: "NEW", name: "N"},
+		{args: []string{"NEW", "more"}, want: 1, atMost: true, err: `unexpected argument "more"`},
 	}
 	for i, tt := range tests {
 		t.Run(strconv.Itoa(i), func(t *testing.T) {
@@ -40,7 +44,11 @@ func TestParse(t *testing.T) {
 			name := c.String("name", "", "a name")
 			var sources List
 			c.Var(&sources, "source", "a source")
-			pos, err := c.Parse(tt.args, tt.want)
+			parse := c.Parse
+			if tt.atMost {
+				parse = c.ParseAtMost
+			}
+			pos, err := parse(tt.args, tt.want)
 			var ue UsageError
 			switch {
 			case tt.err != "":

@@ -6,7 +6,9 @@ package httpx
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -53,4 +55,17 @@ func (b *BufferPool) Put(buf []byte) {
 	}
 	buf = buf[:CopyBufferSize]
 	b.p.Put(&buf)
+}
+
+// LocalHost reports whether a request's Host (host or host:port) names
+// this machine without DNS: an IP literal or localhost. A page on another
+// site that rebinds its own name to a local address sends that name as
+// Host, so a listener meant for this machine's users refuses any other.
+func LocalHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return net.ParseIP(host) != nil || strings.EqualFold(host, "localhost")
 }
