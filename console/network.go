@@ -3,32 +3,9 @@ package console
 import (
 	"context"
 	"time"
-)
 
-// network is GET /protected/network as the console reads it.
-type network struct {
-	Relays []struct {
-		Relay           string     `json:"relay"`
-		Addr            string     `json:"addr"`
-		Registered      bool       `json:"registered"`
-		RegisteredUntil *time.Time `json:"registered_until"`
-		Observed        *string    `json:"observed"`
-	} `json:"relays"`
-	Endpoints []string `json:"endpoints"`
-	Peers     []struct {
-		ID      string `json:"id"`
-		ShortID string `json:"short_id"`
-		Name    string `json:"name"`
-		Path    string `json:"path"`
-		History []struct {
-			At       time.Time `json:"at"`
-			From     string    `json:"from"`
-			To       string    `json:"to"`
-			Reason   string    `json:"reason"`
-			Endpoint *string   `json:"endpoint"`
-		} `json:"history"`
-	} `json:"peers"`
-}
+	"portal/api"
+)
 
 type (
 	networkView struct {
@@ -51,14 +28,17 @@ type (
 // networkOf reads the relays, this Portal's endpoints and the peers' path
 // histories.
 func (c *Console) networkOf(ctx context.Context) networkView {
-	var n network
+	var n api.Network
 	if err := c.call(ctx, "GET", "/protected/network", nil, &n); err != nil {
 		return networkView{Error: words(err)}
 	}
 	now := c.cfg.Now()
 	v := networkView{Endpoints: n.Endpoints}
 	for _, r := range n.Relays {
-		row := relayRow{Relay: r.Relay, Addr: r.Addr, Registered: r.Registered, Observed: "—"}
+		row := relayRow{Relay: r.Relay, Addr: "not resolved yet", Registered: r.Registered, Observed: "—"}
+		if r.Addr != nil {
+			row.Addr = *r.Addr
+		}
 		if r.Observed != nil {
 			row.Observed = *r.Observed
 		}

@@ -2,7 +2,6 @@ package console
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"portal/acl"
@@ -163,7 +162,3 @@ func bytesText(n uint64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
-
-// isFullID reports whether s, as typed, is a full ID rather than a short
-// one; the API judges it, this only picks the words of the notice.
-func isFullID(s string) bool { return len(strings.TrimSpace(s)) == 52 }

@@ -233,7 +233,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal("B is direct before it paired A: WireGuard needs both sides")
 	}
 	waitFor("B goes direct", row+`?.dataset.path === "direct"`, 30*time.Second)
+	waitFor("the network section shows the relay holding A and B's path history",
+		`document.querySelector("#relays")?.textContent.includes("yes") && document.querySelector("#network").textContent.includes("→ direct")`, 10*time.Second)
 	samePage("direct")
+	if s := text("#relay-summary"); s != "registered with 1 of 1 relay" {
+		t.Errorf("this Portal's relay summary says %q, want registered with 1 of 1 relay", s)
+	}
 
 	run("confirm B",
 		forgetNotice,
