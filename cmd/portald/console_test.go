@@ -61,6 +61,13 @@ func TestConsoleLogin(t *testing.T) {
 	if status, _ = get(browser, "http://"+d.admin+"/"); status != 200 {
 		t.Errorf("GET / with the session: got %d, want 200", status)
 	}
+	// A console session may read /metrics too; nobody else without the token.
+	if status, page = get(browser, "http://"+d.admin+"/metrics"); status != 200 || !strings.Contains(page, "go_goroutines") {
+		t.Errorf("GET /metrics with the console session: got %d, want 200 with the metrics", status)
+	}
+	if status, _ = get(&http.Client{}, "http://"+d.admin+"/metrics"); status != http.StatusUnauthorized {
+		t.Errorf("GET /metrics without a session or token: got %d, want 401", status)
+	}
 
 	// Only the owner mints links.
 	req, _ := http.NewRequest("POST", "http://"+d.admin+"/login/once", nil)
