@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,18 +15,26 @@ import (
 	"portal/api"
 )
 
-// client talks to a running daemon's internal API.
+// client talks to a running daemon's internal API, or to its admin
+// listener.
 type client struct {
-	addr  string
-	token api.Token // zero: calls without the owner's authority
-	http  *http.Client
+	addr   string
+	scheme string    // "http" unless set with overTLS
+	token  api.Token // zero: calls without the owner's authority
+	http   *http.Client
 }
 
 func newClient(addr string) *client {
-	return &client{addr: addr, http: &http.Client{
+	return &client{addr: addr, scheme: "http", http: &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{Proxy: nil}, // never send the owner's API through a proxy
 	}}
+}
+
+// overTLS makes c speak HTTPS, with cfg.
+func (c *client) overTLS(cfg *tls.Config) {
+	c.scheme = "https"
+	c.http.Transport = &http.Transport{Proxy: nil, TLSClientConfig: cfg}
 }
 
 // apiError is an error answer of the API.
@@ -48,7 +57,7 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.addr+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.scheme+"://"+c.addr+path, rd)
 	if err != nil {
 		return fmt.Errorf("bad --api address %q: %w", c.addr, err)
 	}

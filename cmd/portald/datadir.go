@@ -11,10 +11,11 @@ import (
 // everything in it private to the daemon's user: the directory and its
 // subdirectories 0700, its files 0600. The directory holds the identity
 // key, the owner token and the database; a backup restored with loose
-// permissions must not stay readable by other users. identity.key is left
-// as it is: a key that others could read may have leaked, and loading it
-// refuses to start with the reason, so the owner decides. Symbolic links
-// are not followed. Failing to tighten anything fails start-up.
+// permissions must not stay readable by other users. identity.key and
+// admin.key are left as they are: a key that others could read may have
+// leaked, and loading it refuses to start with the reason, so the owner
+// decides. Symbolic links are not followed. Failing to tighten anything
+// fails start-up.
 func secureDataDir(dir string, log *slog.Logger) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
@@ -48,8 +49,8 @@ func secureDataDir(dir string, log *slog.Logger) error {
 			return fmt.Errorf("data directory: %w", err)
 		}
 		switch {
-		case e.Name() == keyFile:
-			// identity.LoadKey judges it.
+		case e.Name() == keyFile, e.Name() == adminKeyFile:
+			// identity.LoadKey and readPrivateFile judge them.
 		case e.IsDir():
 			if err := tighten(path, info, 0o700, log); err != nil {
 				return err

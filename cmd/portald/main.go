@@ -2,11 +2,20 @@
 // and apps, and serves the internal API the apps and this command's client
 // subcommands talk to.
 //
-//	portald run [--data DIR] [--api ADDR] [--udp PORT] [--relay HOST:PORT]... [--name NAME]
-//	portald id | status | console
+//	portald run [--data DIR] [--api ADDR] [--admin ADDR [--admin-cert FILE --admin-key FILE]] [--udp PORT] [--relay HOST:PORT]... [--name NAME]
+//	portald id | status | console [--admin ADDR] [--admin-ca FILE]
 //	portald name [NEW]
 //	portald peers add ID [--name N] | ls | rm ID
 //	portald apps add NAME --meta FILE --upstream URL --source IP [--source IP]... | ls | rm NAME
+//
+// The admin listener (--admin) serves /metrics and the web console. On a
+// loopback address it is plain HTTP; on any other, the home network, it is
+// TLS only, with the owner's --admin-cert and --admin-key or else a
+// self-signed certificate it makes in the data directory (admin.crt,
+// admin.key) and whose SHA-256 fingerprint it logs. `portald console`
+// prints a one-time login link and, over TLS, that fingerprint, for the
+// owner to compare with what the browser shows; it trusts admin.crt as it
+// is and verifies any other certificate before sending the owner token.
 //
 // Every flag also has a PORTAL_* environment variable; a flag given on the
 // command line wins. Exit codes: 0 success, 1 error (one line on stderr),
@@ -26,7 +35,7 @@ const usage = `usage:
   portald run [--data DIR] [--api ADDR] [--udp PORT] [--relay HOST:PORT]... [--name NAME]
   portald id
   portald status [--json]
-  portald console [--admin ADDR]
+  portald console [--admin ADDR|https://HOST:PORT] [--admin-ca FILE]
   portald name [NEW]
   portald peers add ID [--name N]
   portald peers ls [--name S] [--json]
@@ -38,7 +47,8 @@ const usage = `usage:
 Client subcommands take --api ADDR (PORTAL_API, default 127.0.0.1:8480) and
 act as the owner with the token in --data DIR (PORTAL_DATA) or --token-file FILE;
 'portald console' asks the admin listener, --admin ADDR (PORTAL_ADMIN, default
-127.0.0.1:8481), for a one-time login link to the web console. 'portald name'
+127.0.0.1:8481; TLS unless loopback), for a one-time login link to the web
+console, and prints the TLS certificate's fingerprint with it. 'portald name'
 prints this Portal's name; 'portald name NEW' sets it, and the name set this
 way wins over 'run --name' from then on.
 Run 'portald COMMAND -h' for a command's flags.`

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +55,9 @@ type runConfig struct {
 	keepalive   time.Duration
 	debugAddr   string
 	adminAddr   string // "" for none
+	adminTLS    bool   // serve the admin listener over TLS
+	adminCert   string // the owner's certificate and key for it; "" for a self-signed one
+	adminKey    string
 	ingress     ingressLimits
 }
 
@@ -69,17 +73,24 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	callTimeout := c.String("call-timeout", "10s", "call_peer: longest wait for a peer's response headers")
 	keepalive := c.String("keepalive", tunnel.DefaultKeepalive.String(), "WireGuard keepalive towards connected peers; keeps NAT mappings open")
 	debugAddr := c.String("debug-addr", "", "serve Go's pprof profiles on this loopback address (off when empty)")
-	adminAddr := c.String("admin", defaultAdmin, "the owner's listener (/metrics and the console): a loopback address, or empty for none")
+	adminAddr := c.String("admin", defaultAdmin, "the owner's listener (/metrics and the console): IP:PORT or localhost:PORT, TLS only unless loopback; empty for none")
+	adminCert := c.String("admin-cert", "", "PEM certificate (chain) of the admin listener, which then serves TLS (default for a non-loopback --admin: a self-signed one in --data)")
+	adminKey := c.String("admin-key", "", "PEM private key of --admin-cert, mode 0600")
 	ingressLimits := ingressFlags(c)
 	if _, err := c.Parse(args, 0); err != nil {
 		return err
 	}
-	cfg := runConfig{dataDir: *dataDir, apiAddr: *apiAddr, relays: relays, name: *name, debugAddr: *debugAddr, adminAddr: *adminAddr}
+	cfg := runConfig{dataDir: *dataDir, apiAddr: *apiAddr, relays: relays, name: *name, debugAddr: *debugAddr,
+		adminAddr: *adminAddr, adminCert: *adminCert, adminKey: *adminKey}
+	if (cfg.adminCert == "") != (cfg.adminKey == "") {
+		return cli.Usagef("--admin-cert and --admin-key go together: give both or neither")
+	}
 	if cfg.adminAddr != "" {
-		ap, err := netip.ParseAddrPort(cfg.adminAddr)
-		if err != nil || !ap.Addr().IsLoopback() {
-			return cli.Usagef("--admin %q: want a loopback IP:PORT, such as 127.0.0.1:8481 (a LAN address needs the TLS that comes with the console)", cfg.adminAddr)
+		needsTLS, err := adminNeedsTLS(cfg.adminAddr)
+		if err != nil {
+			return cli.Usagef("--admin %q: %v", cfg.adminAddr, err)
 		}
+		cfg.adminTLS = needsTLS || cfg.adminCert != ""
 	}
 	if cfg.debugAddr != "" {
 		ap, err := netip.ParseAddrPort(cfg.debugAddr)
@@ -149,6 +160,16 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 	}()
 
+	// The owner's admin certificate first, so that a bad one changes
+	// nothing.
+	var adminTLS *tls.Config
+	if cfg.adminCert != "" {
+		cert, err := loadAdminCert(cfg.adminCert, cfg.adminKey)
+		if err != nil {
+			return err
+		}
+		adminTLS = adminServerTLS(cert)
+	}
 	if err := secureDataDir(cfg.dataDir, log); err != nil {
 		return err
 	}
@@ -171,6 +192,13 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	}
 	if created {
 		log.Info("created a new Portal identity", "id", key.ID().String(), "key_file", filepath.Join(cfg.dataDir, keyFile))
+	}
+	if cfg.adminTLS && cfg.adminCert == "" {
+		cert, err := loadOrCreateAdminCert(cfg.dataDir, cfg.adminAddr, key.ID().Short(), time.Now(), log)
+		if err != nil {
+			return err
+		}
+		adminTLS = adminServerTLS(cert)
 	}
 
 	store, err := peers.Open(ctx, filepath.Join(cfg.dataDir, dbFile), log.With("component", "store"))
@@ -315,8 +343,17 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		if err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		start(newHTTPServer(adminH, log, slog.LevelDebug), adminLn, "admin listener")
 		adminAt = adminLn.Addr().String()
+		if adminTLS != nil {
+			leaf := adminTLS.Certificates[0].Leaf
+			log.Info("admin listener serves TLS only", "addr", adminAt,
+				"tls_fingerprint", "SHA256:"+fingerprint(leaf.Raw), "subject", leaf.Subject.CommonName, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+			if time.Now().After(leaf.NotAfter) {
+				log.Warn("admin listener: the certificate has expired; browsers will refuse it", "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+			}
+			adminLn = tls.NewListener(adminLn, adminTLS)
+		}
+		start(newHTTPServer(adminH, log, slog.LevelDebug), adminLn, "admin listener")
 	}
 	log.Info("portald running",
 		"id", key.ID().String(), "short_id", key.ID().Short(), "name", cfg.name,
