@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +31,11 @@ type Config struct {
 	// credential). Every change the console makes goes through it, so the
 	// API's rules hold for both. Required.
 	API http.Handler
+	// Hosts are the names, besides IP literals and localhost, that the
+	// console answers at: those of the owner's certificate for the admin
+	// listener. A request for any other name is refused, since a page
+	// elsewhere may have rebound its own name to this address.
+	Hosts []string
 	// ID and ShortID are this Portal's full and short ID, shown on the
 	// first page. Required.
 	ID, ShortID string
@@ -90,10 +97,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 
-	if !httpx.LocalHost(r.Host) {
+	if !c.servesHost(r.Host) {
 		c.cfg.Log.Warn("console: request for another host refused", "host", r.Host)
 		c.page(w, http.StatusMisdirectedRequest, "message", message{Title: "Wrong address",
-			Text: "This console answers only at an IP address or localhost, never at a name another site's page could point at it."})
+			Text: "This console answers only at an IP address, localhost or a name of its certificate, never at a name another site's page could point at it."})
 		return
 	}
 	if r.URL.Path == "/login" || strings.HasPrefix(r.URL.Path, "/static/") && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
@@ -239,6 +246,19 @@ func (c *Console) postLogout(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+// servesHost reports whether hostport names this console: an IP literal,
+// localhost, or one of Config.Hosts.
+func (c *Console) servesHost(hostport string) bool {
+	if httpx.LocalHost(hostport) {
+		return true
+	}
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	return slices.ContainsFunc(c.cfg.Hosts, func(h string) bool { return strings.EqualFold(h, host) })
 }
 
 // LoggedIn reports whether r carries a live console session, which lets

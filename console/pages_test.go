@@ -373,12 +373,16 @@ func TestEveryChangeNeedsCSRFAndOrigin(t *testing.T) {
 
 func TestHostMustBeLocal(t *testing.T) {
 	c, _ := newTestConsole(t)
+	c.cfg.Hosts = []string{"portal.home.example"} // the names of the owner's certificate
 	for host, want := range map[string]int{
-		"evil.example":      http.StatusMisdirectedRequest,
-		"evil.example:8481": http.StatusMisdirectedRequest,
-		"localhost:8481":    http.StatusSeeOther,
-		"[::1]:8481":        http.StatusSeeOther,
-		"192.0.2.10:8481":   http.StatusSeeOther,
+		"evil.example":             http.StatusMisdirectedRequest,
+		"evil.example:8481":        http.StatusMisdirectedRequest,
+		"portal.home.example.evil": http.StatusMisdirectedRequest,
+		"portal.home.example:8481": http.StatusSeeOther,
+		"PORTAL.home.example":      http.StatusSeeOther,
+		"localhost:8481":           http.StatusSeeOther,
+		"[::1]:8481":               http.StatusSeeOther,
+		"192.0.2.10:8481":          http.StatusSeeOther,
 	} {
 		r := httptest.NewRequest("GET", "http://"+host+"/", nil)
 		w := &answer{}

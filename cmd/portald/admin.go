@@ -30,7 +30,9 @@ type onceLink struct {
 // one-time login link) for the owner token, and the web console at every
 // other path. The console changes things through the internal API's
 // handler in-process, as the owner.
-func adminHandler(owner api.Token, id identity.ID, internal http.Handler, reg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
+// hosts are the names the console answers at besides IP addresses and
+// localhost: those of the owner's certificate.
+func adminHandler(owner api.Token, id identity.ID, hosts []string, internal http.Handler, reg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
 	asOwner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("Authorization", "Bearer "+owner.Reveal())
 		internal.ServeHTTP(w, r)
@@ -38,6 +40,7 @@ func adminHandler(owner api.Token, id identity.ID, internal http.Handler, reg *p
 	con, err := console.New(console.Config{
 		Owner:   owner.Matches,
 		API:     asOwner,
+		Hosts:   hosts,
 		ID:      id.String(),
 		ShortID: id.Short(),
 		Log:     log.With("component", "console"),

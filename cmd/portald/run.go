@@ -335,7 +335,11 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	start(apiSrv, ln, "internal API")
 	adminAt := "off"
 	if cfg.adminAddr != "" {
-		adminH, err := adminHandler(owner, key.ID(), handler, metrics.reg, log)
+		var hosts []string
+		if adminTLS != nil && adminTLS.Certificates[0].Leaf != nil {
+			hosts = adminTLS.Certificates[0].Leaf.DNSNames
+		}
+		adminH, err := adminHandler(owner, key.ID(), hosts, handler, metrics.reg, log)
 		if err != nil {
 			return err
 		}
