@@ -38,7 +38,9 @@ type testAPI struct {
 	renamed []string
 }
 
-func newTestAPI(t *testing.T) *testAPI {
+// newTestAPI serves a handler over a real store; each change adjusts its
+// Config before New.
+func newTestAPI(t *testing.T, changes ...func(*Config)) *testAPI {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	store, err := peers.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
@@ -57,7 +59,11 @@ func newTestAPI(t *testing.T) *testAPI {
 		defer a.mu.Unlock()
 		a.renamed = append(a.renamed, name)
 	}
-	h, err := New(Config{Store: store, Self: a.self, Name: "Alice's Portal", Owner: a.owner, Log: log, CallPeer: callPeer, SelfNameChanged: renamed})
+	cfg := Config{Store: store, Self: a.self, Name: "Alice's Portal", Owner: a.owner, Log: log, CallPeer: callPeer, SelfNameChanged: renamed}
+	for _, change := range changes {
+		change(&cfg)
+	}
+	h, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

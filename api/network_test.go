@@ -1,39 +1,19 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"portal/identity"
 	"portal/internal/httpx"
-	"portal/peers"
 )
 
 // newNetworkAPI is newTestAPI with the Status and Network hooks given.
 func newNetworkAPI(t *testing.T, status func([]identity.ID) []PeerStatus, network func() NetworkStatus) *testAPI {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := peers.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	a := &testAPI{store: store, self: newID(t), owner: newToken(t)}
-	h, err := New(Config{Store: store, Self: a.self, Owner: a.owner, Log: log, Status: status, Network: network})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	a.url = srv.URL
-	return a
+	return newTestAPI(t, func(c *Config) { c.Status, c.Network = status, network })
 }
 
 // TestNetwork: GET /protected/network shows the relays, the endpoints and
