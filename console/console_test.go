@@ -394,7 +394,8 @@ func TestLogoutEndsSession(t *testing.T) {
 
 func TestNoSessionRedirects(t *testing.T) {
 	c, _ := newTestConsole(t)
-	for _, path := range []string{"/", "/peers", "/login/once"} {
+	for _, path := range []string{"/", "/peers", "/login/once", "/live/peers", "/live/network", "/qr.png",
+		"/peers/abcdef", "/peers/abcdef/remove", "/apps/echo/remove", "/metrics"} {
 		resp := do(t, c, req{method: "GET", path: path, cookie: "forged"})
 		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
 			t.Errorf("GET %s: got %d to %q, want 303 to /login", path, resp.StatusCode, resp.Header.Get("Location"))

@@ -349,20 +349,25 @@ func TestEveryChangeNeedsCSRFAndOrigin(t *testing.T) {
 	before := tp.snapshot(t)
 	for path, form := range changes {
 		for _, bad := range []req{
-			{origin: origin},                // no CSRF token
-			{origin: "http://evil.example"}, // foreign Origin, good token below
-			{origin: ""},                    // no Origin, good token below
+			{origin: origin},                 // no CSRF token
+			{origin: "http://evil.example"},  // foreign Origin, good token below
+			{origin: ""},                     // no Origin, good token below
+			{origin: origin, cookie: "none"}, // no session, good token below
 		} {
 			f := url.Values{}
 			for k, v := range form {
 				f[k] = v
 			}
-			if bad.origin != origin {
+			cookie := o.sid
+			if bad.origin != origin || bad.cookie != "" {
 				f.Set("csrf", o.csrf)
 			}
-			resp := do(t, c, req{method: "POST", path: path, cookie: o.sid, origin: bad.origin, form: f})
+			if bad.cookie != "" {
+				cookie = ""
+			}
+			resp := do(t, c, req{method: "POST", path: path, cookie: cookie, origin: bad.origin, form: f})
 			if resp.StatusCode != http.StatusForbidden {
-				t.Errorf("POST %s (origin %q, csrf %v): got %d, want 403", path, bad.origin, f.Has("csrf"), resp.StatusCode)
+				t.Errorf("POST %s (origin %q, csrf %v, session %v): got %d, want 403", path, bad.origin, f.Has("csrf"), cookie != "", resp.StatusCode)
 			}
 		}
 	}
