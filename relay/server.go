@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/wire"
 )
 
 const (
@@ -639,7 +640,7 @@ func (s *Server) forward(pc net.PacketConn, b []byte, src netip.AddrPort, out []
 	out = append(out, ProtocolVersion, byte(msgDeliver))
 	out = append(out, from.rec.ID[:]...)
 	out = append(out, payload...)
-	kind := wireGuardType(payload)
+	kind := wire.WireGuardType(payload)
 	s.ctr.forwarded[kind].Add(1)
 	s.ctr.forwardedBytes[kind].Add(uint64(len(payload)))
 	s.write(pc, out, to.addr)

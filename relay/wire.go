@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/wire"
 )
 
 // The relay protocol runs over UDP, one message per datagram, on the same
@@ -191,7 +192,7 @@ func IsDeliver(b []byte) bool {
 // message (type 1–4, three zero bytes) or a Portal control message.
 // Anything else, whatever it claims, a relay drops.
 func Forwardable(payload []byte) bool {
-	return wireGuardType(payload) != 0 || IsPeerMessage(payload)
+	return wire.WireGuardType(payload) != 0 || IsPeerMessage(payload)
 }
 
 // IsPeerMessage reports whether b starts like a control message between
@@ -199,15 +200,6 @@ func Forwardable(payload []byte) bool {
 // the header.
 func IsPeerMessage(b []byte) bool {
 	return len(b) > len(PeerMessagePrefix) && string(b[:len(PeerMessagePrefix)]) == PeerMessagePrefix
-}
-
-// wireGuardType is the WireGuard message type of b (1–4), or 0 when b does
-// not start like a WireGuard message.
-func wireGuardType(b []byte) byte {
-	if len(b) >= 4 && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
-		return b[0]
-	}
-	return 0
 }
 
 // status is the outcome of a lookup in a LookupReply.
