@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/wire"
 )
 
 const (
@@ -392,7 +393,7 @@ func (c *Client) endpointsLocked(addrs, local []netip.AddrPort) []netip.AddrPort
 	var eps []netip.AddrPort
 	add := func(ap netip.AddrPort) {
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		if validEndpoint(ap) && !slices.Contains(eps, ap) && len(eps) < maxEndpoints {
+		if wire.ValidEndpoint(ap) && !slices.Contains(eps, ap) && len(eps) < maxEndpoints {
 			eps = append(eps, ap)
 		}
 	}

@@ -831,7 +831,7 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 		}
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
-	return ap, validEndpoint(ap)
+	return ap, wire.ValidEndpoint(ap)
 }
 
 // Stats is a snapshot of a Server's counters since NewServer.

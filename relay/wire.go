@@ -48,14 +48,10 @@ import (
 // A WireGuard message starts with its type 1..4 followed by three zero
 // bytes, so the two never collide (see IsRelayMessage). Integers are
 // big-endian. Times are unsigned milliseconds since the Unix epoch and must
-// fit in an int64. An address ("addr" below) is
-//
-//	[0]   family: 4 or 6
-//	[1:n] the IP: 4 bytes for family 4, 16 for family 6 (never an
-//	      IPv4-mapped IPv6 address; those are sent as family 4)
-//	[n:n+2] port, never 0
-//
-// and must not be an unspecified or multicast address.
+// fit in an int64. An address ("addr" below) is an endpoint as package
+// wire writes it: family (4 or 6), IP, port; IPv4-mapped IPv6 addresses go
+// as family 4, and only what wire.ValidEndpoint accepts (a unicast address
+// that is not link-local, and a port) is sent or accepted.
 //
 // A record (see Record and ParseRecord) is, in order:
 //
@@ -271,11 +267,10 @@ const (
 	sigLen       = 64
 	maxEndpoints = 8
 	maxNameLen   = 64
-	maxAddrLen   = 1 + 16 + 2
 	maxQueryLen  = 52 // identity.IDLen
 	// minRecordLen and maxRecordLen bound an encoded record.
 	minRecordLen = idLen + 2*timeLen + 1 + 1 + sigLen
-	maxRecordLen = minRecordLen + maxEndpoints*maxAddrLen + maxNameLen
+	maxRecordLen = minRecordLen + maxEndpoints*wire.MaxEndpointLen + maxNameLen
 	// lookupLen is the size of every Lookup: the size of the largest
 	// LookupReply, so that answering never amplifies.
 	lookupLen = headerLen + nonceLen + 1 + maxRecordLen
@@ -399,7 +394,7 @@ func (m *message) append(dst []byte) []byte {
 		dst = append(dst, m.cookie[:]...)
 	case msgRegisterAck:
 		dst = appendTime(dst, m.expires)
-		dst = appendAddr(dst, m.observed)
+		dst = wire.AppendEndpoint(dst, m.observed)
 	case msgLookup:
 		dst = append(dst, byte(len(m.query)))
 		dst = append(dst, m.query...)
@@ -420,23 +415,4 @@ func (m *message) append(dst []byte) []byte {
 
 func appendTime(dst []byte, t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(dst, uint64(max(t.UnixMilli(), 0)))
-}
-
-// appendAddr encodes an address; IPv4-mapped IPv6 addresses become family 4.
-func appendAddr(dst []byte, ap netip.AddrPort) []byte {
-	ip := ap.Addr().Unmap()
-	if ip.Is4() {
-		dst = append(dst, 4)
-	} else {
-		dst = append(dst, 6)
-	}
-	dst = append(dst, ip.AsSlice()...)
-	return binary.BigEndian.AppendUint16(dst, ap.Port())
-}
-
-// validEndpoint reports whether ap can be sent as an addr: a port, an IP
-// that is neither unspecified nor multicast, and no zone.
-func validEndpoint(ap netip.AddrPort) bool {
-	ip := ap.Addr()
-	return ip.IsValid() && ap.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() && ip.Zone() == ""
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/wire"
+	"portal/internal/wire/wiretest"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -259,7 +261,7 @@ func TestMessageRoundTrip(t *testing.T) {
 // no larger than the smallest request the relay answers.
 func TestRepliesNeverAmplify(t *testing.T) {
 	minRegister := headerLen + nonceLen + cookieLen + minRecordLen
-	maxAck := headerLen + nonceLen + timeLen + maxAddrLen
+	maxAck := headerLen + nonceLen + timeLen + wire.MaxEndpointLen
 	maxRefused := headerLen + nonceLen + 1 + timeLen
 	maxLookupReply := headerLen + nonceLen + 1 + maxRecordLen
 	if maxAck > minRegister || maxRefused > minRegister {
@@ -363,5 +365,42 @@ func TestCookieJar(t *testing.T) {
 	}
 	if other := newCookieJar(t0); other.check(c, src, t0) {
 		t.Error("another relay's jar (another secret) accepted the cookie")
+	}
+}
+
+// TestEndpointRule runs every class of address through the relay's
+// encoders and decoders: a record signs, and an ack parses, exactly when
+// the shared rule (wire.ValidEndpoint) accepts the address, and both carry
+// it unmapped. tunnel's TestControlEndpointRule holds control messages to
+// the same table.
+func TestEndpointRule(t *testing.T) {
+	key := newKey(t)
+	for _, tt := range wiretest.Endpoints {
+		t.Run(tt.Name, func(t *testing.T) {
+			want := netip.AddrPortFrom(tt.Addr.Addr().Unmap(), tt.Addr.Port())
+			rec := testRecord(key, t0)
+			rec.Endpoints = []netip.AddrPort{tt.Addr}
+			raw, err := signRecord(key, rec)
+			if (err == nil) != tt.Valid {
+				t.Fatalf("signRecord: err %v, want valid %v", err, tt.Valid)
+			}
+			if err == nil {
+				got, err := ParseRecord(raw, t0)
+				if err != nil || len(got.Endpoints) != 1 || got.Endpoints[0] != want {
+					t.Errorf("ParseRecord = %v, %v; want endpoint %v", got.Endpoints, err, want)
+				}
+			}
+			if !tt.Encodable() {
+				return
+			}
+			ack := (&message{typ: msgRegisterAck, expires: t0, observed: tt.Addr}).append(nil)
+			m, err := parseMessage(ack)
+			if (err == nil) != tt.Valid {
+				t.Fatalf("parseMessage(ack): err %v, want valid %v", err, tt.Valid)
+			}
+			if err == nil && m.observed != want {
+				t.Errorf("ack observed %v, want %v", m.observed, want)
+			}
+		})
 	}
 }
