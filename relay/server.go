@@ -636,10 +636,7 @@ func (s *Server) forward(pc net.PacketConn, b []byte, src netip.AddrPort, out []
 		s.ctr.fwdRateLimited.Add(1)
 		return out
 	}
-	out = append(out[:0], magic...)
-	out = append(out, ProtocolVersion, byte(msgDeliver))
-	out = append(out, from.rec.ID[:]...)
-	out = append(out, payload...)
+	out = appendRelayed(out[:0], msgDeliver, from.rec.ID, payload)
 	kind := wire.WireGuardType(payload)
 	s.ctr.forwarded[kind].Add(1)
 	s.ctr.forwardedBytes[kind].Add(uint64(len(payload)))

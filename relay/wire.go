@@ -163,10 +163,22 @@ const forwardHeaderLen = headerLen + idLen
 
 // AppendForward appends a Forward of payload to the Portal dst.
 func AppendForward(b []byte, dst identity.ID, payload []byte) []byte {
-	b = append(b, magic...)
-	b = append(b, ProtocolVersion, byte(msgForward))
-	b = append(b, dst[:]...)
+	return appendRelayed(b, msgForward, dst, payload)
+}
+
+// appendRelayed appends a Forward (t is msgForward, id the destination) or
+// a Deliver (msgDeliver, id the sender): the two share one layout, so that
+// a relay turns one into the other by rewriting the header.
+func appendRelayed(b []byte, t msgType, id identity.ID, payload []byte) []byte {
+	b = appendHeader(b, t)
+	b = append(b, id[:]...)
 	return append(b, payload...)
+}
+
+// appendHeader appends the header of a message of type t.
+func appendHeader(b []byte, t msgType) []byte {
+	b = append(b, magic...)
+	return append(b, ProtocolVersion, byte(t))
 }
 
 // ParseDeliver returns the sending Portal and the payload of a Deliver, or
@@ -378,8 +390,7 @@ var errUnknownType = errors.New("relay: unknown message type")
 // parseMessage would return them).
 func (m *message) append(dst []byte) []byte {
 	start := len(dst)
-	dst = append(dst, magic...)
-	dst = append(dst, ProtocolVersion, byte(m.typ))
+	dst = appendHeader(dst, m.typ)
 	if m.typ == msgNotRegistered || m.typ == msgKeepalive {
 		return dst
 	}

@@ -404,3 +404,35 @@ func TestEndpointRule(t *testing.T) {
 		})
 	}
 }
+
+// TestParseDeliver checks ParseDeliver against what the relay sends
+// (appendRelayed with msgDeliver) and what it must refuse.
+func TestParseDeliver(t *testing.T) {
+	src := newKey(t).ID()
+	payload := []byte{4, 0, 0, 0, 1, 2, 3}
+	tests := []struct {
+		name string
+		b    []byte
+		ok   bool
+	}{
+		{"deliver", appendRelayed(nil, msgDeliver, src, payload), true},
+		{"largest", appendRelayed(nil, msgDeliver, src, make([]byte, MaxForwardSize-forwardHeaderLen)), true},
+		{"too large", appendRelayed(nil, msgDeliver, src, make([]byte, MaxForwardSize-forwardHeaderLen+1)), false},
+		{"no payload", appendRelayed(nil, msgDeliver, src, nil), false},
+		{"a forward", AppendForward(nil, src, payload), false},
+		{"short id", appendRelayed(nil, msgDeliver, src, nil)[:forwardHeaderLen-1], false},
+	}
+	for _, tt := range tests {
+		got, p, ok := ParseDeliver(tt.b)
+		if ok != tt.ok {
+			t.Errorf("%s: ParseDeliver ok = %v, want %v", tt.name, ok, tt.ok)
+			continue
+		}
+		if ok && (got != src || !bytes.Equal(p, tt.b[forwardHeaderLen:])) {
+			t.Errorf("%s: ParseDeliver = %s, %x", tt.name, got.Short(), p)
+		}
+		if tt.ok && !IsDeliver(tt.b) {
+			t.Errorf("%s: IsDeliver = false", tt.name)
+		}
+	}
+}
