@@ -168,7 +168,7 @@ func AppendForward(b []byte, dst identity.ID, payload []byte) []byte {
 
 // appendRelayed appends a Forward (t is msgForward, id the destination) or
 // a Deliver (msgDeliver, id the sender): the two share one layout, so that
-// a relay turns one into the other by rewriting the header.
+// a Deliver is exactly as long as the Forward it carries.
 func appendRelayed(b []byte, t msgType, id identity.ID, payload []byte) []byte {
 	b = appendHeader(b, t)
 	b = append(b, id[:]...)
