@@ -103,7 +103,7 @@ func (h *Handler) network(w http.ResponseWriter, r *http.Request) {
 	}
 	for i, p := range list {
 		st := sts[i]
-		np := NetworkPeer{ID: p.ID, ShortID: p.ShortID(), Name: p.DisplayName(), Path: "none", History: []NetworkChange{}}
+		np := NetworkPeer{ID: p.ID, ShortID: p.ShortID(), Name: p.DisplayName(), Path: pathNone, History: []NetworkChange{}}
 		if p.HasKey() {
 			np.Path, np.Endpoint = st.Path, optional(st.Endpoint)
 			if !st.PathSince.IsZero() {

@@ -182,7 +182,7 @@ func peerJSON(p peers.Peer, st PeerStatus) Peer {
 		Name:         p.DisplayName(),
 		DeclaredName: p.DeclaredName,
 		Verified:     p.Verified,
-		Path:         "none",
+		Path:         pathNone,
 	}
 	if !p.HasKey() {
 		return out

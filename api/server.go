@@ -17,6 +17,11 @@ import (
 // body is streamed to the peer.
 const MaxBodyBytes = 1 << 20
 
+// pathNone is the Path of a peer the tunnel has no path to: tunnel.PathNone,
+// which the daemon passes through. api does not import tunnel (it serves
+// whatever Config.Status reports), so it names the value here once.
+const pathNone = "none"
+
 // PeerStatus is what the tunnel knows about a peer's connection.
 type PeerStatus struct {
 	Reachable     bool
@@ -95,7 +100,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Status = func(ids []identity.ID) []PeerStatus {
 			out := make([]PeerStatus, len(ids))
 			for i := range out {
-				out[i].Path = "none"
+				out[i].Path = pathNone
 			}
 			return out
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/wire"
 )
 
 const (
@@ -392,7 +393,7 @@ func (c *Client) endpointsLocked(addrs, local []netip.AddrPort) []netip.AddrPort
 	var eps []netip.AddrPort
 	add := func(ap netip.AddrPort) {
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		if validEndpoint(ap) && !slices.Contains(eps, ap) && len(eps) < maxEndpoints {
+		if wire.ValidEndpoint(ap) && !slices.Contains(eps, ap) && len(eps) < maxEndpoints {
 			eps = append(eps, ap)
 		}
 	}
@@ -505,19 +506,57 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 		return
 	}
 	c.mu.Lock()
+	next := c.handleLocked(&m, from)
+	c.mu.Unlock()
+
+	if next.count != nil {
+		next.count.Add(1)
+	}
+	if next.refused {
+		if m.reason == reasonCookie {
+			c.log.Debug("relay refused our cookie; fetching a new one", "relay", from)
+		} else {
+			c.log.Warn("relay refused registration", "relay", from, "reason", m.reason.String(),
+				"relay_clock_ahead", time.Until(m.now).Round(time.Millisecond))
+		}
+	}
+	if next.waiter != nil {
+		select {
+		case next.waiter.replies <- lookupReply{from: from, status: m.status, record: bytes.Clone(m.record)}:
+		default:
+			c.ctr.queueFull.Add(1)
+		}
+	}
+	if next.wake != nil {
+		select {
+		case next.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// afterPacket is what HandlePacket does about a message once c.mu is
+// released, so that nothing under the lock counts, logs or sends on a
+// channel.
+type afterPacket struct {
+	count   *atomic.Uint64 // the outcome's counter, or nil
+	refused bool           // a relay refused our registration: log why
+	waiter  *lookupWait    // the Lookup a reply answers, or nil
+	wake    chan struct{}  // c.kick or c.kickNow to wake Run, or nil
+}
+
+// handleLocked updates the state for the message m from a relay address
+// and says what HandlePacket does next. c.mu must be held.
+func (c *Client) handleLocked(m *message, from netip.AddrPort) afterPacket {
 	rs := c.peers[from]
 	if rs == nil {
-		c.mu.Unlock()
-		c.ctr.notRelay.Add(1)
-		return
+		return afterPacket{count: &c.ctr.notRelay}
 	}
 	switch m.typ {
 	case msgRegisterAck, msgRefused:
 		i := slices.IndexFunc(rs.pending, func(p pendingReg) bool { return p.nonce == m.nonce })
 		if i < 0 {
-			c.mu.Unlock()
-			c.ctr.unknownNonce.Add(1)
-			return
+			return afterPacket{count: &c.ctr.unknownNonce}
 		}
 		p := rs.pending[i]
 		rs.pending = slices.Delete(rs.pending, i, i+1)
@@ -529,27 +568,15 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 			if rs.cookieAt.Equal(p.cookieAt) {
 				rs.cookieAt = time.Time{}
 			}
-			kick := c.kick
+			next := afterPacket{count: &c.ctr.cookieRefused, refused: true, wake: c.kick}
 			if time.Since(p.cookieAt) >= kickGap {
-				kick = c.kickNow
+				next.wake = c.kickNow
 			}
-			c.mu.Unlock()
-			c.ctr.cookieRefused.Add(1)
-			c.log.Debug("relay refused our cookie; fetching a new one", "relay", from)
-			select {
-			case kick <- struct{}{}:
-			default:
-			}
-			return
+			return next
 		}
 		if m.typ == msgRefused {
-			c.mu.Unlock()
-			c.ctr.refused.Add(1)
-			c.log.Warn("relay refused registration", "relay", from, "reason", m.reason.String(),
-				"relay_clock_ahead", time.Until(m.now).Round(time.Millisecond))
-			return
+			return afterPacket{count: &c.ctr.refused, refused: true}
 		}
-		c.ctr.acks.Add(1)
 		exp := p.expires // what we signed; the relay may only shorten it
 		if m.expires.Before(exp) {
 			exp = m.expires
@@ -557,54 +584,32 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 		if exp.After(rs.ackedUntil) {
 			rs.ackedUntil = exp
 		}
-		newEndpoint := m.observed != rs.observed && !slices.Contains(c.endpoints, m.observed)
-		kick := c.kick
-		if !rs.observed.IsValid() {
-			kick = c.kickNow // once per relay address, so no flood
-		}
-		rs.observed = m.observed
-		c.mu.Unlock()
-		if newEndpoint {
-			select {
-			case kick <- struct{}{}:
-			default:
+		next := afterPacket{count: &c.ctr.acks}
+		if m.observed != rs.observed && !slices.Contains(c.endpoints, m.observed) {
+			next.wake = c.kick
+			if !rs.observed.IsValid() {
+				next.wake = c.kickNow // once per relay address, so no flood
 			}
 		}
+		rs.observed = m.observed
+		return next
 	case msgCookie:
 		if rs.askedAt.IsZero() || rs.askNonce != m.nonce {
-			c.mu.Unlock()
-			c.ctr.unknownNonce.Add(1)
-			return
+			return afterPacket{count: &c.ctr.unknownNonce}
 		}
 		rs.cookie, rs.cookieAt, rs.askedAt = m.cookie, time.Now(), time.Time{}
-		c.mu.Unlock()
-		select { // register with it now
-		case c.kickNow <- struct{}{}:
-		default:
-		}
+		return afterPacket{wake: c.kickNow} // register with it now
 	case msgLookupReply:
 		w := c.lookups[m.nonce]
-		c.mu.Unlock()
 		if w == nil {
-			c.ctr.unknownNonce.Add(1)
-			return
+			return afterPacket{count: &c.ctr.unknownNonce}
 		}
-		select {
-		case w.replies <- lookupReply{from: from, status: m.status, record: bytes.Clone(m.record)}:
-		default:
-			c.ctr.queueFull.Add(1)
-		}
+		return afterPacket{waiter: w}
 	case msgNotRegistered:
 		// The relay lost our registration or sees us from a new NAT
 		// mapping: register again (Run spaces rounds by kickGap).
-		c.mu.Unlock()
-		c.ctr.notRegistered.Add(1)
-		select {
-		case c.kick <- struct{}{}:
-		default:
-		}
-	default: // a request: Portals answer none
-		c.mu.Unlock()
-		c.ctr.unknownType.Add(1)
+		return afterPacket{count: &c.ctr.notRegistered, wake: c.kick}
 	}
+	// A request: Portals answer none.
+	return afterPacket{count: &c.ctr.unknownType}
 }

@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/wire"
+	"portal/internal/wire/wiretest"
 )
 
 // fuzzSeeds returns one message of every type, with valid records from a
-// fixed key, signed at t0.
+// fixed key, signed at t0, and an ack for every class of address.
 func fuzzSeeds(t testing.TB) [][]byte {
 	key := keyFromByte(t, 7)
 	full := mustSign(t, key, testRecord(key, t0))
@@ -34,6 +36,9 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		{typ: msgRegister, nonce: nonce, cookie: [cookieLen]byte{4, 5, 6}, record: full},
 		{typ: msgKeepalive},
 		{typ: msgNotRegistered},
+	}
+	for _, ep := range wiretest.Endpoints { // every class of address, refused ones too
+		msgs = append(msgs, message{typ: msgRegisterAck, nonce: nonce, expires: t0, observed: ep.Addr})
 	}
 	var out [][]byte
 	for _, m := range msgs {
@@ -147,7 +152,7 @@ func FuzzRegisterCookie(f *testing.F) {
 		}
 		addr, ok := netip.AddrFromSlice(ip)
 		src := netip.AddrPortFrom(addr.Unmap(), port)
-		if !ok || !validEndpoint(src) || m.cookie == srv.cookieFor(src) {
+		if !ok || !wire.ValidEndpoint(src) || m.cookie == srv.cookieFor(src) {
 			return
 		}
 		reply := srv.register(&m, src)

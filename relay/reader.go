@@ -5,6 +5,8 @@ import (
 	"math"
 	"net/netip"
 	"time"
+
+	"portal/internal/wire"
 )
 
 // reader consumes a byte slice front to back. After the first short read or
@@ -47,34 +49,17 @@ func (r *reader) time() time.Time {
 	return time.UnixMilli(int64(ms))
 }
 
+// addr reads an endpoint (wire.ReadEndpoint).
 func (r *reader) addr() netip.AddrPort {
-	var ip netip.Addr
-	switch r.byte() {
-	case 4:
-		if b := r.bytes(4); b != nil {
-			ip = netip.AddrFrom4([4]byte(b))
-		}
-	case 6:
-		if b := r.bytes(16); b != nil {
-			ip = netip.AddrFrom16([16]byte(b))
-			if ip.Is4In6() {
-				r.fail()
-			}
-		}
-	default:
-		r.fail()
-	}
-	var port uint16
-	if b := r.bytes(2); b != nil {
-		port = binary.BigEndian.Uint16(b)
-	}
-	ap := netip.AddrPortFrom(ip, port)
-	if !r.bad && !validEndpoint(ap) {
-		r.fail()
-	}
 	if r.bad {
 		return netip.AddrPort{}
 	}
+	ap, rest, err := wire.ReadEndpoint(r.b)
+	if err != nil {
+		r.fail()
+		return netip.AddrPort{}
+	}
+	r.b = rest
 	return ap
 }
 

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"portal/identity"
+	"portal/internal/wire"
 )
 
 // recordContext prefixes the bytes a Portal signs for a record, so that a
@@ -121,7 +122,7 @@ func appendRecordBody(dst []byte, rec *Record) []byte {
 	dst = appendTime(dst, rec.Expires)
 	dst = append(dst, byte(len(rec.Endpoints)))
 	for _, ep := range rec.Endpoints {
-		dst = appendAddr(dst, ep)
+		dst = wire.AppendEndpoint(dst, ep)
 	}
 	dst = append(dst, byte(len(rec.Name)))
 	return append(dst, rec.Name...)
@@ -147,7 +148,7 @@ func signRecord(key *identity.Key, rec Record) ([]byte, error) {
 		return nil, fmt.Errorf("relay: sign record: %w", err)
 	}
 	for _, ep := range rec.Endpoints {
-		if !validEndpoint(ep) {
+		if !wire.ValidEndpoint(ep) {
 			return nil, fmt.Errorf("relay: sign record: unusable endpoint %v", ep)
 		}
 	}

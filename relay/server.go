@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/wire"
 )
 
 const (
@@ -635,11 +636,8 @@ func (s *Server) forward(pc net.PacketConn, b []byte, src netip.AddrPort, out []
 		s.ctr.fwdRateLimited.Add(1)
 		return out
 	}
-	out = append(out[:0], magic...)
-	out = append(out, ProtocolVersion, byte(msgDeliver))
-	out = append(out, from.rec.ID[:]...)
-	out = append(out, payload...)
-	kind := wireGuardType(payload)
+	out = appendRelayed(out[:0], msgDeliver, from.rec.ID, payload)
+	kind := wire.WireGuardType(payload)
 	s.ctr.forwarded[kind].Add(1)
 	s.ctr.forwardedBytes[kind].Add(uint64(len(payload)))
 	s.write(pc, out, to.addr)
@@ -830,7 +828,7 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 		}
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
-	return ap, validEndpoint(ap)
+	return ap, wire.ValidEndpoint(ap)
 }
 
 // Stats is a snapshot of a Server's counters since NewServer.

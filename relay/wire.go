@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/wire"
 )
 
 // The relay protocol runs over UDP, one message per datagram, on the same
@@ -47,14 +48,10 @@ import (
 // A WireGuard message starts with its type 1..4 followed by three zero
 // bytes, so the two never collide (see IsRelayMessage). Integers are
 // big-endian. Times are unsigned milliseconds since the Unix epoch and must
-// fit in an int64. An address ("addr" below) is
-//
-//	[0]   family: 4 or 6
-//	[1:n] the IP: 4 bytes for family 4, 16 for family 6 (never an
-//	      IPv4-mapped IPv6 address; those are sent as family 4)
-//	[n:n+2] port, never 0
-//
-// and must not be an unspecified or multicast address.
+// fit in an int64. An address ("addr" below) is an endpoint as package
+// wire writes it: family (4 or 6), IP, port; IPv4-mapped IPv6 addresses go
+// as family 4, and only what wire.ValidEndpoint accepts (a unicast address
+// that is not link-local, and a port) is sent or accepted.
 //
 // A record (see Record and ParseRecord) is, in order:
 //
@@ -166,10 +163,22 @@ const forwardHeaderLen = headerLen + idLen
 
 // AppendForward appends a Forward of payload to the Portal dst.
 func AppendForward(b []byte, dst identity.ID, payload []byte) []byte {
-	b = append(b, magic...)
-	b = append(b, ProtocolVersion, byte(msgForward))
-	b = append(b, dst[:]...)
+	return appendRelayed(b, msgForward, dst, payload)
+}
+
+// appendRelayed appends a Forward (t is msgForward, id the destination) or
+// a Deliver (msgDeliver, id the sender): the two share one layout, so that
+// a Deliver is exactly as long as the Forward it carries.
+func appendRelayed(b []byte, t msgType, id identity.ID, payload []byte) []byte {
+	b = appendHeader(b, t)
+	b = append(b, id[:]...)
 	return append(b, payload...)
+}
+
+// appendHeader appends the header of a message of type t.
+func appendHeader(b []byte, t msgType) []byte {
+	b = append(b, magic...)
+	return append(b, ProtocolVersion, byte(t))
 }
 
 // ParseDeliver returns the sending Portal and the payload of a Deliver, or
@@ -191,7 +200,7 @@ func IsDeliver(b []byte) bool {
 // message (type 1–4, three zero bytes) or a Portal control message.
 // Anything else, whatever it claims, a relay drops.
 func Forwardable(payload []byte) bool {
-	return wireGuardType(payload) != 0 || IsPeerMessage(payload)
+	return wire.WireGuardType(payload) != 0 || IsPeerMessage(payload)
 }
 
 // IsPeerMessage reports whether b starts like a control message between
@@ -199,15 +208,6 @@ func Forwardable(payload []byte) bool {
 // the header.
 func IsPeerMessage(b []byte) bool {
 	return len(b) > len(PeerMessagePrefix) && string(b[:len(PeerMessagePrefix)]) == PeerMessagePrefix
-}
-
-// wireGuardType is the WireGuard message type of b (1–4), or 0 when b does
-// not start like a WireGuard message.
-func wireGuardType(b []byte) byte {
-	if len(b) >= 4 && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
-		return b[0]
-	}
-	return 0
 }
 
 // status is the outcome of a lookup in a LookupReply.
@@ -279,11 +279,10 @@ const (
 	sigLen       = 64
 	maxEndpoints = 8
 	maxNameLen   = 64
-	maxAddrLen   = 1 + 16 + 2
 	maxQueryLen  = 52 // identity.IDLen
 	// minRecordLen and maxRecordLen bound an encoded record.
 	minRecordLen = idLen + 2*timeLen + 1 + 1 + sigLen
-	maxRecordLen = minRecordLen + maxEndpoints*maxAddrLen + maxNameLen
+	maxRecordLen = minRecordLen + maxEndpoints*wire.MaxEndpointLen + maxNameLen
 	// lookupLen is the size of every Lookup: the size of the largest
 	// LookupReply, so that answering never amplifies.
 	lookupLen = headerLen + nonceLen + 1 + maxRecordLen
@@ -391,8 +390,7 @@ var errUnknownType = errors.New("relay: unknown message type")
 // parseMessage would return them).
 func (m *message) append(dst []byte) []byte {
 	start := len(dst)
-	dst = append(dst, magic...)
-	dst = append(dst, ProtocolVersion, byte(m.typ))
+	dst = appendHeader(dst, m.typ)
 	if m.typ == msgNotRegistered || m.typ == msgKeepalive {
 		return dst
 	}
@@ -407,7 +405,7 @@ func (m *message) append(dst []byte) []byte {
 		dst = append(dst, m.cookie[:]...)
 	case msgRegisterAck:
 		dst = appendTime(dst, m.expires)
-		dst = appendAddr(dst, m.observed)
+		dst = wire.AppendEndpoint(dst, m.observed)
 	case msgLookup:
 		dst = append(dst, byte(len(m.query)))
 		dst = append(dst, m.query...)
@@ -428,23 +426,4 @@ func (m *message) append(dst []byte) []byte {
 
 func appendTime(dst []byte, t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(dst, uint64(max(t.UnixMilli(), 0)))
-}
-
-// appendAddr encodes an address; IPv4-mapped IPv6 addresses become family 4.
-func appendAddr(dst []byte, ap netip.AddrPort) []byte {
-	ip := ap.Addr().Unmap()
-	if ip.Is4() {
-		dst = append(dst, 4)
-	} else {
-		dst = append(dst, 6)
-	}
-	dst = append(dst, ip.AsSlice()...)
-	return binary.BigEndian.AppendUint16(dst, ap.Port())
-}
-
-// validEndpoint reports whether ap can be sent as an addr: a port, an IP
-// that is neither unspecified nor multicast, and no zone.
-func validEndpoint(ap netip.AddrPort) bool {
-	ip := ap.Addr()
-	return ip.IsValid() && ap.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() && ip.Zone() == ""
 }

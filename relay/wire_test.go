@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/wire"
+	"portal/internal/wire/wiretest"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -259,7 +261,7 @@ func TestMessageRoundTrip(t *testing.T) {
 // no larger than the smallest request the relay answers.
 func TestRepliesNeverAmplify(t *testing.T) {
 	minRegister := headerLen + nonceLen + cookieLen + minRecordLen
-	maxAck := headerLen + nonceLen + timeLen + maxAddrLen
+	maxAck := headerLen + nonceLen + timeLen + wire.MaxEndpointLen
 	maxRefused := headerLen + nonceLen + 1 + timeLen
 	maxLookupReply := headerLen + nonceLen + 1 + maxRecordLen
 	if maxAck > minRegister || maxRefused > minRegister {
@@ -363,5 +365,74 @@ func TestCookieJar(t *testing.T) {
 	}
 	if other := newCookieJar(t0); other.check(c, src, t0) {
 		t.Error("another relay's jar (another secret) accepted the cookie")
+	}
+}
+
+// TestEndpointRule runs every class of address through the relay's
+// encoders and decoders: a record signs, and an ack parses, exactly when
+// the shared rule (wire.ValidEndpoint) accepts the address, and both carry
+// it unmapped. tunnel's TestControlEndpointRule holds control messages to
+// the same table.
+func TestEndpointRule(t *testing.T) {
+	key := newKey(t)
+	for _, tt := range wiretest.Endpoints {
+		t.Run(tt.Name, func(t *testing.T) {
+			want := netip.AddrPortFrom(tt.Addr.Addr().Unmap(), tt.Addr.Port())
+			rec := testRecord(key, t0)
+			rec.Endpoints = []netip.AddrPort{tt.Addr}
+			raw, err := signRecord(key, rec)
+			if (err == nil) != tt.Valid {
+				t.Fatalf("signRecord: err %v, want valid %v", err, tt.Valid)
+			}
+			if err == nil {
+				got, err := ParseRecord(raw, t0)
+				if err != nil || len(got.Endpoints) != 1 || got.Endpoints[0] != want {
+					t.Errorf("ParseRecord = %v, %v; want endpoint %v", got.Endpoints, err, want)
+				}
+			}
+			if !tt.Encodable() {
+				return
+			}
+			ack := (&message{typ: msgRegisterAck, expires: t0, observed: tt.Addr}).append(nil)
+			m, err := parseMessage(ack)
+			if (err == nil) != tt.Valid {
+				t.Fatalf("parseMessage(ack): err %v, want valid %v", err, tt.Valid)
+			}
+			if err == nil && m.observed != want {
+				t.Errorf("ack observed %v, want %v", m.observed, want)
+			}
+		})
+	}
+}
+
+// TestParseDeliver checks ParseDeliver against what the relay sends
+// (appendRelayed with msgDeliver) and what it must refuse.
+func TestParseDeliver(t *testing.T) {
+	src := newKey(t).ID()
+	payload := []byte{4, 0, 0, 0, 1, 2, 3}
+	tests := []struct {
+		name string
+		b    []byte
+		ok   bool
+	}{
+		{"deliver", appendRelayed(nil, msgDeliver, src, payload), true},
+		{"largest", appendRelayed(nil, msgDeliver, src, make([]byte, MaxForwardSize-forwardHeaderLen)), true},
+		{"too large", appendRelayed(nil, msgDeliver, src, make([]byte, MaxForwardSize-forwardHeaderLen+1)), false},
+		{"no payload", appendRelayed(nil, msgDeliver, src, nil), false},
+		{"a forward", AppendForward(nil, src, payload), false},
+		{"short id", appendRelayed(nil, msgDeliver, src, nil)[:forwardHeaderLen-1], false},
+	}
+	for _, tt := range tests {
+		got, p, ok := ParseDeliver(tt.b)
+		if ok != tt.ok {
+			t.Errorf("%s: ParseDeliver ok = %v, want %v", tt.name, ok, tt.ok)
+			continue
+		}
+		if ok && (got != src || !bytes.Equal(p, tt.b[forwardHeaderLen:])) {
+			t.Errorf("%s: ParseDeliver = %s, %x", tt.name, got.Short(), p)
+		}
+		if tt.ok && !IsDeliver(tt.b) {
+			t.Errorf("%s: IsDeliver = false", tt.name)
+		}
 	}
 }

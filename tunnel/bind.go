@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"portal/identity"
+	"portal/internal/wire"
 	"portal/relay"
 )
 
@@ -325,11 +326,10 @@ func (b *Bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 	return false
 }
 
-// isWireGuard reports whether p looks like a WireGuard message: type 1–4
-// (handshake initiation, response, cookie reply, transport data) and three
-// reserved zero bytes.
+// isWireGuard reports whether p looks like a WireGuard message (see
+// wire.WireGuardType).
 func isWireGuard(p []byte) bool {
-	return len(p) >= 4 && p[0] >= 1 && p[0] <= 4 && p[1] == 0 && p[2] == 0 && p[3] == 0
+	return wire.WireGuardType(p) != 0
 }
 
 // SetMark implements conn.Bind; marks are not used.

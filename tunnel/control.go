@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"portal/identity"
+	"portal/internal/wire"
 	"portal/relay"
 )
 
@@ -37,7 +38,8 @@ import (
 //	pong:        txid[12] observed(addr): where the ping came from
 //	call-me:     count[1] addr... (at most maxCallMeEndpoints)
 //
-// An addr is family[1] (4 or 6), the IP, port[2]. boot is random per start
+// An addr is an endpoint as package wire writes it (family, IP, port) and
+// must be one that wire.ValidEndpoint accepts. boot is random per start
 // of the sending tunnel and counter increases with every message, so a
 // receiver drops any message it has seen (see replayWindow.accept).
 // Messages longer than maxControlSize, malformed, from a Portal that is not
@@ -104,12 +106,12 @@ func appendControlPlaintext(pt []byte, boot, counter uint64, now time.Time, m *c
 		pt = append(pt, m.txid[:]...)
 	case controlPong:
 		pt = append(pt, m.txid[:]...)
-		pt = appendAddr(pt, m.observed)
+		pt = wire.AppendEndpoint(pt, m.observed)
 	case controlCallMe:
 		n := min(len(m.endpoints), maxCallMeEndpoints)
 		pt = append(pt, byte(n))
 		for _, ep := range m.endpoints[:n] {
-			pt = appendAddr(pt, ep)
+			pt = wire.AppendEndpoint(pt, ep)
 		}
 	}
 	return pt
@@ -164,8 +166,8 @@ func parseControlPlaintext(pt []byte) (m controlMsg, boot, counter uint64, sentA
 		if len(body) > txidLen {
 			copy(m.txid[:], body)
 			var rest []byte
-			m.observed, rest, ok = readAddr(body[txidLen:])
-			ok = ok && len(rest) == 0
+			m.observed, rest, err = wire.ReadEndpoint(body[txidLen:])
+			ok = err == nil && len(rest) == 0
 		}
 	case m.typ == controlCallMe:
 		if len(body) >= 1 && int(body[0]) <= maxCallMeEndpoints {
@@ -173,7 +175,8 @@ func parseControlPlaintext(pt []byte) (m controlMsg, boot, counter uint64, sentA
 			ok = true
 			for range int(body[0]) {
 				var ep netip.AddrPort
-				if ep, rest, ok = readAddr(rest); !ok {
+				if ep, rest, err = wire.ReadEndpoint(rest); err != nil {
+					ok = false
 					break
 				}
 				m.endpoints = append(m.endpoints, ep)
@@ -187,49 +190,10 @@ func parseControlPlaintext(pt []byte) (m controlMsg, boot, counter uint64, sentA
 	return m, boot, counter, sentAt, nil
 }
 
-func appendAddr(b []byte, ap netip.AddrPort) []byte {
-	ip := ap.Addr().Unmap()
-	if ip.Is4() {
-		b = append(b, 4)
-	} else {
-		b = append(b, 6)
-	}
-	b = append(b, ip.AsSlice()...)
-	return binary.BigEndian.AppendUint16(b, ap.Port())
-}
-
-// readAddr reads an addr; it must be a usable unicast endpoint, in the
-// form appendAddr writes.
-func readAddr(b []byte) (netip.AddrPort, []byte, bool) {
-	if len(b) < 1 {
-		return netip.AddrPort{}, nil, false
-	}
-	n := 4
-	if b[0] == 6 {
-		n = 16
-	} else if b[0] != 4 {
-		return netip.AddrPort{}, nil, false
-	}
-	if len(b) < 1+n+2 {
-		return netip.AddrPort{}, nil, false
-	}
-	ip, _ := netip.AddrFromSlice(b[1 : 1+n])
-	ap := netip.AddrPortFrom(ip, binary.BigEndian.Uint16(b[1+n:]))
-	if ip.Is4In6() || !usableEndpoint(ap) { // appendAddr writes an IPv4 address as one
-		return netip.AddrPort{}, nil, false
-	}
-	return ap, b[1+n+2:], true
-}
-
-var broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
-
-// usableEndpoint reports whether ap can be a peer's UDP endpoint: a
-// unicast address with a port. Loopback stays allowed: Portals on one host
-// (and their relay) know each other by it.
+// usableEndpoint reports whether ap can be a peer's UDP endpoint: the
+// rule every endpoint on the wire follows (wire.ValidEndpoint).
 func usableEndpoint(ap netip.AddrPort) bool {
-	ip := ap.Addr()
-	return ip.IsValid() && ap.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() &&
-		!ip.IsLinkLocalUnicast() && ip != broadcast && ip.Zone() == ""
+	return wire.ValidEndpoint(ap)
 }
 
 // replayWindow is what a tunnel remembers of a peer's control messages to

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"portal/identity"
+	"portal/internal/wire/wiretest"
 	"portal/relay"
 )
 
@@ -243,5 +244,42 @@ func TestRelayLostReported(t *testing.T) {
 		}
 	case <-time.After(3 * relayTimeout):
 		t.Fatalf("no RelayLost within %v", 3*relayTimeout)
+	}
+}
+
+// TestControlEndpointRule runs every class of address through a pong and
+// a call-me: each parses exactly when the shared rule (wire.ValidEndpoint)
+// accepts the address, and carries it unmapped, as relay's
+// TestEndpointRule holds the relay protocol to.
+func TestControlEndpointRule(t *testing.T) {
+	for _, tt := range wiretest.Endpoints {
+		if !tt.Encodable() {
+			continue
+		}
+		t.Run(tt.Name, func(t *testing.T) {
+			want := netip.AddrPortFrom(tt.Addr.Addr().Unmap(), tt.Addr.Port())
+			if got := usableEndpoint(tt.Addr); got != tt.Valid {
+				t.Errorf("usableEndpoint = %v, want %v", got, tt.Valid)
+			}
+			for _, m := range []controlMsg{
+				{typ: controlPong, observed: tt.Addr},
+				{typ: controlCallMe, endpoints: []netip.AddrPort{tt.Addr}},
+			} {
+				got, _, _, _, err := parseControlPlaintext(appendControlPlaintext(nil, 1, 2, fuzzT0, &m))
+				if (err == nil) != tt.Valid {
+					t.Fatalf("type %d: err %v, want valid %v", m.typ, err, tt.Valid)
+				}
+				if err != nil {
+					continue
+				}
+				carried := got.observed
+				if m.typ == controlCallMe {
+					carried = got.endpoints[0]
+				}
+				if carried != want {
+					t.Errorf("type %d: parsed %+v, want endpoint %v", m.typ, got, want)
+				}
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"portal/identity"
+	"portal/internal/wire/wiretest"
 	"portal/relay"
 )
 
@@ -54,6 +55,10 @@ func FuzzOpenControl(f *testing.F) {
 	seal, open := controlAEAD(f, a, b.ID()), controlAEAD(f, b, a.ID())
 	for _, m := range sampleControlMsgs() {
 		f.Add(sealControl(nil, a.ID(), seal, 7, 9, fuzzT0, &m))
+		f.Add(appendControlPlaintext(nil, 7, 9, fuzzT0, &m))
+	}
+	for _, ep := range wiretest.Endpoints { // every class of address, refused ones too
+		m := controlMsg{typ: controlPong, observed: ep.Addr}
 		f.Add(appendControlPlaintext(nil, 7, 9, fuzzT0, &m))
 	}
 	f.Add([]byte(nil))

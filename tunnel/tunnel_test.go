@@ -224,27 +224,6 @@ func TestControlDatagramsShareTheSocket(t *testing.T) {
 	}
 }
 
-func TestIsWireGuard(t *testing.T) {
-	checkLeaks(t)
-	tests := []struct {
-		p    []byte
-		want bool
-	}{
-		{[]byte{1, 0, 0, 0}, true},
-		{[]byte{4, 0, 0, 0, 7}, true},
-		{[]byte{5, 0, 0, 0}, false},
-		{[]byte{0, 0, 0, 0}, false},
-		{[]byte{1, 0, 0}, false},
-		{[]byte{1, 0, 1, 0}, false},
-		{[]byte("ptl\x01"), false},
-	}
-	for _, tt := range tests {
-		if got := isWireGuard(tt.p); got != tt.want {
-			t.Errorf("isWireGuard(%v) = %v, want %v", tt.p, got, tt.want)
-		}
-	}
-}
-
 // TestLatePeerStartsHandshake covers pairing order: the caller's first
 // initiation reaches a Portal that has not added it yet and is dropped;
 // when that Portal adds the caller, it starts a handshake itself, so the

@@ -166,7 +166,7 @@ func (o *overlay) Status(ids []identity.ID) []api.PeerStatus {
 	sts, known := o.tun.PeerStatuses(ids)
 	out := make([]api.PeerStatus, len(ids))
 	for i, st := range sts {
-		out[i].Path = "none"
+		out[i].Path = tunnel.PathNone
 		if !known[i] {
 			continue
 		}
