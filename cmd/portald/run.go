@@ -138,9 +138,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		// at the same throughput (portal-bench, docs/performance.md).
 		debug.SetGCPercent(gcPercent)
 	}
-	// Whatever the daemon creates in the data directory (SQLite's WAL and
-	// shared-memory files included) is for its own user only.
-	syscall.Umask(0o077)
+	privateFiles()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -508,23 +506,6 @@ func defaultDataDir() string {
 		return ""
 	}
 	return filepath.Join(home, ".local", "share", "portald")
-}
-
-// lockDataDir takes an exclusive lock on the data directory, so that two
-// daemons never share one identity and one database.
-func lockDataDir(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock data directory: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("data directory %s is in use by another portald", filepath.Dir(path))
-		}
-		return nil, fmt.Errorf("lock data directory: %w", err)
-	}
-	return func() { f.Close() }, nil
 }
 
 // serveDebug serves Go's pprof profiles on addr (loopback, checked by the
