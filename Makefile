@@ -9,7 +9,7 @@ FUZZTIME    ?= 60s
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
 
-# checkfiles: nothing tracked is a compiled binary or over 1 MiB.
+# internal/checkfiles first: no tracked file is a compiled binary or over 1 MiB.
 test:
 	$(GO) run ./internal/checkfiles
 	$(GO) vet ./...
