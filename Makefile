@@ -9,7 +9,9 @@ FUZZTIME    ?= 60s
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
 
+# internal/checkfiles first: no tracked file is a compiled binary or over 1 MiB.
 test:
+	$(GO) run ./internal/checkfiles
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
@@ -38,6 +40,7 @@ lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) run ./internal/checkfiles
 
 # Each fuzz target for FUZZTIME; a failing input lands in testdata/fuzz as a regression seed.
 fuzz:

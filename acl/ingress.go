@@ -113,7 +113,8 @@ type IngressConfig struct {
 //  4. the rule: public and peer admit the peer, private answers 401
 //     private;
 //  5. the headers: every X-Ptl-* the peer sent, every header name any rule
-//     of the app's manifest sets, and the signature headers are removed;
+//     of the app's manifest sets, and the signature headers (all but a
+//     verified Content-Digest) are removed, from trailers too;
 //     the strict reading's rule's templates are rendered and set. Only a
 //     WebSocket Upgrade passes; any other is removed (with Connection and
 //     HTTP2-Settings) and the request goes on as plain HTTP/1.1;
@@ -423,8 +424,15 @@ func (in *Ingress) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Path, out.URL.RawPath = joinPath(u, a.rawPath)
 	// Out.Host stays the Host the peer used, <app>.<our short id>.portal,
 	// as a reverse proxy in front of the app would pass it.
+	// The one reserved header the app gets from the peer: a Content-Digest
+	// that the signature covers and the body matched (ServeHTTP removed
+	// any other).
+	digest := out.Header["Content-Digest"]
 	dropUntrusted(out.Header, a.strip)
 	dropUntrusted(out.Trailer, a.strip)
+	if digest != nil {
+		out.Header["Content-Digest"] = digest
+	}
 	// Only WebSocket upgrades pass (design §2, step 6): an app behind us
 	// that speaks h2c, say, must not be switched to it by a peer.
 	if up := out.Header.Get("Upgrade"); up != "" && !strings.EqualFold(strings.TrimSpace(up), "websocket") {
@@ -584,18 +592,13 @@ func joinPath(base *url.URL, rawPath string) (string, string) {
 	return p, escaped
 }
 
-// isPtlHeader reports whether name starts with "X-Ptl-", in any case.
-func isPtlHeader(name string) bool {
-	return len(name) >= len("X-Ptl-") && strings.EqualFold(name[:len("X-Ptl-")], "X-Ptl-")
-}
-
-// dropUntrusted removes from a peer's headers (or trailers) every X-Ptl-*,
-// every name in strip (the headers the app's manifest sets, on any rule:
-// the app trusts them to come from the core), the signature headers, and
-// every name with an underscore: CGI, WSGI, Rack and PHP map both "_" and
-// "-" to "_", so X_Ptl_Client_Id would reach such an app as the identity
-// header the core vouches for. (nginx drops underscored names by default
-// for the same reason.)
+// dropUntrusted removes from a peer's headers (or trailers) the ones only
+// a Portal sets (identity.ReservedHeader), every name in strip (the
+// headers the app's manifest sets, on any rule: the app trusts them to
+// come from the core), and every name with an underscore: CGI, WSGI, Rack
+// and PHP map both "_" and "-" to "_", so X_Ptl_Client_Id would reach such
+// an app as the identity header the core vouches for. (nginx drops
+// underscored names by default for the same reason.)
 //
 // It also removes the headers that proxies in front of an app set and
 // frameworks trust: ones that rewrite the path the app routes on
@@ -604,9 +607,7 @@ func isPtlHeader(name string) bool {
 // told to trust its proxy would take from a peer.
 func dropUntrusted(h http.Header, strip []string) {
 	for k := range h {
-		if isPtlHeader(k) || strings.ContainsRune(k, '_') ||
-			strings.EqualFold(k, "Signature") || strings.EqualFold(k, "Signature-Input") ||
-			proxyHeader(k) ||
+		if identity.ReservedHeader(k) || strings.ContainsRune(k, '_') || proxyHeader(k) ||
 			slices.ContainsFunc(strip, func(s string) bool { return strings.EqualFold(k, s) }) {
 			delete(h, k)
 		}

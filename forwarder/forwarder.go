@@ -320,7 +320,7 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 	}
 	out.Host = c.app + "." + c.peer.Key.Short() + ".portal"
 	for k := range out.Header {
-		if reservedHeader(k) {
+		if identity.ReservedHeader(k) {
 			delete(out.Header, k)
 		}
 	}
@@ -343,19 +343,6 @@ func (f *Forwarder) modifyResponse(res *http.Response) error {
 		f.skew.observe(res, c.peer.Key, c.sent)
 	}
 	return nil
-}
-
-// reservedHeader reports whether an app-sent header must not reach the
-// peer: X-Ptl-* (identity headers are the receiving Portal's to set) and
-// the headers the forwarder itself sets for the signature. Header names
-// are compared case-insensitively, since a handler may see non-canonical
-// keys.
-func reservedHeader(name string) bool {
-	if len(name) >= len("X-Ptl-") && strings.EqualFold(name[:len("X-Ptl-")], "X-Ptl-") {
-		return true
-	}
-	return strings.EqualFold(name, "Signature") || strings.EqualFold(name, "Signature-Input") ||
-		strings.EqualFold(name, "Content-Digest")
 }
 
 // newNonce returns 128 random bits in unpadded base64url (22 characters).

@@ -740,18 +740,6 @@ func TestSplitCallPath(t *testing.T) {
 	}
 }
 
-func TestReservedHeader(t *testing.T) {
-	for name, want := range map[string]bool{
-		"X-Ptl-Client-Id": true, "x-ptl-anything": true, "X-PTL-": true, "Signature": true,
-		"signature-input": true, "Content-Digest": true, "X-Ptl": false, "X-Ptlx": false,
-		"Content-Type": false, "Authorization": false,
-	} {
-		if got := reservedHeader(name); got != want {
-			t.Errorf("reservedHeader(%q) = %v, want %v", name, got, want)
-		}
-	}
-}
-
 // Compile-time check that the store is a Directory.
 var _ Directory = (*peers.Store)(nil)
 

@@ -50,6 +50,23 @@ const (
 	compDigest    = "content-digest"
 )
 
+// ReservedHeader reports whether name is a header that only a Portal sets
+// on a request between Portals: X-Ptl-*, the identity headers the
+// receiving Portal gives its app, and Signature, Signature-Input and
+// Content-Digest, which the sending Portal sets for the signature. Neither
+// side passes on a copy it did not set itself: the forwarder drops an
+// app's before signing, the ingress a peer's before the app sees the
+// request, since the app would take them for the core's word. Names are
+// compared case-insensitively, since a handler may see non-canonical keys.
+func ReservedHeader(name string) bool {
+	const ptl = "X-Ptl-"
+	if len(name) >= len(ptl) && strings.EqualFold(name[:len(ptl)], ptl) {
+		return true
+	}
+	return strings.EqualFold(name, "Signature") || strings.EqualFold(name, "Signature-Input") ||
+		strings.EqualFold(name, "Content-Digest")
+}
+
 // requiredComponents must all be covered by a signature VerifyRequest accepts.
 var requiredComponents = [...]string{compMethod, compAuthority, compPath, compQuery}
 

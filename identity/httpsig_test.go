@@ -638,3 +638,16 @@ func BenchmarkSignVerify(b *testing.B) {
 		}
 	}
 }
+
+func TestReservedHeader(t *testing.T) {
+	for name, want := range map[string]bool{
+		"X-Ptl-Client-Id": true, "x-ptl-anything": true, "X-PTL-": true, "Signature": true,
+		"signature-input": true, "Content-Digest": true, "content-digest": true,
+		"X-Ptl": false, "X-Ptlx": false, "X_Ptl_Client_Id": false, "Signatures": false,
+		"Content-Type": false, "Authorization": false, "": false,
+	} {
+		if got := ReservedHeader(name); got != want {
+			t.Errorf("ReservedHeader(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

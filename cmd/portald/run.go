@@ -138,9 +138,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		// at the same throughput (portal-bench, docs/performance.md).
 		debug.SetGCPercent(gcPercent)
 	}
-	// Whatever the daemon creates in the data directory (SQLite's WAL and
-	// shared-memory files included) is for its own user only.
-	syscall.Umask(0o077)
+	privateFiles()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -151,24 +149,71 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 // reverse order of start-up: the internal API and the overlay ingress drain
 // (in-flight requests finish, 10 s at most), then the forwarder, the
 // lookups, the tunnel and the store close.
-func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
-	// closers undo start-up in reverse order, on failure and at shutdown.
-	var closers []func()
-	defer func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-	}()
+func run(ctx context.Context, cfg runConfig, log *slog.Logger) error {
+	d := &instance{cfg: cfg, log: log}
+	defer d.close()
+	if err := d.openDataDir(ctx); err != nil {
+		return err
+	}
+	if err := d.startOverlay(ctx); err != nil {
+		return err
+	}
+	h, err := d.buildHandlers()
+	if err != nil {
+		return err
+	}
+	if err := d.startListeners(ctx, h); err != nil {
+		return err
+	}
+	return d.waitAndShutdown(ctx)
+}
 
-	// The owner's admin certificate first, so that a bad one changes
-	// nothing.
-	var adminTLS *tls.Config
+// instance is one running daemon, which run starts one step at a time. Each step appends to
+// closers what undoes it, so that close, in reverse order, undoes a
+// start-up that failed halfway as well as a complete one.
+type instance struct {
+	cfg     runConfig
+	log     *slog.Logger
+	closers []func()
+
+	// From openDataDir.
+	owner    api.Token
+	key      *identity.Key
+	adminTLS *tls.Config // nil when the admin listener, if any, is plain HTTP
+	store    *peers.Store
+
+	// From startOverlay.
+	tun *tunnel.Tunnel
+	rc  *relay.Client // nil without --relay
+	ov  *overlay
+
+	// From startListeners: each server's Serve result goes to its own
+	// channel, and its name to stopped, which tells the daemon that one of
+	// them failed.
+	servers []server
+	stopped chan string
+}
+
+// close runs the closers in reverse order of start-up.
+func (d *instance) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
+// openDataDir loads the owner's admin certificate first, so that a bad one
+// changes nothing, then makes the data directory private and locks it,
+// and loads (or creates) the owner token, the identity key, the
+// self-signed admin certificate when one is needed, and the store. A name
+// the owner set through the API wins over --name.
+func (d *instance) openDataDir(ctx context.Context) error {
+	cfg, log := &d.cfg, d.log
 	if cfg.adminCert != "" {
 		cert, err := loadAdminCert(cfg.adminCert, cfg.adminKey)
 		if err != nil {
 			return err
 		}
-		adminTLS = adminServerTLS(cert)
+		d.adminTLS = adminServerTLS(cert)
 	}
 	if err := secureDataDir(cfg.dataDir, log); err != nil {
 		return err
@@ -177,7 +222,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	closers = append(closers, unlock)
+	d.closers = append(d.closers, unlock)
 	owner, created, err := api.LoadOrCreateToken(filepath.Join(cfg.dataDir, api.TokenFile))
 	if err != nil {
 		return err
@@ -185,6 +230,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	if created {
 		log.Info("created the owner token: the command line reads it from the data directory", "token_file", filepath.Join(cfg.dataDir, api.TokenFile))
 	}
+	d.owner = owner
 
 	key, created, err := identity.LoadOrCreateKey(filepath.Join(cfg.dataDir, keyFile))
 	if err != nil {
@@ -193,24 +239,25 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 	if created {
 		log.Info("created a new Portal identity", "id", key.ID().String(), "key_file", filepath.Join(cfg.dataDir, keyFile))
 	}
+	d.key = key
 	if cfg.adminTLS && cfg.adminCert == "" {
 		cert, err := loadOrCreateAdminCert(cfg.dataDir, cfg.adminAddr, key.ID().Short(), time.Now(), log)
 		if err != nil {
 			return err
 		}
-		adminTLS = adminServerTLS(cert)
+		d.adminTLS = adminServerTLS(cert)
 	}
 
 	store, err := peers.Open(ctx, filepath.Join(cfg.dataDir, dbFile), log.With("component", "store"))
 	if err != nil {
 		return err
 	}
-	closers = append(closers, func() {
+	d.store = store
+	d.closers = append(d.closers, func() {
 		if err := store.Close(); err != nil {
 			log.Error("close store", "err", err)
 		}
 	})
-	// A name the owner set through the API wins over --name.
 	ownerName, set, err := store.SelfName(ctx)
 	if err != nil {
 		return err
@@ -221,50 +268,59 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		}
 		cfg.name = ownerName
 	}
+	return nil
+}
 
+// startOverlay brings up the tunnel, the rendezvous client when relays
+// were given, and the overlay that keeps the peers in the tunnel, with
+// their background work, which runs until close.
+func (d *instance) startOverlay(ctx context.Context) error {
 	// The tunnel reports a lost relay only for peers the overlay gave it,
-	// after ov is set (the tunnel's locks order the two).
-	var ov *overlay
-	tun, rc, err := startTunnel(cfg, key, log, func(id identity.ID) { ov.lookupSoon(id) })
+	// after d.ov is set (the tunnel's locks order the two).
+	tun, rc, err := startTunnel(d.cfg, d.key, d.log, func(id identity.ID) { d.ov.lookupSoon(id) })
 	if err != nil {
 		return err
 	}
-	closers = append(closers, func() { tun.Close() })
-	ov = newOverlay(store, tun, rc, log.With("component", "overlay"))
-	if err := ov.load(ctx); err != nil {
+	d.tun, d.rc = tun, rc
+	d.closers = append(d.closers, func() { tun.Close() })
+	d.ov = newOverlay(d.store, tun, rc, d.log.With("component", "overlay"))
+	if err := d.ov.load(ctx); err != nil {
 		return err
 	}
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var bgWG sync.WaitGroup
-	closers = append(closers, func() { stopBg(); bgWG.Wait() })
-	bgWG.Add(1)
-	go func() { defer bgWG.Done(); ov.run(bg) }()
+	d.closers = append(d.closers, func() { stopBg(); bgWG.Wait() })
+	bgWG.Go(func() { d.ov.run(bg) })
 	if rc != nil {
-		bgWG.Add(1)
-		go func() { defer bgWG.Done(); rc.Run(bg) }()
+		bgWG.Go(func() { rc.Run(bg) })
 	}
+	return nil
+}
 
-	// Before the servers start, so that a debug address that cannot be
-	// bound fails start-up while only the closers have work to undo.
-	if cfg.debugAddr != "" {
-		stopDebug, err := serveDebug(cfg.debugAddr, log)
-		if err != nil {
-			return err
-		}
-		closers = append(closers, stopDebug)
-	}
+// handlers are what the daemon's listeners serve.
+type handlers struct {
+	ingress http.Handler // the overlay ingress, for peers
+	api     http.Handler // the internal API, for apps
+	admin   http.Handler // the owner's; nil without --admin
+}
+
+// buildHandlers makes the forwarder behind call_peer, the overlay
+// ingress, the internal API and, with --admin, the admin listener's
+// handler, with the metrics that observe them.
+func (d *instance) buildHandlers() (handlers, error) {
+	cfg, log, key, store, ov, rc := d.cfg, d.log, d.key, d.store, d.ov, d.rc
 	fwd, err := forwarder.New(forwarder.Config{
 		Self:        key,
 		Directory:   store,
-		Dial:        tun.DialContext,
+		Dial:        d.tun.DialContext,
 		CallTimeout: cfg.callTimeout,
 		Log:         log.With("component", "forwarder"),
 	})
 	if err != nil {
-		return err
+		return handlers{}, err
 	}
-	closers = append(closers, fwd.Close)
-	metrics := newDaemonMetrics(tun, ov, store)
+	d.closers = append(d.closers, fwd.Close)
+	metrics := newDaemonMetrics(d.tun, ov, store)
 	ingress, err := acl.NewIngress(acl.IngressConfig{
 		Self:       key,
 		PeerByAddr: ov.PeerByAddr,
@@ -278,36 +334,19 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		NonceCacheSize: cfg.ingress.nonceCache,
 	})
 	if err != nil {
-		return err
+		return handlers{}, err
 	}
-	closers = append(closers, ingress.Close)
-	overlayLn, err := tun.Listen(80)
-	if err != nil {
-		return err
-	}
-	// Each server's Serve result goes to its own channel, and its name to
-	// stopped, which tells the daemon that one of them failed. A start-up
-	// that fails later leaves none serving (its closer); after a shutdown
-	// the closer finds it stopped already.
-	stopped := make(chan string, 3)
-	var servers []server
-	start := func(srv *http.Server, ln net.Listener, name string) {
-		s := serve(srv, ln, name, stopped)
-		servers = append(servers, s)
-		closers = append(closers, func() { s.srv.Close(); <-s.done })
-	}
-	start(newHTTPServer(metrics.observeIngress(ingress), log, slog.LevelDebug),
-		limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight)), "overlay ingress")
+	d.closers = append(d.closers, ingress.Close)
 
 	var network func() api.NetworkStatus
 	if rc != nil {
 		network = ov.Network
 	}
-	handler, err := api.New(api.Config{
+	apiH, err := api.New(api.Config{
 		Store:       store,
 		Self:        key.ID(),
 		Name:        cfg.name,
-		Owner:       owner,
+		Owner:       d.owner,
 		Log:         log.With("component", "api"),
 		CallPeer:    metrics.observeCalls(fwd),
 		Status:      ov.Status,
@@ -324,52 +363,96 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 		},
 	})
 	if err != nil {
+		return handlers{}, err
+	}
+	h := handlers{ingress: metrics.observeIngress(ingress), api: apiH}
+	if cfg.adminAddr != "" {
+		var hosts []string
+		if d.adminTLS != nil && d.adminTLS.Certificates[0].Leaf != nil {
+			hosts = d.adminTLS.Certificates[0].Leaf.DNSNames
+		}
+		if h.admin, err = adminHandler(d.owner, key.ID(), hosts, apiH, metrics.reg, log); err != nil {
+			return handlers{}, err
+		}
+	}
+	return h, nil
+}
+
+// startListeners opens the debug listener first (with --debug-addr), then
+// the overlay ingress on the tunnel's TCP port 80, the internal API and,
+// with --admin, the admin listener, serves h on them, and logs the
+// "portald running" line that says where everything is.
+func (d *instance) startListeners(ctx context.Context, h handlers) error {
+	cfg, log := d.cfg, d.log
+	if cfg.debugAddr != "" {
+		stopDebug, err := serveDebug(cfg.debugAddr, log)
+		if err != nil {
+			return err
+		}
+		d.closers = append(d.closers, stopDebug)
+	}
+	d.stopped = make(chan string, 3)
+	overlayLn, err := d.tun.Listen(80)
+	if err != nil {
 		return err
 	}
+	d.start(newHTTPServer(h.ingress, log, slog.LevelDebug),
+		limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight)), "overlay ingress")
+
 	ln, err := net.Listen("tcp", cfg.apiAddr)
 	if err != nil {
 		return fmt.Errorf("internal API: %w", err)
 	}
-	apiSrv := newHTTPServer(handler, log, slog.LevelWarn)
+	apiSrv := newHTTPServer(h.api, log, slog.LevelWarn)
 	apiSrv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
-	start(apiSrv, ln, "internal API")
+	d.start(apiSrv, ln, "internal API")
+
 	adminAt := "off"
-	if cfg.adminAddr != "" {
-		var hosts []string
-		if adminTLS != nil && adminTLS.Certificates[0].Leaf != nil {
-			hosts = adminTLS.Certificates[0].Leaf.DNSNames
-		}
-		adminH, err := adminHandler(owner, key.ID(), hosts, handler, metrics.reg, log)
-		if err != nil {
-			return err
-		}
+	if h.admin != nil {
 		adminLn, err := net.Listen("tcp", cfg.adminAddr)
 		if err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		adminAt = adminLn.Addr().String()
-		if adminTLS != nil {
-			leaf := adminTLS.Certificates[0].Leaf
+		if d.adminTLS != nil {
+			leaf := d.adminTLS.Certificates[0].Leaf
 			log.Info("admin listener serves TLS only", "addr", adminAt,
 				"tls_fingerprint", "SHA256:"+fingerprint(leaf.Raw), "subject", leaf.Subject.CommonName, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 			if time.Now().After(leaf.NotAfter) {
 				log.Warn("admin listener: the certificate has expired; browsers will refuse it", "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 			}
-			adminLn = tls.NewListener(adminLn, adminTLS)
+			adminLn = tls.NewListener(adminLn, d.adminTLS)
 		}
-		start(newHTTPServer(adminH, log, slog.LevelDebug), adminLn, "admin listener")
+		d.start(newHTTPServer(h.admin, log, slog.LevelDebug), adminLn, "admin listener")
 	}
 	log.Info("portald running",
-		"id", key.ID().String(), "short_id", key.ID().Short(), "name", cfg.name,
-		"api", ln.Addr().String(), "admin", adminAt, "overlay", key.ID().OverlayAddr().String(),
-		"data", cfg.dataDir, "udp", tun.Port(), "relays", len(cfg.relays))
+		"id", d.key.ID().String(), "short_id", d.key.ID().Short(), "name", cfg.name,
+		"api", ln.Addr().String(), "admin", adminAt, "overlay", d.key.ID().OverlayAddr().String(),
+		"data", cfg.dataDir, "udp", d.tun.Port(), "relays", len(cfg.relays))
+	return nil
+}
 
+// start serves srv on ln as one of the daemon's servers. Should start-up
+// fail later, its closer leaves it not serving; after a shutdown the
+// closer finds it stopped already.
+func (d *instance) start(srv *http.Server, ln net.Listener, name string) {
+	s := serve(srv, ln, name, d.stopped)
+	d.servers = append(d.servers, s)
+	d.closers = append(d.closers, func() { s.srv.Close(); <-s.done })
+}
+
+// waitAndShutdown blocks until ctx is done or a server fails, then drains
+// the servers at once; run's deferred close then stops the forwarder, the
+// lookups, the tunnel and the store, in that order. It returns the failed
+// server's error, if one did.
+func (d *instance) waitAndShutdown(ctx context.Context) error {
+	log := d.log
 	var failure error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "reason", context.Cause(ctx))
-	case name := <-stopped:
-		for _, s := range servers {
+	case name := <-d.stopped:
+		for _, s := range d.servers {
 			if s.name == name {
 				err := <-s.errc
 				s.errc <- err // for the drain below
@@ -377,18 +460,14 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger) (err error) {
 			}
 		}
 	}
-	// The servers drain at once; the deferred closers then stop the
-	// lookups, the tunnel and the store, in that order.
 	var drain sync.WaitGroup
-	for _, s := range servers {
-		drain.Add(1)
-		go func() {
-			defer drain.Done()
+	for _, s := range d.servers {
+		drain.Go(func() {
 			shutdownServer(s.srv, s.name, log)
 			if err := <-s.errc; err != nil && !errors.Is(err, http.ErrServerClosed) && failure == nil {
 				log.Warn(s.name, "err", err)
 			}
-		}()
+		})
 	}
 	drain.Wait()
 	if failure != nil {
@@ -508,23 +587,6 @@ func defaultDataDir() string {
 		return ""
 	}
 	return filepath.Join(home, ".local", "share", "portald")
-}
-
-// lockDataDir takes an exclusive lock on the data directory, so that two
-// daemons never share one identity and one database.
-func lockDataDir(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock data directory: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("data directory %s is in use by another portald", filepath.Dir(path))
-		}
-		return nil, fmt.Errorf("lock data directory: %w", err)
-	}
-	return func() { f.Close() }, nil
 }
 
 // serveDebug serves Go's pprof profiles on addr (loopback, checked by the

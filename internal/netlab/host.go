@@ -1,3 +1,5 @@
+//go:build linux
+
 package netlab
 
 import (
@@ -60,7 +62,7 @@ type Process struct {
 
 // Start starts cmd (typically from Host.Command; any command works) and
 // registers a cleanup that kills it, and the children it made, and waits for
-// it, so no test leaves a daemon running. On Linux the kernel also kills it
+// it, so no test leaves a daemon running. The kernel also kills it
 // if the test binary dies (a panic, a -timeout) before the cleanup runs. When neither cmd.Stdout nor cmd.Stderr is set,
 // both are captured: Output returns them, and they are logged if the test
 // fails, which is usually the only way to see why a daemon misbehaved. Start

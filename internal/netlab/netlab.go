@@ -1,6 +1,9 @@
+//go:build linux
+
 // Package netlab builds throwaway IPv4 networks out of Linux network
 // namespaces, veth pairs and iptables NAT, so that tests can run real portald
-// and portal-relay processes behind real kernel NATs.
+// and portal-relay processes behind real kernel NATs. It is Linux only, as
+// are the tests that use it (*_linux_test.go).
 //
 // A Lab is one "internet": a namespace holding a bridge on 198.51.100.0/24
 // (TEST-NET-2). PublicHost attaches a host with a public address to it (a
@@ -44,7 +47,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -143,13 +145,10 @@ func New(t testing.TB) *Lab {
 	return l
 }
 
-// requireLab skips or fails t, as New documents, unless this is Linux, we
-// are root and the ip and iptables commands exist; it returns their paths.
+// requireLab skips or fails t, as New documents, unless we are root and
+// the ip and iptables commands exist; it returns their paths.
 func requireLab(t testing.TB) (ip, iptables string) {
 	t.Helper()
-	if runtime.GOOS != "linux" {
-		labUnavailable(t, "network namespaces need Linux, this is %s", runtime.GOOS)
-	}
 	if os.Geteuid() != 0 {
 		labUnavailable(t, "not root (euid %d)", os.Geteuid())
 	}
