@@ -110,7 +110,7 @@ type Tunnel struct {
 	addr      netip.Addr
 	keepalive time.Duration
 	log       *slog.Logger
-	bind      *Bind
+	bind      *bind
 	paths     *paths
 	stack     *netStack
 	dev       *device.Device
@@ -505,6 +505,11 @@ type Stats struct {
 	WireGuardUnknownSource uint64
 	// RelayedIn and RelayedOut count WireGuard packets through relays.
 	RelayedIn, RelayedOut uint64
+	// OtherDropped counts datagrams dropped because they are none of
+	// WireGuard, a relay's Deliver, a control message or anything the
+	// Config.Control hook takes (with no hook, every relay message), or a
+	// Deliver too short to read: a peer or relay speaking another version.
+	OtherDropped uint64
 	// PathChanges counts peers' path changes by reason (Change*).
 	PathChanges map[string]uint64
 }
@@ -522,6 +527,7 @@ func (st Stats) LogValue() slog.Value {
 		slog.Uint64("wireguard_unknown_source", st.WireGuardUnknownSource),
 		slog.Uint64("relayed_in", st.RelayedIn),
 		slog.Uint64("relayed_out", st.RelayedOut),
+		slog.Uint64("other_dropped", st.OtherDropped),
 	)
 }
 
@@ -535,7 +541,8 @@ func (t *Tunnel) Stats() Stats {
 		ControlForged:   c.forged.Load(), ControlReplayed: c.replayed.Load(),
 		WireGuardUnknownSource: c.unknownSource.Load(),
 		RelayedIn:              c.relayedIn.Load(), RelayedOut: c.relayedOut.Load(),
-		PathChanges: make(map[string]uint64, len(changeReasons)),
+		OtherDropped: t.bind.dropped.Load(),
+		PathChanges:  make(map[string]uint64, len(changeReasons)),
 	}
 	for i, r := range changeReasons {
 		st.PathChanges[r] = c.changes[i].Load()
