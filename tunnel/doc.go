@@ -14,9 +14,13 @@
 //
 // Inside, the package joins four parts: the wireguard-go device, the
 // tun.Device that is our gVisor stack (stack.go), the conn.Bind that is our
-// UDP socket (bind.go), and the path table that picks, per packet, a direct
+// UDP socket (bind.go), and the path layer that picks, per packet, a direct
 // path or a relay and finds direct paths with sealed control messages
-// (path.go, control.go). Outside, it offers only sockets (DialContext,
+// (control.go). The path layer is four files: the peers and the addresses
+// they send from (table.go), the per-packet send and relayed delivery
+// (send.go), the probing and fallback state machine that picks the route
+// (path.go), and the conn.Endpoint that names a peer to wireguard-go
+// (endpoint.go). Outside, it offers only sockets (DialContext,
 // Listen) and peers (SetPeer, SetEndpoints, RemovePeer, PeerStatus), plus
 // SendControl and the Config.Control hook for relay messages on the same
 // socket.

@@ -384,7 +384,7 @@ func (t *Tunnel) probe() {
 		case now := <-tick.C:
 			t.paths.probe(now)
 		case <-t.endpointsChanged:
-			t.paths.endpointsChanged(time.Now())
+			t.paths.endpointsChanged(t.paths.now())
 		}
 		t.paths.reportLost()
 	}
