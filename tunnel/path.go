@@ -134,6 +134,7 @@ type peerPath struct {
 	nextBeat   time.Time
 	path       string
 	pathSince  time.Time
+	endpoint   netip.AddrPort         // where packets went at the last update, for status
 	addrs      []netip.AddrPort       // source addresses this peer is known by
 	history    [historyLen]PathChange // ring of the last path changes
 	changes    int                    // path changes ever; the newest is history[(changes-1)%historyLen]
@@ -262,8 +263,9 @@ func (ps *paths) updateLocked(p *peerPath, now time.Time) {
 	case p.best.IsValid():
 		path, why = PathDirect, 1 // ChangeOnlyPath: untrusted, but the only way there is
 	}
+	ep := p.endpointLocked(now)
+	p.endpoint = ep
 	if path != p.path {
-		ep := p.endpointLocked(now)
 		ps.log.Info("peer path changed", "peer", p.id.Short(), "from", p.path, "to", path, "reason", changeReasons[why], "endpoint", ep.String())
 		p.history[p.changes%historyLen] = PathChange{At: now, From: p.path, To: path, Reason: changeReasons[why], Endpoint: ep}
 		p.changes++
@@ -527,18 +529,18 @@ func (ps *paths) endpointsChanged(now time.Time) {
 }
 
 // status fills the path part of a peer's status: Path, PathSince,
-// Endpoint and History.
+// Endpoint and History, as the last update left them (the probing
+// goroutine updates every peer every probeTick). It only reads: a status
+// request changes no path and logs nothing.
 func (ps *paths) status(id identity.ID, st *PeerStatus) {
 	st.Path = PathNone
 	p := ps.get(id)
 	if p == nil {
 		return
 	}
-	now := ps.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ps.updateLocked(p, now)
-	st.Path, st.PathSince, st.Endpoint, st.History = p.path, p.pathSince, p.endpointLocked(now), p.historyLocked()
+	st.Path, st.PathSince, st.Endpoint, st.History = p.path, p.pathSince, p.endpoint, p.historyLocked()
 }
 
 // String names a peer's path for logs.
