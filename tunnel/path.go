@@ -173,10 +173,12 @@ var changeReasons = [...]string{ChangeAnswered, ChangeOnlyPath, ChangeDirectSile
 
 // setEndpoints gives a peer the endpoints from its record and the relay it
 // is registered with, and starts probing them unless a direct path is
-// trusted. It tells the peer, through the relay, to probe ours too.
-func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip.AddrPort) {
+// trusted; it reports whether it did, for the caller to run startRound
+// once it holds no lock.
+func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip.AddrPort) (probing bool) {
 	now := ps.now()
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, ep := range endpoints {
 		p.addCandidateLocked(ep, now)
 	}
@@ -184,16 +186,21 @@ func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip
 		p.setRelayLocked(via, now)
 		p.relayHeard = now // it just answered the lookup
 	}
-	trusted := p.trustedLocked(now)
-	if !trusted {
+	probing = !p.trustedLocked(now)
+	if probing {
 		p.startProbingLocked(now)
 	}
 	ps.updateLocked(p, now)
-	p.mu.Unlock()
-	if !trusted {
-		ps.callMe(p)
-		ps.probePeer(p, now) // the first round now, ahead of WireGuard's first packet
-	}
+	return probing
+}
+
+// startRound tells p, through the relay, to probe our endpoints too, and
+// sends the first round of pings now, ahead of WireGuard's first packet.
+// It calls Config.Endpoints, so the caller must hold none of the tunnel's
+// locks (see doc.go).
+func (ps *paths) startRound(p *peerPath) {
+	ps.callMe(p)
+	ps.probePeer(p, ps.now())
 }
 
 // addCandidateLocked adds ep to p's candidates, or refreshes it.
@@ -499,9 +506,10 @@ func (ps *paths) probePeer(p *peerPath, now time.Time) {
 
 // reportLost calls Config.RelayLost for every peer whose relay was found
 // lost since the last call and that is still a peer. probePeer only queues
-// the reports, because its callers may hold locks that RelayLost takes
-// (SetEndpoints holds the tunnel's); the tunnel's probing goroutine calls
-// reportLost holding none, so that a report never outlives Close.
+// the reports: it also runs inside SetEndpoints, a call from the daemon
+// that RelayLost calls back into. The tunnel's probing goroutine calls
+// reportLost holding no lock, and Close waits for it, so that a report
+// never outlives Close.
 func (ps *paths) reportLost() {
 	ps.lostMu.Lock()
 	lost := ps.lost

@@ -126,7 +126,8 @@ type Tunnel struct {
 	// Lifecycle. The tunnel's own goroutines are maintain and probe, and
 	// the callbacks of the timers in peers.kicks; wg counts all of them (a
 	// timer from when it is set until it is stopped or its callback
-	// returns). Close sets closed, so that no timer is set any more, stops
+	// returns), and the probing rounds SetEndpoints starts after releasing
+	// t.peers. Close sets closed, so that no timer is set any more, stops
 	// the timers, closes stop and waits on wg before it takes the device
 	// down, holding no lock the goroutines take.
 	stop             chan struct{}
@@ -239,17 +240,33 @@ func (t *Tunnel) SetPeer(id identity.ID) error {
 // this Portal's, and meanwhile sends through the relay. A peer not set
 // with SetPeer is ignored, and so is any call after Close.
 func (t *Tunnel) SetEndpoints(id identity.ID, endpoints []netip.AddrPort, via netip.AddrPort) {
+	if p := t.setEndpoints(id, endpoints, via); p != nil {
+		defer t.wg.Done()
+		t.paths.startRound(p) // without t.peers: it calls Config.Endpoints
+	}
+}
+
+// setEndpoints is SetEndpoints under t.peers; it returns the peer's path
+// state when a probing round is to start, counted in t.wg (as
+// startHandshakeLocked counts its timer) so that Close waits for the
+// round and no Config.Endpoints call outlives it.
+func (t *Tunnel) setEndpoints(id identity.ID, endpoints []netip.AddrPort, via netip.AddrPort) *peerPath {
 	t.peers.Lock()
 	defer t.peers.Unlock()
 	gen, ok := t.peers.byID[id]
 	p := t.paths.get(id)
 	if !ok || p == nil || t.closed.Load() {
-		return
+		return nil
 	}
-	t.paths.setEndpoints(p, endpoints, via)
+	probing := t.paths.setEndpoints(p, endpoints, via)
 	if !t.reachable(id) {
 		t.startHandshakeLocked(id, gen)
 	}
+	if !probing {
+		return nil
+	}
+	t.wg.Add(1)
+	return p
 }
 
 // startHandshakeLocked makes sure a handshake with a newly set peer does

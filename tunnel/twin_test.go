@@ -203,7 +203,9 @@ func (tw *twin) advance(d time.Duration) {
 
 // setEndpoints is SetEndpoints on side s for its peer.
 func (tw *twin) setEndpoints(s *twinSide, endpoints []netip.AddrPort, via netip.AddrPort) {
-	s.ps.setEndpoints(s.peer, endpoints, via)
+	if s.ps.setEndpoints(s.peer, endpoints, via) {
+		s.ps.startRound(s.peer)
+	}
 	tw.flush()
 }
 
