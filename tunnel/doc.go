@@ -52,9 +52,9 @@
 // in turn, never together). paths.lostMu, bind.mu and rateLimitedLog.mu
 // are leaves: nothing is locked or called under them.
 //
-// Nothing calls out of the package holding a lock of ours, so that a
-// caller's locks never come after ours: Config.Endpoints (which takes the
-// relay client's lock) runs from SetEndpoints once Tunnel.peers is released
+// No Config callback runs under a lock of ours, so that a caller's locks
+// never come after ours: Config.Endpoints (which takes the relay client's
+// lock, a leaf) runs from SetEndpoints once Tunnel.peers is released
 // (startRound) and from the probing goroutine, Config.IsRelay and
 // Config.Control from the receive path, Config.RelayLost from the probing
 // goroutine. wireguard-go calls the bind's Send and receive functions
