@@ -173,9 +173,6 @@ func (tw *twin) forward(d datagram) {
 // receive hands a datagram to the side's demultiplexer, as its socket
 // would.
 func (tw *twin) receive(s *twinSide, d datagram) {
-	if d.from == twinRelay && tw.relayDown {
-		return
-	}
 	var size int
 	var ep conn.Endpoint
 	if s.bind.demux(d.b, d.from, &size, &ep) {
