@@ -18,7 +18,7 @@ import (
 	"portal/relay"
 )
 
-// Bind is the Portal's one UDP socket, shared by WireGuard, the relay
+// bind is the Portal's one UDP socket, shared by WireGuard, the relay
 // protocol and the control messages between Portals. It implements
 // conn.Bind for wireguard-go and demultiplexes in its receive function:
 // WireGuard messages (type 1–4 followed by three zero bytes) go to
@@ -29,7 +29,7 @@ import (
 // port changes, and the relay must keep seeing the same NAT mapping. Close
 // only makes the receive function return net.ErrClosed, as conn.Bind
 // requires.
-type Bind struct {
+type bind struct {
 	conn    *net.UDPConn
 	batch   *ipv6.PacketConn                    // the same socket, for recvmmsg and sendmmsg
 	rx      []ipv6.Message                      // receive's; wireguard-go calls it from one goroutine
@@ -46,20 +46,21 @@ type Bind struct {
 	mu     sync.Mutex // guards closed
 	closed bool
 
-	controlIn  atomic.Uint64 // control datagrams handed on
-	unknownIn  atomic.Uint64 // datagrams neither WireGuard nor accepted by control
-	shutdown   atomic.Bool   // set by release: the socket is gone for good
-	controlOut atomic.Uint64
+	// dropped counts datagrams that are neither WireGuard nor a control
+	// message, with no Control hook to take them, and Delivers too short
+	// to parse (Stats.OtherDropped).
+	dropped  atomic.Uint64
+	shutdown atomic.Bool // set by release: the socket is gone for good
 }
 
-var _ conn.Bind = (*Bind)(nil)
+var _ conn.Bind = (*bind)(nil)
 
 // socketBuffer is the UDP socket's send and receive buffer size.
 const socketBuffer = 7 << 20
 
 // newBind opens the UDP socket on port (0 picks one), dual-stack when the
 // host has IPv6.
-func newBind(port uint16, control func([]byte, netip.AddrPort)) (*Bind, error) {
+func newBind(port uint16, control func([]byte, netip.AddrPort)) (*bind, error) {
 	c, err := net.ListenUDP("udp", &net.UDPAddr{Port: int(port)})
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: listen udp port %d: %w", port, err)
@@ -69,7 +70,7 @@ func newBind(port uint16, control func([]byte, netip.AddrPort)) (*Bind, error) {
 	// pays for with a retransmission timeout. The kernel caps these at
 	// net.core.{r,w}mem_max unless the process may exceed it.
 	growSocketBuffers(c, socketBuffer)
-	b := &Bind{conn: c, batch: ipv6.NewPacketConn(c), control: control, closed: true}
+	b := &bind{conn: c, batch: ipv6.NewPacketConn(c), control: control, closed: true}
 	b.tx.New = func() any { return newMessages(bindBatch) }
 	b.arenas.New = func() any { a := make([]byte, 0, 2*maxCoalesced); return &a }
 	b.gso.Store(gsoSupported(c))
@@ -95,13 +96,13 @@ func newMessages(n int) *[]ipv6.Message {
 }
 
 // Port is the socket's local port.
-func (b *Bind) Port() uint16 {
+func (b *bind) Port() uint16 {
 	return uint16(b.conn.LocalAddr().(*net.UDPAddr).Port)
 }
 
 // Open implements conn.Bind. The port must be 0 or the socket's own: the
 // socket was bound when the tunnel was built.
-func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+func (b *bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.shutdown.Load() {
@@ -122,7 +123,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 
 // Close implements conn.Bind: the receive function returns net.ErrClosed.
 // The socket stays open for Open to reuse.
-func (b *Bind) Close() error {
+func (b *bind) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
@@ -131,13 +132,13 @@ func (b *Bind) Close() error {
 }
 
 // release closes the socket for good, when the tunnel closes.
-func (b *Bind) release() error {
+func (b *bind) release() error {
 	b.shutdown.Store(true)
 	b.Close()
 	return b.conn.Close()
 }
 
-func (b *Bind) isClosed() bool {
+func (b *bind) isClosed() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.closed
@@ -149,7 +150,7 @@ func (b *Bind) isClosed() bool {
 // endpoint handed to wireguard-go is always the peer's, so that the path
 // stays the Bind's choice. Control messages between Portals go to the
 // path table, other relay messages to the control handler.
-func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+func (b *bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	if b.gro {
 		return b.receiveCoalesced(packets, sizes, eps)
 	}
@@ -192,7 +193,7 @@ func (b *Bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 
 // readBatch reads datagrams into msgs: with recvmmsg where x/net has it
 // (Linux), else one at a time.
-func (b *Bind) readBatch(msgs []ipv6.Message) (int, error) {
+func (b *bind) readBatch(msgs []ipv6.Message) (int, error) {
 	if batchIO {
 		return b.batch.ReadBatch(msgs, 0)
 	}
@@ -207,7 +208,7 @@ func (b *Bind) readBatch(msgs []ipv6.Message) (int, error) {
 // readError is what a failed read returns: net.ErrClosed after Close, nil
 // (read again) for the timeout a Close that raced with Open left behind,
 // else err.
-func (b *Bind) readError(err error) error {
+func (b *bind) readError(err error) error {
 	if b.isClosed() {
 		return net.ErrClosed
 	}
@@ -221,7 +222,7 @@ func (b *Bind) readError(err error) error {
 // receiveCoalesced is receive when the kernel coalesces datagrams: one
 // read returns a run of datagrams from one source, which it cuts apart
 // into wireguard-go's buffers.
-func (b *Bind) receiveCoalesced(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+func (b *bind) receiveCoalesced(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	for {
 		if b.left.n == 0 {
 			n, oobn, _, from, err := b.conn.ReadMsgUDPAddrPort(b.scratch, b.oob)
@@ -258,7 +259,7 @@ func (b *Bind) receiveCoalesced(packets [][]byte, sizes []int, eps []conn.Endpoi
 	}
 }
 
-// coalesced is what is left of a coalesced read in Bind.scratch.
+// coalesced is what is left of a coalesced read in bind.scratch.
 type coalesced struct {
 	off, n, seg int
 	from        netip.AddrPort
@@ -292,10 +293,10 @@ func classify(p []byte) datagramKind {
 
 // demux handles one datagram: a WireGuard message for wireguard-go (true,
 // with its size and the peer's endpoint set), or anything else, handled
-// here. Every datagram not handed to wireguard-go is counted: as control
-// (the path table's or the Control hook's) or by the reason it was
-// dropped.
-func (b *Bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint) bool {
+// here. Every datagram not handed to wireguard-go is counted, as control
+// or by the reason it was dropped, except those the Control hook takes:
+// the relay client counts its own messages.
+func (b *bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint) bool {
 	switch classify(p) {
 	case kindWireGuard:
 		if peer := b.paths.byAddress(from); peer != nil {
@@ -306,7 +307,7 @@ func (b *Bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 	case kindDeliver:
 		src, payload, ok := relay.ParseDeliver(p)
 		if !ok {
-			b.unknownIn.Add(1)
+			b.dropped.Add(1)
 			return false
 		}
 		if pe, ok := b.paths.deliver(src, payload, from); ok {
@@ -317,10 +318,9 @@ func (b *Bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 		b.paths.handleControl(p, from, false)
 	default:
 		if b.control == nil {
-			b.unknownIn.Add(1)
+			b.dropped.Add(1)
 			return false
 		}
-		b.controlIn.Add(1)
 		b.control(p, from)
 	}
 	return false
@@ -333,10 +333,10 @@ func isWireGuard(p []byte) bool {
 }
 
 // SetMark implements conn.Bind; marks are not used.
-func (b *Bind) SetMark(uint32) error { return nil }
+func (b *bind) SetMark(uint32) error { return nil }
 
 // BatchSize implements conn.Bind.
-func (b *Bind) BatchSize() int {
+func (b *bind) BatchSize() int {
 	if !batchIO {
 		return 1
 	}
@@ -344,7 +344,7 @@ func (b *Bind) BatchSize() int {
 }
 
 // Send implements conn.Bind: the peer's path table picks the path.
-func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	e, ok := ep.(*peerEndpoint)
 	if !ok {
 		return conn.ErrWrongEndpointType
@@ -353,14 +353,14 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 }
 
 // write sends one datagram on the socket.
-func (b *Bind) write(p []byte, to netip.AddrPort) error {
+func (b *bind) write(p []byte, to netip.AddrPort) error {
 	_, err := b.conn.WriteToUDPAddrPort(p, to)
 	return err
 }
 
 // writeBatch sends datagrams to one address with as few sendmmsg calls as
 // it takes.
-func (b *Bind) writeBatch(bufs [][]byte, to netip.AddrPort) error {
+func (b *bind) writeBatch(bufs [][]byte, to netip.AddrPort) error {
 	if len(bufs) == 1 || !batchIO {
 		var err error
 		for _, buf := range bufs {
@@ -403,11 +403,10 @@ func (b *Bind) writeBatch(bufs [][]byte, to netip.AddrPort) error {
 }
 
 // sendControl writes one control datagram on the shared socket.
-func (b *Bind) sendControl(p []byte, to netip.AddrPort) error {
+func (b *bind) sendControl(p []byte, to netip.AddrPort) error {
 	if isWireGuard(p) {
 		return errors.New("tunnel: control message would be taken for WireGuard")
 	}
-	b.controlOut.Add(1)
 	_, err := b.conn.WriteToUDPAddrPort(p, to)
 	return err
 }
@@ -415,7 +414,7 @@ func (b *Bind) sendControl(p []byte, to netip.AddrPort) error {
 // writeSegmented sends bufs coalesced: each run of equal-size datagrams
 // (a shorter one may end a run) goes as one buffer that the kernel cuts
 // apart. It returns how many of bufs were sent, all of them unless err.
-func (b *Bind) writeSegmented(bufs [][]byte, addr *net.UDPAddr, msgs []ipv6.Message) (int, error) {
+func (b *bind) writeSegmented(bufs [][]byte, addr *net.UDPAddr, msgs []ipv6.Message) (int, error) {
 	ap := b.arenas.Get().(*[]byte)
 	defer b.arenas.Put(ap)
 	arena := (*ap)[:0]
@@ -463,7 +462,7 @@ func (b *Bind) writeSegmented(bufs [][]byte, addr *net.UDPAddr, msgs []ipv6.Mess
 // ParseEndpoint implements conn.Bind. An endpoint is a peer's Portal ID:
 // the tunnel adds the peer to its path table before it gives the ID to
 // wireguard-go.
-func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+func (b *bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	id, err := identity.ParseID(s)
 	if err != nil {
 		return nil, err

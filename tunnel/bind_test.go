@@ -67,7 +67,7 @@ func TestBatchedDatagramsArriveIntact(t *testing.T) {
 // receivingBind is a Bind whose receive function runs until the test
 // ends, handing every datagram that is not WireGuard (such as the tests'
 // 0x10-filled ones) to the returned channel.
-func receivingBind(t *testing.T) (*Bind, <-chan []byte) {
+func receivingBind(t *testing.T) (*bind, <-chan []byte) {
 	t.Helper()
 	got := make(chan []byte, 1024)
 	rx, err := newBind(0, func(b []byte, _ netip.AddrPort) { got <- bytes.Clone(b) })

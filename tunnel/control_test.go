@@ -147,6 +147,7 @@ func TestBadControlMessagesDropped(t *testing.T) {
 		{"oversized", append(bytes.Clone(genuine), make([]byte, maxControlSize)...), func(s Stats) uint64 { return s.ControlOversized }},
 		{"truncated", genuine[:controlHeader+4], func(s Stats) uint64 { return s.ControlMalformed }},
 		{"a stranger's, relayed", relayDeliver(stranger.ID(), ping(stranger.ID(), controlAEAD(t, stranger, b.key.ID()), 2, now)), func(s Stats) uint64 { return s.ControlStranger }},
+		{"a Deliver with no payload", relayDeliver(quiet.ID(), nil), func(s Stats) uint64 { return s.OtherDropped }},
 	}
 	for _, c := range cases {
 		if c.count == nil {

@@ -3,20 +3,14 @@ package tunnel
 import (
 	"crypto/cipher"
 	"crypto/rand"
-	"encoding/binary"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/crypto/chacha20poly1305"
-	"golang.zx2c4.com/wireguard/conn"
-
 	"portal/identity"
-	"portal/relay"
 )
 
 // Path selection. wireguard-go holds one endpoint per peer, a peerEndpoint
@@ -102,26 +96,6 @@ type route struct {
 	spray   []netip.AddrPort
 }
 
-// peerEndpoint is the conn.Endpoint wireguard-go holds for a peer. It
-// names the peer, not an address, so that the Bind picks the path and
-// wireguard-go's own roaming never pins a dead one.
-type peerEndpoint struct{ p *peerPath }
-
-var _ conn.Endpoint = (*peerEndpoint)(nil)
-
-func (e *peerEndpoint) ClearSrc()           {}
-func (e *peerEndpoint) SrcToString() string { return "" }
-func (e *peerEndpoint) DstToString() string { return e.p.id.String() }
-func (e *peerEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }
-
-// DstIP is the peer's overlay address: wireguard-go keys its handshake
-// rate limit by it, and it is one per peer whatever the path.
-func (e *peerEndpoint) DstIP() netip.Addr { return e.p.id.OverlayAddr() }
-
-// DstToBytes feeds WireGuard's cookie MAC; it must not change with the
-// path.
-func (e *peerEndpoint) DstToBytes() []byte { return e.p.id[:] }
-
 // candidate is a direct endpoint of a peer.
 type candidate struct {
 	addr     netip.AddrPort
@@ -160,6 +134,7 @@ type peerPath struct {
 	nextBeat   time.Time
 	path       string
 	pathSince  time.Time
+	endpoint   netip.AddrPort         // where packets went at the last update, for status
 	addrs      []netip.AddrPort       // source addresses this peer is known by
 	history    [historyLen]PathChange // ring of the last path changes
 	changes    int                    // path changes ever; the newest is history[(changes-1)%historyLen]
@@ -196,145 +171,14 @@ const (
 // changeReasons is every reason, in the order pathCounters counts them.
 var changeReasons = [...]string{ChangeAnswered, ChangeOnlyPath, ChangeDirectSilent, ChangeRelay, ChangeLost}
 
-// pathCounters count what the path layer dropped and did.
-type pathCounters struct {
-	controlIn, controlOut                                 atomic.Uint64
-	malformed, oversized, stranger, forged, replayed      atomic.Uint64
-	unknownSource, relayedIn, relayedOut, deliverStranger atomic.Uint64
-	changes                                               [len(changeReasons)]atomic.Uint64
-}
-
-// paths is the tunnel's path table: the state of every peer, the addresses
-// they send from, and the probing loop.
-type paths struct {
-	key        *identity.Key
-	self       identity.ID
-	boot       uint64
-	counter    atomic.Uint64
-	write      func([]byte, netip.AddrPort) error
-	writeBatch func([][]byte, netip.AddrPort) error
-	endpoints  func() []netip.AddrPort
-	isRelay    func(netip.AddrPort) bool
-	relayLost  func(identity.ID)
-	log        *slog.Logger
-	ctr        pathCounters
-	bufs       sync.Pool
-
-	mu     sync.RWMutex // guards byID and byAddr
-	byID   map[identity.ID]*peerPath
-	byAddr map[netip.AddrPort]*peerPath
-
-	lostMu sync.Mutex    // guards lost
-	lost   []identity.ID // peers whose relay was found lost, for reportLost
-}
-
-func newPaths(cfg Config, write func([]byte, netip.AddrPort) error, writeBatch func([][]byte, netip.AddrPort) error) *paths {
-	var b [8]byte
-	rand.Read(b[:])
-	ps := &paths{
-		key: cfg.Key, self: cfg.Key.ID(), boot: binary.BigEndian.Uint64(b[:]),
-		write: write, writeBatch: writeBatch, endpoints: cfg.Endpoints, isRelay: cfg.IsRelay, relayLost: cfg.RelayLost,
-		log:  cfg.Log.With("component", "paths"),
-		byID: map[identity.ID]*peerPath{}, byAddr: map[netip.AddrPort]*peerPath{},
-	}
-	ps.bufs.New = func() any { b := make([]byte, 0, relay.MaxForwardSize); return &b }
-	return ps
-}
-
-// add creates the peer's path state, or returns the existing one.
-func (ps *paths) add(id identity.ID) (*peerPath, error) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if p := ps.byID[id]; p != nil {
-		return p, nil
-	}
-	k, err := ps.key.ControlKey(id)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := chacha20poly1305.NewX(k[:])
-	if err != nil {
-		return nil, err
-	}
-	p := &peerPath{id: id, aead: aead, pings: map[[txidLen]byte]pendingPing{}, path: PathNone}
-	p.ep = &peerEndpoint{p}
-	p.route.Store(&route{})
-	ps.byID[id] = p
-	return p, nil
-}
-
-func (ps *paths) remove(id identity.ID) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	p := ps.byID[id]
-	if p == nil {
-		return
-	}
-	delete(ps.byID, id)
-	for a, q := range ps.byAddr {
-		if q == p {
-			delete(ps.byAddr, a)
-		}
-	}
-}
-
-func (ps *paths) get(id identity.ID) *peerPath {
-	ps.mu.RLock()
-	defer ps.mu.RUnlock()
-	return ps.byID[id]
-}
-
-func (ps *paths) all() []*peerPath {
-	ps.mu.RLock()
-	defer ps.mu.RUnlock()
-	out := make([]*peerPath, 0, len(ps.byID))
-	for _, p := range ps.byID {
-		out = append(out, p)
-	}
-	return out
-}
-
-// byAddress is the peer that sends from addr, as its authenticated control
-// messages showed.
-func (ps *paths) byAddress(addr netip.AddrPort) *peerPath {
-	ps.mu.RLock()
-	defer ps.mu.RUnlock()
-	return ps.byAddr[addr]
-}
-
-// learnAddr records that p sends from addr.
-func (ps *paths) learnAddr(p *peerPath, addr netip.AddrPort) {
-	if ps.byAddress(addr) == p {
-		return
-	}
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if ps.byID[p.id] != p {
-		return // removed meanwhile
-	}
-	if old := ps.byAddr[addr]; old != nil && old != p {
-		old.mu.Lock()
-		old.addrs = slices.DeleteFunc(old.addrs, func(a netip.AddrPort) bool { return a == addr })
-		old.mu.Unlock()
-	}
-	ps.byAddr[addr] = p
-	p.mu.Lock()
-	p.addrs = append(p.addrs, addr)
-	if len(p.addrs) > maxPeerAddrs {
-		if ps.byAddr[p.addrs[0]] == p {
-			delete(ps.byAddr, p.addrs[0])
-		}
-		p.addrs = p.addrs[1:]
-	}
-	p.mu.Unlock()
-}
-
 // setEndpoints gives a peer the endpoints from its record and the relay it
 // is registered with, and starts probing them unless a direct path is
-// trusted. It tells the peer, through the relay, to probe ours too.
-func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip.AddrPort) {
-	now := time.Now()
+// trusted; it reports whether it did, for the caller to run startRound
+// once it holds no lock.
+func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip.AddrPort) (probing bool) {
+	now := ps.now()
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, ep := range endpoints {
 		p.addCandidateLocked(ep, now)
 	}
@@ -342,16 +186,21 @@ func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip
 		p.setRelayLocked(via, now)
 		p.relayHeard = now // it just answered the lookup
 	}
-	trusted := p.trustedLocked(now)
-	if !trusted {
+	probing = !p.trustedLocked(now)
+	if probing {
 		p.startProbingLocked(now)
 	}
 	ps.updateLocked(p, now)
-	p.mu.Unlock()
-	if !trusted {
-		ps.callMe(p)
-		ps.probePeer(p, now) // the first round now, ahead of WireGuard's first packet
-	}
+	return probing
+}
+
+// startRound tells p, through the relay, to probe our endpoints too, and
+// sends the first round of pings now, ahead of WireGuard's first packet.
+// It calls Config.Endpoints, so the caller must hold none of the tunnel's
+// locks (see doc.go).
+func (ps *paths) startRound(p *peerPath) {
+	ps.callMe(p)
+	ps.probePeer(p, ps.now())
 }
 
 // addCandidateLocked adds ep to p's candidates, or refreshes it.
@@ -421,8 +270,9 @@ func (ps *paths) updateLocked(p *peerPath, now time.Time) {
 	case p.best.IsValid():
 		path, why = PathDirect, 1 // ChangeOnlyPath: untrusted, but the only way there is
 	}
+	ep := p.endpointLocked(now)
+	p.endpoint = ep
 	if path != p.path {
-		ep := p.endpointLocked(now)
 		ps.log.Info("peer path changed", "peer", p.id.Short(), "from", p.path, "to", path, "reason", changeReasons[why], "endpoint", ep.String())
 		p.history[p.changes%historyLen] = PathChange{At: now, From: p.path, To: path, Reason: changeReasons[why], Endpoint: ep}
 		p.changes++
@@ -447,73 +297,6 @@ func (p *peerPath) endpointLocked(now time.Time) netip.AddrPort {
 		return p.best
 	}
 	return p.relay
-}
-
-// send writes WireGuard's packets for p on the path its route picks.
-func (ps *paths) send(p *peerPath, bufs [][]byte) error {
-	r := p.route.Load()
-	var err error
-	if r.direct.IsValid() && (time.Now().Before(r.trusted) || !r.relay.IsValid()) {
-		return ps.writeBatch(bufs, r.direct)
-	}
-	if r.relay.IsValid() {
-		bp := ps.bufs.Get().(*[]byte)
-		for _, b := range bufs {
-			*bp = relay.AppendForward((*bp)[:0], p.id, b)
-			ps.ctr.relayedOut.Add(1)
-			err = keepFirst(err, ps.write(*bp, r.relay))
-			if r.direct.IsValid() {
-				ps.write(b, r.direct) // untrusted: a second chance, errors ignored
-			}
-		}
-		ps.bufs.Put(bp)
-		return err
-	}
-	// Spraying: one unreachable candidate must not fail the batch, or
-	// wireguard-go would log every packet.
-	sent := false
-	for _, b := range bufs {
-		for _, to := range r.spray {
-			if e := ps.write(b, to); e == nil {
-				sent = true
-			} else {
-				err = keepFirst(err, e)
-			}
-		}
-	}
-	if sent {
-		return nil
-	}
-	return err
-}
-
-func keepFirst(err, next error) error {
-	if err != nil {
-		return err
-	}
-	return next
-}
-
-// sendControl seals m for p and sends it to addr, or through p's relay
-// when addr is invalid.
-func (ps *paths) sendControl(p *peerPath, m *controlMsg, to netip.AddrPort) {
-	var viaRelay netip.AddrPort
-	if !to.IsValid() {
-		p.mu.Lock()
-		viaRelay = p.relay
-		p.mu.Unlock()
-		if !viaRelay.IsValid() {
-			return
-		}
-	}
-	b := sealControl(make([]byte, 0, maxControlSize), ps.self, p.aead, ps.boot, ps.counter.Add(1), time.Now(), m)
-	if viaRelay.IsValid() {
-		b, to = relay.AppendForward(make([]byte, 0, len(b)+64), p.id, b), viaRelay
-	}
-	ps.ctr.controlOut.Add(1)
-	if err := ps.write(b, to); err != nil {
-		ps.log.Debug("send control message", "peer", p.id.Short(), "to", to, "err", err)
-	}
 }
 
 // callMe tells p, through its relay, which endpoints to probe.
@@ -562,7 +345,7 @@ func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
 		m, boot, counter, sentAt, err = openControl(b, p.aead)
 		if err == nil {
 			p.mu.Lock()
-			if !p.rx.accept(boot, counter, sentAt, time.Now()) {
+			if !p.rx.accept(boot, counter, sentAt, ps.now()) {
 				err = errControlReplayed
 			}
 			p.mu.Unlock()
@@ -576,7 +359,7 @@ func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
 	if !viaRelay {
 		ps.learnAddr(p, from)
 	}
-	now := time.Now()
+	now := ps.now()
 	var sends []func()
 	p.mu.Lock()
 	if viaRelay {
@@ -649,56 +432,6 @@ func (ps *paths) pongLocked(p *peerPath, from netip.AddrPort, rtt time.Duration,
 	p.nextBeat = now.Add(heartbeat)
 }
 
-func (ps *paths) countDrop(err error) {
-	switch err {
-	case errControlOversized:
-		ps.ctr.oversized.Add(1)
-	case errControlStranger:
-		ps.ctr.stranger.Add(1)
-	case errControlForged:
-		ps.ctr.forged.Add(1)
-	case errControlReplayed:
-		ps.ctr.replayed.Add(1)
-	default:
-		ps.ctr.malformed.Add(1)
-	}
-}
-
-// deliver takes a relay's Deliver; it returns the WireGuard payload and
-// the peer's endpoint, or nil when the payload was a control message or
-// is dropped.
-func (ps *paths) deliver(src identity.ID, payload []byte, from netip.AddrPort) (*peerEndpoint, bool) {
-	p := ps.get(src)
-	if p == nil {
-		ps.ctr.deliverStranger.Add(1)
-		return nil, false
-	}
-	if !ps.knownRelay(p, from) {
-		ps.ctr.deliverStranger.Add(1)
-		return nil, false
-	}
-	if relay.IsPeerMessage(payload) {
-		ps.handleControl(payload, from, true)
-		return nil, false
-	}
-	if !isWireGuard(payload) {
-		ps.ctr.malformed.Add(1)
-		return nil, false
-	}
-	ps.ctr.relayedIn.Add(1)
-	return p.ep, true
-}
-
-// knownRelay reports whether from is one of this Portal's relays, or,
-// without Config.IsRelay, the relay p is reached through.
-func (ps *paths) knownRelay(p *peerPath, from netip.AddrPort) bool {
-	if ps.isRelay != nil {
-		return ps.isRelay(from)
-	}
-	return p.route.Load().relay == from
-}
-
-// probe runs the probing schedule of every peer; it is called every
 // probeTick.
 func (ps *paths) probe(now time.Time) {
 	for _, p := range ps.all() {
@@ -773,9 +506,10 @@ func (ps *paths) probePeer(p *peerPath, now time.Time) {
 
 // reportLost calls Config.RelayLost for every peer whose relay was found
 // lost since the last call and that is still a peer. probePeer only queues
-// the reports, because its callers may hold locks that RelayLost takes
-// (SetEndpoints holds the tunnel's); the tunnel's probing goroutine calls
-// reportLost holding none, so that a report never outlives Close.
+// the reports: it also runs inside SetEndpoints, a call from the daemon
+// that RelayLost calls back into. The tunnel's probing goroutine calls
+// reportLost holding no lock, and Close waits for it, so that a report
+// never outlives Close.
 func (ps *paths) reportLost() {
 	ps.lostMu.Lock()
 	lost := ps.lost
@@ -803,18 +537,18 @@ func (ps *paths) endpointsChanged(now time.Time) {
 }
 
 // status fills the path part of a peer's status: Path, PathSince,
-// Endpoint and History.
+// Endpoint and History, as the last update left them (the probing
+// goroutine updates every peer every probeTick). It only reads: a status
+// request changes no path and logs nothing.
 func (ps *paths) status(id identity.ID, st *PeerStatus) {
 	st.Path = PathNone
 	p := ps.get(id)
 	if p == nil {
 		return
 	}
-	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ps.updateLocked(p, now)
-	st.Path, st.PathSince, st.Endpoint, st.History = p.path, p.pathSince, p.endpointLocked(now), p.historyLocked()
+	st.Path, st.PathSince, st.Endpoint, st.History = p.path, p.pathSince, p.endpoint, p.historyLocked()
 }
 
 // String names a peer's path for logs.

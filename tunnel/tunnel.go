@@ -110,7 +110,7 @@ type Tunnel struct {
 	addr      netip.Addr
 	keepalive time.Duration
 	log       *slog.Logger
-	bind      *Bind
+	bind      *bind
 	paths     *paths
 	stack     *netStack
 	dev       *device.Device
@@ -126,7 +126,8 @@ type Tunnel struct {
 	// Lifecycle. The tunnel's own goroutines are maintain and probe, and
 	// the callbacks of the timers in peers.kicks; wg counts all of them (a
 	// timer from when it is set until it is stopped or its callback
-	// returns). Close sets closed, so that no timer is set any more, stops
+	// returns), and the probing rounds SetEndpoints starts after releasing
+	// t.peers. Close sets closed, so that no timer is set any more, stops
 	// the timers, closes stop and waits on wg before it takes the device
 	// down, holding no lock the goroutines take.
 	stop             chan struct{}
@@ -239,17 +240,33 @@ func (t *Tunnel) SetPeer(id identity.ID) error {
 // this Portal's, and meanwhile sends through the relay. A peer not set
 // with SetPeer is ignored, and so is any call after Close.
 func (t *Tunnel) SetEndpoints(id identity.ID, endpoints []netip.AddrPort, via netip.AddrPort) {
+	if p := t.setEndpoints(id, endpoints, via); p != nil {
+		defer t.wg.Done()
+		t.paths.startRound(p) // without t.peers: it calls Config.Endpoints
+	}
+}
+
+// setEndpoints is SetEndpoints under t.peers; it returns the peer's path
+// state when a probing round is to start, counted in t.wg (as
+// startHandshakeLocked counts its timer) so that Close waits for the
+// round and no Config.Endpoints call outlives it.
+func (t *Tunnel) setEndpoints(id identity.ID, endpoints []netip.AddrPort, via netip.AddrPort) *peerPath {
 	t.peers.Lock()
 	defer t.peers.Unlock()
 	gen, ok := t.peers.byID[id]
 	p := t.paths.get(id)
 	if !ok || p == nil || t.closed.Load() {
-		return
+		return nil
 	}
-	t.paths.setEndpoints(p, endpoints, via)
+	probing := t.paths.setEndpoints(p, endpoints, via)
 	if !t.reachable(id) {
 		t.startHandshakeLocked(id, gen)
 	}
+	if !probing {
+		return nil
+	}
+	t.wg.Add(1)
+	return p
 }
 
 // startHandshakeLocked makes sure a handshake with a newly set peer does
@@ -384,7 +401,7 @@ func (t *Tunnel) probe() {
 		case now := <-tick.C:
 			t.paths.probe(now)
 		case <-t.endpointsChanged:
-			t.paths.endpointsChanged(time.Now())
+			t.paths.endpointsChanged(t.paths.now())
 		}
 		t.paths.reportLost()
 	}
@@ -505,6 +522,11 @@ type Stats struct {
 	WireGuardUnknownSource uint64
 	// RelayedIn and RelayedOut count WireGuard packets through relays.
 	RelayedIn, RelayedOut uint64
+	// OtherDropped counts datagrams dropped because they are none of
+	// WireGuard, a relay's Deliver, a control message or anything the
+	// Config.Control hook takes (with no hook, every relay message), or a
+	// Deliver too short to read: a peer or relay speaking another version.
+	OtherDropped uint64
 	// PathChanges counts peers' path changes by reason (Change*).
 	PathChanges map[string]uint64
 }
@@ -522,6 +544,7 @@ func (st Stats) LogValue() slog.Value {
 		slog.Uint64("wireguard_unknown_source", st.WireGuardUnknownSource),
 		slog.Uint64("relayed_in", st.RelayedIn),
 		slog.Uint64("relayed_out", st.RelayedOut),
+		slog.Uint64("other_dropped", st.OtherDropped),
 	)
 }
 
@@ -535,7 +558,8 @@ func (t *Tunnel) Stats() Stats {
 		ControlForged:   c.forged.Load(), ControlReplayed: c.replayed.Load(),
 		WireGuardUnknownSource: c.unknownSource.Load(),
 		RelayedIn:              c.relayedIn.Load(), RelayedOut: c.relayedOut.Load(),
-		PathChanges: make(map[string]uint64, len(changeReasons)),
+		OtherDropped: t.bind.dropped.Load(),
+		PathChanges:  make(map[string]uint64, len(changeReasons)),
 	}
 	for i, r := range changeReasons {
 		st.PathChanges[r] = c.changes[i].Load()

@@ -245,7 +245,13 @@ func TestLatePeerStartsHandshake(t *testing.T) {
 		}
 		dialed <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // let the first initiation be dropped: the order under test
+	// The order under test: b drops a's first initiation (from an address
+	// no peer of b's is known by) before it adds a.
+	for deadline := time.Now().Add(2 * time.Second); b.tun.Stats().WireGuardUnknownSource == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("b saw no initiation from a within 2 s")
+		}
+	}
 	if err := setPeer(b.tun, a.key.ID(), a.endpoint()); err != nil {
 		t.Fatal(err)
 	}

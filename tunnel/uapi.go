@@ -16,7 +16,7 @@ import (
 
 // setPeerConfig is the UAPI text that adds or updates a peer: its key, its
 // overlay address as the only allowed IP, and its endpoint, which is the
-// peer's ID (see Bind.ParseEndpoint).
+// peer's ID (see bind.ParseEndpoint).
 func setPeerConfig(id identity.ID) string {
 	var b strings.Builder
 	wg := id.WireGuardKey()
