@@ -138,6 +138,8 @@ var (
 		"Control messages dropped, by reason.", []string{"reason"}, nil)
 	wgUnknownDesc = prometheus.NewDesc("portal_wireguard_datagrams_dropped_total",
 		"WireGuard datagrams dropped before WireGuard saw them, by reason.", []string{"reason"}, nil)
+	otherDroppedDesc = prometheus.NewDesc("portal_datagrams_unrecognized_total",
+		"Datagrams on the Portal's socket that were neither WireGuard, a relay message nor a control message: a peer or relay speaking another version.", nil, nil)
 	relayedDesc = prometheus.NewDesc("portal_relayed_packets_total",
 		"WireGuard packets carried through relays, by direction.", []string{"direction"}, nil)
 	pathChangesDesc = prometheus.NewDesc("portal_path_changes_total",
@@ -145,7 +147,7 @@ var (
 )
 
 func (c *overlayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{peerRxDesc, peerTxDesc, peerHandshakeDesc, peerPathDesc, controlDesc, controlDroppedDesc, wgUnknownDesc, relayedDesc, pathChangesDesc} {
+	for _, d := range []*prometheus.Desc{peerRxDesc, peerTxDesc, peerHandshakeDesc, peerPathDesc, controlDesc, controlDroppedDesc, wgUnknownDesc, otherDroppedDesc, relayedDesc, pathChangesDesc} {
 		ch <- d
 	}
 }
@@ -163,6 +165,7 @@ func (c *overlayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(controlDroppedDesc, st.ControlForged, "forged")
 	counter(controlDroppedDesc, st.ControlReplayed, "replayed")
 	counter(wgUnknownDesc, st.WireGuardUnknownSource, "unknown_source")
+	counter(otherDroppedDesc, st.OtherDropped)
 	counter(relayedDesc, st.RelayedIn, "in")
 	counter(relayedDesc, st.RelayedOut, "out")
 	for reason, n := range st.PathChanges {
