@@ -93,7 +93,7 @@ type IngressConfig struct {
 // Ingress is the receiving side of call_peer: an http.Handler, served on the
 // tunnel's listener (TCP port 80 of the overlay address), that admits
 // signed requests from peers and forwards them to the app they name. It
-// applies, in order (see design §2 "Receiving side"):
+// applies, in order (see docs/architecture.md "Receiving side"):
 //
 //  1. the peer: the connection's source address must be a known peer's
 //     (401 unknown_peer); the request must carry a valid signature by that
@@ -433,7 +433,7 @@ func (in *Ingress) rewrite(pr *httputil.ProxyRequest) {
 	if digest != nil {
 		out.Header["Content-Digest"] = digest
 	}
-	// Only WebSocket upgrades pass (design §2, step 6): an app behind us
+	// Only WebSocket upgrades pass (docs/architecture.md "Receiving side", step 6): an app behind us
 	// that speaks h2c, say, must not be switched to it by a peer.
 	if up := out.Header.Get("Upgrade"); up != "" && !strings.EqualFold(strings.TrimSpace(up), "websocket") {
 		out.Header.Del("Upgrade")

@@ -42,7 +42,7 @@ const notesMeta = `{
 		}},
 		"/public/": {"access": "public"},
 		"/private/": {"access": "private"},
-		"/private/shared/": {"access": "peer", "headers": {"X-Ptl-Rule": "shared"}},
+		"/private/common/": {"access": "peer", "headers": {"X-Ptl-Rule": "common"}},
 		"/api": {"access": "peer", "headers": {
 			"X-Ptl-Rule": "api of {{ portal.short_id }}",
 			"X-Ptl-Client-Id": "{{ auth.client_id }}",
@@ -321,8 +321,8 @@ func TestIngressRules(t *testing.T) {
 		{"/private/x", 401, "private", "", false, ""},
 		{"/private/", 401, "private", "", false, ""},
 		{"/private", 401, "private", "", false, ""}, // under "/private/" when read leniently
-		{"/private/shared/doc", 200, "", "shared", false, ""},
-		{"/private/sharedx", 401, "private", "", false, ""},
+		{"/private/common/doc", 200, "", "common", false, ""},
+		{"/private/commonx", 401, "private", "", false, ""},
 		{"/api", 200, "", "api of " + self.Short(), true, ""},
 		{"/apix/y", 200, "", "api of " + self.Short(), true, ""},
 		{"/%70rivate/x", 401, "private", "", false, ""},
@@ -743,7 +743,7 @@ func TestIngressCompilesOncePerInstall(t *testing.T) {
 			t.Fatalf("the same install was compiled again")
 		}
 	}
-	e.admit(t, nil, e.request(t, "GET", "/private/shared/x", nil))
+	e.admit(t, nil, e.request(t, "GET", "/private/common/x", nil))
 	// Reinstall with /private/ now public.
 	e.setApp("notes", strings.Replace(notesMeta, `"/private/": {"access": "private"}`, `"/private/": {"access": "public"}`, 1), e.upstream.URL)
 	e.admit(t, nil, e.request(t, "GET", "/private/x", nil))

@@ -11,7 +11,7 @@ import (
 )
 
 // inflight counts each peer's requests in flight at the apps, so that one
-// peer cannot hold every app connection (design §2, step 6).
+// peer cannot hold every app connection (docs/architecture.md "Receiving side", step 6).
 type inflight struct {
 	max int // fixed
 

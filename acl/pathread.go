@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// The two readings of a path (design §2 "Receiving side", step 3).
+// The two readings of a path (docs/architecture.md "Receiving side", step 3).
 //
 // App servers disagree on what a URL path means: Go's ServeMux keeps %2F
 // inside a segment, Flask decodes it to "/", Tomcat drops ";params",

@@ -8,7 +8,7 @@ import (
 
 // TestPutAppWarnings: a manifest path that can never match, or two that
 // read as one with different access, installs, and the answer says why
-// (design §2 "Receiving side", step 3); a later GET does not repeat it.
+// (docs/architecture.md "Receiving side", step 3); a later GET does not repeat it.
 func TestPutAppWarnings(t *testing.T) {
 	a := newTestAPI(t)
 	meta := `{"name":"notes","paths":{"":{"access":"peer"},"/a/../b/":{"access":"public"},

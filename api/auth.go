@@ -13,7 +13,7 @@ import (
 	"portal/peers"
 )
 
-// caller is who sent a request, as design.md §2 "Who may do what" sorts
+// caller is who sent a request, as the README's "Who may do what" sorts
 // them. The order matters: a route admits its caller and every one above.
 type caller int
 

@@ -19,7 +19,7 @@ import (
 	"portal/internal/httpx"
 )
 
-// TestWhoMayDoWhat walks design.md §2 "Who may do what": every route, as
+// TestWhoMayDoWhat walks the README's "Who may do what": every route, as
 // the owner, as an installed app, as anyone else, and with a wrong token
 // from either source. A refused request changes nothing.
 func TestWhoMayDoWhat(t *testing.T) {

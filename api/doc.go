@@ -1,7 +1,7 @@
 // Package api is the Portal's internal HTTP API: the listener the apps and the
-// owner's command line talk to (design.md §2 "Internal API").
+// owner's command line talk to (the README's "Internal API").
 //
-// Three kinds of caller reach the listener (design.md §2 "Who may do
+// Three kinds of caller reach the listener (the README's "Who may do
 // what"): the owner, who presents the owner token ([Token], the file
 // owner.token in the data directory) as a bearer credential and may do
 // everything; an app, known by its source address in the app registry, which

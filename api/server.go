@@ -46,7 +46,7 @@ type Config struct {
 	// one with PUT /protected/self: that one is kept in Store and wins.
 	Name string
 	// Owner is the owner token: a request that presents it may do
-	// everything; other callers get what design.md §2 "Who may do what"
+	// everything; other callers get what the README's "Who may do what"
 	// allows them. Required.
 	Owner Token
 	// Log receives one line per change and per failed request. Required.
@@ -113,7 +113,7 @@ func New(cfg Config) (*Handler, error) {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
 	})
-	// Who may call what: design.md §2 "Who may do what".
+	// Who may call what: the README's "Who may do what".
 	r.With(h.authorize(anyone)).Get("/public/meta/whoareyou", h.whoAreYou)
 	r.With(h.authorize(owner)).Put("/protected/self", h.putSelf)
 	r.Route("/protected/peers", func(r chi.Router) {

@@ -1,5 +1,5 @@
 // Package console is the owner's web console on the admin listener
-// (design §2 "Owner console"): one page that shows this Portal's ID (with
+// (the README's "Console"): one page that shows this Portal's ID (with
 // a copy button and a QR code) and name, pairs a friend's Portal by full
 // or short ID, lists the peers with their live tunnel status, the
 // installed apps with their paths, and the relays with each peer's path

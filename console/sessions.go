@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Lifetimes and bounds of the login machinery (design §2 "Owner console").
+// Lifetimes and bounds of the login machinery (the README's "Console").
 const (
 	// OnceTTL is how long a one-time login link stays valid: long enough
 	// to copy it from a terminal into a browser, short enough that a link

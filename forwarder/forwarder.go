@@ -173,7 +173,7 @@ func New(cfg Config) (*Forwarder, error) {
 		ModifyResponse: f.modifyResponse,
 		// FlushInterval 0: the proxy flushes each write itself for
 		// responses of unknown length and event streams, and batches the
-		// rest (perf-notes §2).
+		// rest (docs/performance.md).
 		ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
 	}
 	return f, nil

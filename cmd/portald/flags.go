@@ -73,7 +73,7 @@ func (f clientFlags) client(asOwner bool) (*client, error) {
 }
 
 // ingressLimits bound a peer's hold on the apps behind the ingress
-// (design §2 "Receiving side", step 6).
+// (docs/architecture.md "Receiving side", step 6).
 type ingressLimits struct {
 	bodyIdle     time.Duration
 	bodyMinRate  int64 // bytes per second; -1 for none

@@ -32,8 +32,8 @@ func WriteError(w http.ResponseWriter, status int, code, msg string) {
 // CopyBufferSize is the size of the buffers a BufferPool lends.
 const CopyBufferSize = 64 << 10
 
-// BufferPool lends a reverse proxy 64 KiB copy buffers (perf-notes §2:
-// httputil.ReverseProxy otherwise allocates 32 KiB per response). It
+// BufferPool lends a reverse proxy 64 KiB copy buffers
+// (httputil.ReverseProxy otherwise allocates 32 KiB per response). It
 // implements httputil.BufferPool and is safe for concurrent use.
 type BufferPool struct{ p sync.Pool }
 
