@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/testutil"
 )
 
 // Regression tests for issue 10: abuse of the relay's table and of its
@@ -56,7 +57,7 @@ func TestIssue10Flood(t *testing.T) {
 	// An honest Portal from another source (another address) registers,
 	// through the real client.
 	honest := startPortalAt(t, "127.0.0.2:0", []string{srv.addr.String()}, testInterval)
-	if !waitFor(3*time.Second, honest.client.Registered) {
+	if !testutil.Poll(3*time.Second, honest.client.Registered) {
 		t.Fatalf("the honest Portal did not register: %+v", honest.client.Stats())
 	}
 }
@@ -74,7 +75,7 @@ func TestIssue10SpoofedSource(t *testing.T) {
 		t.Run(fam.name, func(t *testing.T) {
 			checkLeaks(t)
 			clock := &fakeClock{now: t0}
-			srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now})
+			srv, err := NewServer(ServerConfig{Log: testutil.Logger(t), Now: clock.Now})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,7 +140,7 @@ func TestIssue10SourceShares(t *testing.T) {
 	checkLeaks(t)
 	const share = 3
 	clock := &fakeClock{now: t0}
-	srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now, PerSourceIDs: share, MaxRecords: 1000})
+	srv, err := NewServer(ServerConfig{Log: testutil.Logger(t), Now: clock.Now, PerSourceIDs: share, MaxRecords: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +210,7 @@ func TestIssue10HoldsNeverEvicted(t *testing.T) {
 	checkLeaks(t)
 	const n = 5
 	clock := &fakeClock{now: t0}
-	srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now, PerSourceIDs: -1, MaxRecords: n, MaxHolds: n})
+	srv, err := NewServer(ServerConfig{Log: testutil.Logger(t), Now: clock.Now, PerSourceIDs: -1, MaxRecords: n, MaxHolds: n})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +335,7 @@ func TestIssue10PrefixSquatting(t *testing.T) {
 		if err := os.WriteFile(state, bad, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg.Log = testLog(t)
+		cfg.Log = testutil.Logger(t)
 		if s, err := NewServer(cfg); err == nil || !strings.Contains(err.Error(), state) || !errors.Is(err, errBadState) {
 			if s != nil {
 				s.Close()
@@ -387,7 +388,7 @@ func TestNetworkShares(t *testing.T) {
 			checkLeaks(t)
 			clock := &fakeClock{now: t0}
 			cfg := tt.cfg
-			cfg.Log, cfg.Now = testLog(t), clock.Now
+			cfg.Log, cfg.Now = testutil.Logger(t), clock.Now
 			srv, err := NewServer(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -419,7 +420,7 @@ func TestNetworkShares(t *testing.T) {
 func TestNetworkShareMoves(t *testing.T) {
 	checkLeaks(t)
 	clock := &fakeClock{now: t0}
-	srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now, PerSourceIDs: 2, Per48IDs: 2})
+	srv, err := NewServer(ServerConfig{Log: testutil.Logger(t), Now: clock.Now, PerSourceIDs: 2, Per48IDs: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

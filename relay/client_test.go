@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/testutil"
 )
 
 // testInterval is the registration interval of client tests.
@@ -42,7 +43,7 @@ func startPortalAt(t *testing.T, addr string, relays []string, interval time.Dur
 		Send:           p.send,
 		LocalEndpoints: func() []netip.AddrPort { return local },
 		Interval:       interval,
-		Log:            testLog(t).With("portal", p.key.ID().Short()),
+		Log:            testutil.Logger(t).With("portal", p.key.ID().Short()),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +90,7 @@ func (p *testPortal) id() identity.ID { return p.key.ID() }
 // p's socket address, as the relay observes it.
 func waitObserved(t *testing.T, srv *testServer, p *testPortal, d time.Duration) {
 	t.Helper()
-	ok := waitFor(d, func() bool {
+	ok := testutil.Poll(d, func() bool {
 		rec, _, ok := srv.storedRecord(p.id())
 		return ok && len(rec.Endpoints) > 0 && rec.Endpoints[0] == addrOf(p.pc)
 	})
@@ -102,7 +103,7 @@ func waitObserved(t *testing.T, srv *testServer, p *testPortal, d time.Duration)
 func TestNewClientConfig(t *testing.T) {
 	key := newKey(t)
 	send := func([]byte, netip.AddrPort) error { return nil }
-	log := testLog(t)
+	log := testutil.Logger(t)
 	ok := ClientConfig{Key: key, Relays: []string{"relay.example:51821"}, Send: send, Log: log}
 	tests := []struct {
 		name string
@@ -139,7 +140,7 @@ func TestClientRegisterAndLookup(t *testing.T) {
 	local := netip.MustParseAddrPort("192.168.7.7:51820")
 	a := startPortal(t, relays, testInterval)
 	b := startPortal(t, relays, testInterval, local)
-	if !waitFor(2*time.Second, func() bool { return a.client.Registered() && b.client.Registered() }) {
+	if !testutil.Poll(2*time.Second, func() bool { return a.client.Registered() && b.client.Registered() }) {
 		t.Fatalf("not registered within 2 s: a %v, b %v", a.client.Registered(), b.client.Registered())
 	}
 	waitObserved(t, srv, b, 2*time.Second)
@@ -199,7 +200,7 @@ func TestClientAmbiguous(t *testing.T) {
 	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
 	relays := []string{srv.addr.String()}
 	a, b := startPortal(t, relays, testInterval), startPortal(t, relays, testInterval)
-	if !waitFor(2*time.Second, b.client.Registered) {
+	if !testutil.Poll(2*time.Second, b.client.Registered) {
 		t.Fatal("not registered")
 	}
 	twin := b.id()
@@ -327,7 +328,7 @@ func TestClientRelayRestart(t *testing.T) {
 			srv2 := startServer(t, addr.String(), ServerConfig{})
 			start := time.Now()
 			held := func() bool { _, _, ok := srv2.storedRecord(p.id()); return ok }
-			if !waitFor(tt.within, held) {
+			if !testutil.Poll(tt.within, held) {
 				t.Fatalf("not registered with the restarted relay within %v", tt.within)
 			}
 			t.Logf("registered again %v after the restart", time.Since(start).Round(time.Millisecond))
@@ -351,7 +352,7 @@ func TestClientOneRelayDead(t *testing.T) {
 	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
 	relays := []string{dead, srv.addr.String()}
 	a, b := startPortal(t, relays, testInterval), startPortal(t, relays, testInterval)
-	if !waitFor(2*time.Second, func() bool { return a.client.Registered() && b.client.Registered() }) {
+	if !testutil.Poll(2*time.Second, func() bool { return a.client.Registered() && b.client.Registered() }) {
 		t.Fatal("not registered within 2 s")
 	}
 	waitObserved(t, srv, b, 2*time.Second)
@@ -383,7 +384,7 @@ func TestHandlePacketDrops(t *testing.T) {
 		Key:    newKey(t),
 		Relays: []string{relayAddr.String()},
 		Send:   func([]byte, netip.AddrPort) error { return nil },
-		Log:    testLog(t),
+		Log:    testutil.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -413,11 +414,11 @@ func TestClientCookieReuse(t *testing.T) {
 	srv := startServer(t, "127.0.0.1:0", ServerConfig{})
 	start := time.Now()
 	p := startPortal(t, []string{srv.addr.String()}, 20*time.Millisecond)
-	if !waitFor(2*time.Second, p.client.Registered) {
+	if !testutil.Poll(2*time.Second, p.client.Registered) {
 		t.Fatal("not registered")
 	}
 	t.Logf("registered %v after start", time.Since(start).Round(time.Millisecond))
-	if !waitFor(3*time.Second, func() bool { return p.client.Stats().Acks >= 10 }) {
+	if !testutil.Poll(3*time.Second, func() bool { return p.client.Stats().Acks >= 10 }) {
 		t.Fatalf("acks: %+v", p.client.Stats())
 	}
 	if st, sst := p.client.Stats(), srv.Stats(); st.CookieRequests != 1 || sst.CookiesSent != 1 || sst.RefusedCookie != 0 {
@@ -438,7 +439,7 @@ func TestClientRelayStatuses(t *testing.T) {
 	waitObserved(t, srv, p, 3*time.Second)
 
 	var sts []RelayStatus
-	ok := waitFor(3*time.Second, func() bool {
+	ok := testutil.Poll(3*time.Second, func() bool {
 		sts = p.client.RelayStatuses()
 		return len(sts) == 2 && !sts[0].RegisteredUntil.IsZero() && sts[0].Observed.IsValid()
 	})
@@ -485,7 +486,7 @@ func TestClientSetName(t *testing.T) {
 	if err := b.client.SetName(renamed); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(5*time.Second, func() bool { return lookupName() == renamed }) {
+	if !testutil.Poll(5*time.Second, func() bool { return lookupName() == renamed }) {
 		t.Fatalf("Lookup still gives %q 5 s after SetName(%q)", lookupName(), renamed)
 	}
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/testutil"
 )
 
 // registered registers key's record, listing pc's address, from pc with
@@ -144,7 +145,7 @@ func TestServerForwardRateLimit(t *testing.T) {
 	for i := range 10 {
 		send(t, pa, ts.addr, AppendForward(nil, bob.ID(), wgData(byte(i), 64)))
 	}
-	if !waitFor(2*time.Second, func() bool { st := ts.Stats(); return st.ForwardedData+st.ForwardRateLimited == 10 }) {
+	if !testutil.Poll(2*time.Second, func() bool { st := ts.Stats(); return st.ForwardedData+st.ForwardRateLimited == 10 }) {
 		t.Fatalf("the relay did not account for 10 forwards: %+v", ts.Stats())
 	}
 	if st := ts.Stats(); st.ForwardedData != 3 || st.ForwardRateLimited != 7 {

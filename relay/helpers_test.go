@@ -8,34 +8,21 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"portal/identity"
 	"portal/internal/leakcheck"
+	"portal/internal/testutil"
 )
 
 // checkLeaks fails t if goroutines running code of this package outlive
 // it. Call it first in a test, so that its cleanup runs last.
 func checkLeaks(t *testing.T) { leakcheck.Check(t, "portal/relay.") }
 
-// testLog logs through t, at debug level, so that logs show with -v or on
-// failure.
-func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
 // testLogDiscard is a logger that drops everything, for fuzz targets.
 func testLogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(b), "\n"))
-	return len(b), nil
-}
 
 func newKey(t testing.TB) *identity.Key {
 	t.Helper()
@@ -134,7 +121,7 @@ type testServer struct {
 func startServer(t *testing.T, addr string, cfg ServerConfig) *testServer {
 	t.Helper()
 	if cfg.Log == nil {
-		cfg.Log = testLog(t).With("side", "relay")
+		cfg.Log = testutil.Logger(t).With("side", "relay")
 	}
 	srv, err := NewServer(cfg)
 	if err != nil {
@@ -224,18 +211,6 @@ func lookup(t *testing.T, pc *net.UDPConn, to netip.AddrPort, query string) mess
 		t.Fatalf("reply type %d nonce %x, want LookupReply with %x", reply.typ, reply.nonce, nonce)
 	}
 	return reply
-}
-
-// waitFor polls cond every 10 ms until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
 }
 
 // errorIs is errors.Is that tolerates a nil target (meaning no error).

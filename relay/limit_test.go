@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"portal/internal/testutil"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -230,7 +231,7 @@ func TestLimiterNoAllocs(t *testing.T) {
 // TestNewServerLimitConfig: NewServer and Validate accept and refuse the
 // same configurations.
 func TestNewServerLimitConfig(t *testing.T) {
-	log := testLog(t)
+	log := testutil.Logger(t)
 	tests := []struct {
 		name string
 		cfg  ServerConfig
@@ -326,7 +327,7 @@ func TestServerRateLimit(t *testing.T) {
 			}
 			sent++
 		}
-		if !waitFor(10*time.Second, func() bool { return handled() == uint64(sent+bLookups) }) {
+		if !testutil.Poll(10*time.Second, func() bool { return handled() == uint64(sent+bLookups) }) {
 			t.Fatalf("relay handled %d of %d lookups", handled(), sent+bLookups)
 		}
 		// The other source is answered while the first is limited.
@@ -348,7 +349,7 @@ func TestServerRateLimit(t *testing.T) {
 	if int(st.RateLimited) != flood-served {
 		t.Errorf("RateLimited = %d, want %d", st.RateLimited, flood-served)
 	}
-	if !waitFor(5*time.Second, func() bool { return replies.Load() >= int64(served) }) || replies.Load() != int64(served) {
+	if !testutil.Poll(5*time.Second, func() bool { return replies.Load() >= int64(served) }) || replies.Load() != int64(served) {
 		t.Errorf("%d replies arrived for %d lookups served", replies.Load(), served)
 	}
 	t.Logf("%d of %d served in %v (bound %d); other source: %d of %d", served, flood, elapsed, most, bLookups, bLookups)
@@ -363,7 +364,7 @@ func TestServerRateLimit(t *testing.T) {
 		if _, err := a.WriteToUDPAddrPort(req, srv.addr); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(100*time.Millisecond, func() bool { return replies.Load() > before })
+		testutil.Poll(100*time.Millisecond, func() bool { return replies.Load() > before })
 	}
 }
 
@@ -389,7 +390,7 @@ func TestServerRateLimitBeforeVerify(t *testing.T) {
 			t.Errorf("reply type %d reason %v, want Refused for a bad signature", m.typ, m.reason)
 		}
 	}
-	if !waitFor(5*time.Second, func() bool { return srv.Stats().RateLimited == 2 }) {
+	if !testutil.Poll(5*time.Second, func() bool { return srv.Stats().RateLimited == 2 }) {
 		t.Fatalf("RateLimited = %d, want 2", srv.Stats().RateLimited)
 	}
 	if got := srv.Stats().RefusedBadSignature; got != burst {

@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/testutil"
 )
 
 func TestNewServerConfig(t *testing.T) {
-	log := testLog(t)
+	log := testutil.Logger(t)
 	tests := []struct {
 		name string
 		cfg  ServerConfig

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/testutil"
 )
 
 // fakeEntry is an entry under a crafted ID string: the store indexes
@@ -113,7 +114,7 @@ func TestStateSavedWhileRunning(t *testing.T) {
 	checkLeaks(t)
 	clock := &fakeClock{now: t0}
 	state := filepath.Join(t.TempDir(), "holds")
-	srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now, StateFile: state})
+	srv, err := NewServer(ServerConfig{Log: testutil.Logger(t), Now: clock.Now, StateFile: state})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func TestStateHoldsCappedAtLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{now: t0}
-	srv, err := NewServer(ServerConfig{Log: testLog(t), Now: clock.Now, StateFile: state, MaxTTL: maxTTL})
+	srv, err := NewServer(ServerConfig{Log: testutil.Logger(t), Now: clock.Now, StateFile: state, MaxTTL: maxTTL})
 	if err != nil {
 		t.Fatal(err)
 	}

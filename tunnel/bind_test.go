@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"portal/internal/testutil"
 	"testing"
 	"time"
 
@@ -75,7 +76,7 @@ func receivingBind(t *testing.T) (*bind, <-chan []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rx.release() })
-	rx.paths = newPaths(Config{Key: newTestKey(t), Log: testLog()}, rx.write, rx.writeBatch)
+	rx.paths = newPaths(Config{Key: newTestKey(t), Log: testutil.Logger(t)}, rx.write, rx.writeBatch)
 	fns, _, err := rx.Open(0)
 	if err != nil {
 		t.Fatal(err)

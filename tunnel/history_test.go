@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"net/netip"
+	"portal/internal/testutil"
 	"slices"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 // entry when a recomputation changes nothing.
 func TestPathHistory(t *testing.T) {
 	noop := func([]byte, netip.AddrPort) error { return nil }
-	ps := newPaths(Config{Key: newTestKey(t), Log: testLog()}, noop, func([][]byte, netip.AddrPort) error { return nil })
+	ps := newPaths(Config{Key: newTestKey(t), Log: testutil.Logger(t)}, noop, func([][]byte, netip.AddrPort) error { return nil })
 	p, err := ps.add(newTestKey(t).ID())
 	if err != nil {
 		t.Fatal(err)

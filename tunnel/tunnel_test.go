@@ -4,22 +4,14 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"portal/identity"
+	"portal/internal/testutil"
 )
-
-func testLog() *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 type node struct {
 	key     *identity.Key
@@ -37,7 +29,7 @@ func newNodeConfig(t *testing.T, cfg Config) *node {
 		t.Fatal(err)
 	}
 	n := &node{key: k, control: make(chan []byte, 16)}
-	cfg.Key, cfg.Log = k, testLog()
+	cfg.Key, cfg.Log = k, testutil.Logger(t)
 	cfg.Control = func(b []byte, from netip.AddrPort) {
 		select {
 		case n.control <- append([]byte(nil), b...):
@@ -247,10 +239,8 @@ func TestLatePeerStartsHandshake(t *testing.T) {
 	}()
 	// The order under test: b drops a's first initiation (from an address
 	// no peer of b's is known by) before it adds a.
-	for deadline := time.Now().Add(2 * time.Second); b.tun.Stats().WireGuardUnknownSource == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("b saw no initiation from a within 2 s")
-		}
+	if !testutil.Poll(2*time.Second, func() bool { return b.tun.Stats().WireGuardUnknownSource != 0 }) {
+		t.Fatal("b saw no initiation from a within 2 s")
 	}
 	if err := setPeer(b.tun, a.key.ID(), a.endpoint()); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"portal/internal/testutil"
 	"regexp"
 	"strings"
 	"sync"
@@ -268,15 +269,11 @@ func TestStateSurvivesRestart(t *testing.T) {
 		t.Fatalf("state file after stop: %v, %v; want one hold", fi, err)
 	}
 	p2 := startRelay(t, nil, "run", "--listen", "127.0.0.1:0", "--state", state)
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p2.logText(), "holds=1"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no \"state loaded ... holds=1\" line:\n%s", p2.logText())
-		}
+	if !testutil.Poll(5*time.Second, func() bool { return strings.Contains(p2.logText(), "holds=1") }) {
+		t.Fatalf("no \"state loaded ... holds=1\" line:\n%s", p2.logText())
 	}
 	p3 := startRelay(t, nil, "run", "--listen", "127.0.0.1:0")
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p3.logText(), "no --state file"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no warning about a missing --state:\n%s", p3.logText())
-		}
+	if !testutil.Poll(5*time.Second, func() bool { return strings.Contains(p3.logText(), "no --state file") }) {
+		t.Fatalf("no warning about a missing --state:\n%s", p3.logText())
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"portal/identity"
+	"portal/internal/testutil"
 	"portal/relay"
 )
 
@@ -159,10 +160,8 @@ func startPortal(t *testing.T, addr netip.AddrPort) *testPortal {
 		pc.Close()
 		read.Wait()
 	})
-	for deadline := time.Now().Add(5 * time.Second); !c.Registered(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("not registered with portal-relay within 5 s")
-		}
+	if !testutil.Poll(5*time.Second, func() bool { return c.Registered() }) {
+		t.Fatal("not registered with portal-relay within 5 s")
 	}
 	return &testPortal{c: c, id: key.ID(), stop: stop}
 }

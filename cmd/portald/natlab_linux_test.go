@@ -19,6 +19,7 @@ import (
 
 	"portal/api"
 	"portal/internal/netlab"
+	"portal/internal/testutil"
 )
 
 // labPortal is a portald with the guestbook app behind it, on a lab host.
@@ -401,10 +402,8 @@ func TestNATDirectPathBreaksFallsBackAndReturns(t *testing.T) {
 	const size, rate = 32 << 20, 4 << 20 // 8 s
 	sent := make(chan error, 1)
 	go func() { sent <- a.send(b.id, size, rate) }()
-	for deadline := time.Now().Add(20 * time.Second); b.peer(a.id).RxBytes < 4<<20; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the stream did not start")
-		}
+	if !testutil.Poll(20*time.Second, func() bool { return !(b.peer(a.id).RxBytes < 4<<20) }) {
+		t.Fatal("the stream did not start")
 	}
 	undo := ra.Block(rb.WAN)
 	t.Logf("direct path blocked mid-stream: on the relay after %v", a.waitForPath(t, b.id, "relay", relay.addr, 15*time.Second).Round(time.Millisecond))

@@ -26,6 +26,7 @@ import (
 	"portal/api"
 	"portal/identity"
 	"portal/internal/leakcheck"
+	"portal/internal/testutil"
 	"portal/peers"
 )
 
@@ -576,7 +577,7 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := testLog(t)
+	log := testutil.Logger(t)
 	ctx := context.Background()
 	store, err := peers.Open(ctx, filepath.Join(t.TempDir(), dbFile), log)
 	if err != nil {
@@ -604,20 +605,16 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 	defer wg.Wait()
 	wg.Add(1)
 	go func() { defer wg.Done(); rc.Run(bg) }()
-	for deadline := time.Now().Add(10 * time.Second); !rc.Registered(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("not registered with the relay within 10 s")
-		}
+	if !testutil.Poll(10*time.Second, func() bool { return rc.Registered() }) {
+		t.Fatal("not registered with the relay within 10 s")
 	}
 	if err := ov.load(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ran := make(chan struct{})
 	go func() { defer close(ran); ov.run(bg) }()
-	for deadline := time.Now().Add(10 * time.Second); w.count() == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no retry armed within 10 s of a failing lookup")
-		}
+	if !testutil.Poll(10*time.Second, func() bool { return w.count() != 0 }) {
+		t.Fatal("no retry armed within 10 s of a failing lookup")
 	}
 	stop()
 	select {
@@ -643,7 +640,7 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 // and its lookup is retried every 32 s at most; the warning is logged once
 // per prefix, again only after the prefix resolved or the peer was removed.
 func TestAmbiguousPrefixWarnsOnce(t *testing.T) {
-	ov := newOverlay(nil, nil, nil, testLog(t))
+	ov := newOverlay(nil, nil, nil, testutil.Logger(t))
 	const a, b = "abcdef", "ghijkl"
 	steps := []struct {
 		do    func()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"portal/internal/leakcheck"
+	"portal/internal/testutil"
 	"portal/relay"
 )
 
@@ -44,19 +45,6 @@ func checkNoGoroutinesSince(t *testing.T, before leakcheck.Snapshot) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// testLog logs through t, at debug level, so that logs show with -v or on
-// failure.
-func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(b), "\n"))
-	return len(b), nil
-}
 
 // startRelayServer runs a portal-relay server in-process on loopback and
 // returns its address; it stops at cleanup.
@@ -103,7 +91,7 @@ func TestRunStartupFailureLeavesNothing(t *testing.T) {
 		debugAddr:   "127.0.0.1:0",
 	}
 	before := leakcheck.Take()
-	err = run(context.Background(), cfg, testLog(t))
+	err = run(context.Background(), cfg, testutil.Logger(t))
 	if err == nil || !strings.Contains(err.Error(), "internal API") {
 		t.Fatalf("run with the API address taken = %v, want an internal API error", err)
 	}
@@ -136,10 +124,8 @@ func TestRunStopsEverything(t *testing.T) {
 	var logged syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, slog.New(slog.NewTextHandler(&logged, nil))) }()
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logged.String(), "portald running"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("run did not start within 20 s:\n%s", logged.String())
-		}
+	if !testutil.Poll(20*time.Second, func() bool { return strings.Contains(logged.String(), "portald running") }) {
+		t.Fatalf("run did not start within 20 s:\n%s", logged.String())
 	}
 	if _, err := os.Stat(dir + "/" + keyFile); err != nil {
 		t.Fatalf("no identity key after start-up: %v", err)
