@@ -47,7 +47,7 @@ type IngressConfig struct {
 	// use and fast: it runs on every request. Required.
 	PeerByAddr func(addr netip.Addr) (peers.Peer, bool)
 	// App returns the installed app called name, or an error wrapping
-	// peers.ErrNotFound. *peers.Store's App method fits. Required.
+	// peers.ErrNotFound. *store.Store's App method fits. Required.
 	App func(ctx context.Context, name string) (peers.App, error)
 	// Skew is how far a signature's created time may be from now, either
 	// way. Zero means DefaultSkew (30 s).

@@ -18,7 +18,7 @@ import (
 
 	"portal/identity"
 	"portal/internal/httpx"
-	"portal/peers"
+	"portal/store"
 )
 
 const guestbookMeta = `{"v":"1.2","name":"guestbook","icon":"x.svg","store_info":{"a":1},
@@ -26,7 +26,7 @@ const guestbookMeta = `{"v":"1.2","name":"guestbook","icon":"x.svg","store_info"
 
 type testAPI struct {
 	url   string
-	store *peers.Store
+	store *store.Store
 	self  identity.ID
 	owner Token
 	// calls counts the requests that reached the call_peer handler;
@@ -43,7 +43,7 @@ type testAPI struct {
 func newTestAPI(t *testing.T, changes ...func(*Config)) *testAPI {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := peers.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
+	store, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestAppsLifecycle(t *testing.T) {
 // of all keyed peers in one call, and each peer shows its own status.
 func TestListingReadsStatusOnce(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := peers.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
+	store, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"portal/identity"
 	"portal/peers"
+	"portal/store"
 )
 
 // MaxBodyBytes caps the body of every API request except call_peer, whose
@@ -39,7 +40,7 @@ type PeerStatus struct {
 // Config configures the API handler. Fields marked required must be set.
 type Config struct {
 	// Store holds the peers and apps. Required.
-	Store *peers.Store
+	Store *store.Store
 	// Self is this Portal's identity. Required.
 	Self identity.ID
 	// Name is this Portal's display name (its --name) until the owner sets

@@ -16,6 +16,7 @@ import (
 	"portal/api"
 	"portal/identity"
 	"portal/peers"
+	"portal/store"
 )
 
 const (
@@ -36,7 +37,7 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 // testPortal is what a console test runs against: the real internal API
 // over a real SQLite store, as the daemon wires them.
 type testPortal struct {
-	store   *peers.Store
+	store   *store.Store
 	self    identity.ID
 	id      string // self's full ID
 	short   string
@@ -52,7 +53,7 @@ func newTestConsole(t *testing.T) (*Console, *clock) {
 func newTestPortal(t *testing.T) (*Console, *clock, *testPortal) {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	store, err := peers.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
+	store, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "portal.db"), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ const MaxConnsPerPeer = 128
 const PathPrefix = "/internal/call_peer/"
 
 // Directory is how the Forwarder finds the calling app and the peer.
-// *peers.Store satisfies it. Its methods must be safe for concurrent use.
+// *store.Store satisfies it. Its methods must be safe for concurrent use.
 type Directory interface {
 	// AppBySource returns the app that owns the source address addr, or an
 	// error wrapping peers.ErrNotFound.

@@ -24,6 +24,7 @@ import (
 	"portal/identity"
 	"portal/internal/httpx"
 	"portal/peers"
+	"portal/store"
 )
 
 // env is a calling Portal (A) with a Forwarder in front of a fake peer
@@ -32,7 +33,7 @@ import (
 type env struct {
 	self, peer *identity.Key
 	peerKey    identity.PairKey // B's side of the pair key
-	store      *peers.Store
+	store      *store.Store
 	fwd        *Forwarder
 	front      *httptest.Server // serves fwd to the "app"
 	back       *httptest.Server // the fake peer ingress
@@ -72,7 +73,7 @@ func newEnv(t *testing.T, backend http.Handler, opts ...envOpt) *env {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	e.store, err = peers.Open(ctx, filepath.Join(t.TempDir(), "portal.db"), testLogger(t))
+	e.store, err = store.Open(ctx, filepath.Join(t.TempDir(), "portal.db"), testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -741,7 +742,7 @@ func TestSplitCallPath(t *testing.T) {
 }
 
 // Compile-time check that the store is a Directory.
-var _ Directory = (*peers.Store)(nil)
+var _ Directory = (*store.Store)(nil)
 
 // logLines is a slog handler's output, safe for concurrent use.
 type logLines struct {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"portal/identity"
-	"portal/peers"
+	"portal/store"
 )
 
 // signVerify is the CPU time of signing and verifying one small request,
@@ -47,7 +47,7 @@ func storeLookups(n int) (time.Duration, error) {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	st, err := peers.Open(ctx, filepath.Join(dir, "portal.db"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	st, err := store.Open(ctx, filepath.Join(dir, "portal.db"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return 0, err
 	}

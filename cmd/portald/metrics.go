@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"portal/identity"
-	"portal/peers"
+	"portal/store"
 	"portal/tunnel"
 )
 
@@ -26,7 +26,7 @@ type daemonMetrics struct {
 	refusals    *prometheus.CounterVec // by reason (the error code)
 }
 
-func newDaemonMetrics(tun *tunnel.Tunnel, ov *overlay, store *peers.Store) *daemonMetrics {
+func newDaemonMetrics(tun *tunnel.Tunnel, ov *overlay, store *store.Store) *daemonMetrics {
 	m := &daemonMetrics{
 		reg: prometheus.NewRegistry(),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -120,7 +120,7 @@ func (r *statusRecorder) code() string {
 type overlayCollector struct {
 	tun   *tunnel.Tunnel
 	ov    *overlay
-	store *peers.Store
+	store *store.Store
 }
 
 var (

@@ -13,6 +13,7 @@ import (
 	"portal/identity"
 	"portal/peers"
 	"portal/relay"
+	"portal/store"
 	"portal/tunnel"
 )
 
@@ -36,7 +37,7 @@ const (
 // key, resolves peers paired by prefix, and keeps their endpoints fresh. It
 // also answers the ingress's question "which peer has this overlay address".
 type overlay struct {
-	store *peers.Store
+	store *store.Store
 	tun   *tunnel.Tunnel
 	relay *relay.Client // nil when no --relay was given
 	log   *slog.Logger
@@ -68,7 +69,7 @@ type overlay struct {
 	afterFunc func(time.Duration, func()) *time.Timer
 }
 
-func newOverlay(store *peers.Store, tun *tunnel.Tunnel, rc *relay.Client, log *slog.Logger) *overlay {
+func newOverlay(store *store.Store, tun *tunnel.Tunnel, rc *relay.Client, log *slog.Logger) *overlay {
 	return &overlay{
 		store: store, tun: tun, relay: rc, log: log,
 		byAddr:   map[netip.Addr]peers.Peer{},

@@ -28,6 +28,7 @@ import (
 	"portal/internal/leakcheck"
 	"portal/internal/testutil"
 	"portal/peers"
+	"portal/store"
 )
 
 // echoMeta is the manifest of the test app installed on both Portals.
@@ -579,7 +580,7 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 	}
 	log := testutil.Logger(t)
 	ctx := context.Background()
-	store, err := peers.Open(ctx, filepath.Join(t.TempDir(), dbFile), log)
+	store, err := store.Open(ctx, filepath.Join(t.TempDir(), dbFile), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"portal/internal/cli"
 	"portal/peers"
 	"portal/relay"
+	"portal/store"
 	"portal/tunnel"
 )
 
@@ -180,7 +181,7 @@ type instance struct {
 	owner    api.Token
 	key      *identity.Key
 	adminTLS *tls.Config // nil when the admin listener, if any, is plain HTTP
-	store    *peers.Store
+	store    *store.Store
 
 	// From startOverlay.
 	tun *tunnel.Tunnel
@@ -248,7 +249,7 @@ func (d *instance) openDataDir(ctx context.Context) error {
 		d.adminTLS = adminServerTLS(cert)
 	}
 
-	store, err := peers.Open(ctx, filepath.Join(cfg.dataDir, dbFile), log.With("component", "store"))
+	store, err := store.Open(ctx, filepath.Join(cfg.dataDir, dbFile), log.With("component", "store"))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package peers
+package store
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"portal/identity"
+	"portal/peers"
 )
 
 // The store answers reads from a snapshot of its tables in memory: the
@@ -24,9 +25,9 @@ import (
 // snapshot is the store's content at one moment. It is never modified once
 // loaded; readers share it.
 type snapshot struct {
-	peers    []Peer // ordered by ID
+	peers    []peers.Peer // ordered by ID
 	byID     map[string]int
-	apps     []App // ordered by name
+	apps     []peers.App // ordered by name
 	byName   map[string]int
 	bySource map[netip.Addr]int
 	// selfName is the owner's name for this Portal; selfNameSet is false
@@ -106,10 +107,10 @@ func (s *Store) load(ctx context.Context) (*snapshot, error) {
 // match is matchPeers on the snapshot: the peers whose ID starts with
 // query, and the unresolved peers (stored by prefix) whose prefix query
 // starts with, ordered by ID, at most limit.
-func (snap *snapshot) match(query string, limit int) []Peer {
-	var out []Peer
+func (snap *snapshot) match(query string, limit int) []peers.Peer {
+	var out []peers.Peer
 	if i, ok := snap.byID[query]; ok && len(query) == identity.IDLen {
-		return []Peer{snap.peers[i]} // a full ID: the common case
+		return []peers.Peer{snap.peers[i]} // a full ID: the common case
 	}
 	start := sort.Search(len(snap.peers), func(i int) bool { return snap.peers[i].ID >= query })
 	for i := start; i < len(snap.peers) && strings.HasPrefix(snap.peers[i].ID, query) && len(out) < limit; i++ {
@@ -120,13 +121,13 @@ func (snap *snapshot) match(query string, limit int) []Peer {
 			out = append(out, snap.peers[i])
 		}
 	}
-	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b peers.Peer) int { return strings.Compare(a.ID, b.ID) })
 	return out[:min(len(out), limit)]
 }
 
 // app returns a copy of the snapshot's app i, so that callers cannot
 // change the snapshot through its slices.
-func (snap *snapshot) app(i int) App {
+func (snap *snapshot) app(i int) peers.App {
 	a := snap.apps[i]
 	a.Meta = slices.Clone(a.Meta)
 	a.Sources = slices.Clone(a.Sources)

@@ -1,4 +1,4 @@
-package peers
+package store
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"portal/identity"
+	"portal/peers"
 )
 
 // TestReadsSeeEveryWrite: reads come from the in-memory snapshot, and each
@@ -41,7 +42,7 @@ func TestReadsSeeEveryWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 		if p, err := s.Peer(ctx, id[:identity.ShortIDLen+i%10]); err != nil || p.ID != id {
-			t.Fatalf("round %d: after PutPeer, Peer = %+v, %v", i, p, err)
+			t.Fatalf("round %d: after PutPeer, peers.Peer = %+v, %v", i, p, err)
 		}
 		if err := s.SetDeclaredName(ctx, k.ID(), "n"); err != nil {
 			t.Fatal(err)
@@ -52,8 +53,8 @@ func TestReadsSeeEveryWrite(t *testing.T) {
 		if _, err := s.DeletePeer(ctx, id); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Peer(ctx, id); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("round %d: after DeletePeer, Peer err = %v", i, err)
+		if _, err := s.Peer(ctx, id); !errors.Is(err, peers.ErrNotFound) {
+			t.Fatalf("round %d: after DeletePeer, peers.Peer err = %v", i, err)
 		}
 	}
 }
@@ -64,7 +65,7 @@ func TestSnapshotIsNotShared(t *testing.T) {
 	s, _ := testStore(t)
 	ctx := context.Background()
 	src := netip.MustParseAddr("127.0.0.7")
-	if _, _, err := s.PutApp(ctx, App{Name: "notes", Meta: []byte(`{"name":"notes","paths":{"":{"access":"peer"}}}`), Upstream: "http://127.0.0.1:9", Sources: []netip.Addr{src}}); err != nil {
+	if _, _, err := s.PutApp(ctx, peers.App{Name: "notes", Meta: []byte(`{"name":"notes","paths":{"":{"access":"peer"}}}`), Upstream: "http://127.0.0.1:9", Sources: []netip.Addr{src}}); err != nil {
 		t.Fatal(err)
 	}
 	a, err := s.AppBySource(ctx, src)

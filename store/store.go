@@ -1,4 +1,4 @@
-package peers
+package store
 
 import (
 	"context"
@@ -10,19 +10,6 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
-)
-
-// Errors that callers branch on. The API maps them to HTTP status codes.
-var (
-	// ErrNotFound means no stored peer or app matches.
-	ErrNotFound = errors.New("not found")
-	// ErrAmbiguous means a prefix matches more than one peer.
-	ErrAmbiguous = errors.New("ambiguous prefix")
-	// ErrConflict means the write would break a uniqueness rule, such as a
-	// source address already owned by another app.
-	ErrConflict = errors.New("conflict")
-	// ErrInvalid means a value failed validation; nothing was written.
-	ErrInvalid = errors.New("invalid value")
 )
 
 // Store is the Portal's SQLite database of peers and apps. It is safe for
@@ -72,7 +59,7 @@ var migrations = []string{
 // to the current schema. The directory must exist.
 func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	if log == nil {
-		return nil, errors.New("peers: open: nil logger")
+		return nil, errors.New("store: open: nil logger")
 	}
 	q := url.Values{}
 	for _, p := range []string{
@@ -87,7 +74,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	dsn := (&url.URL{Scheme: "file", OmitHost: true, Path: path, RawQuery: q.Encode()}).String()
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
-		return nil, fmt.Errorf("peers: open %s: %w", path, err)
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	// Reads come from the in-memory snapshot, so the pool only grows in a
 	// burst of writes; its idle connections (each three open files: the
@@ -105,17 +92,17 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 func (s *Store) init(ctx context.Context, path string) error {
 	var mode string
 	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("peers: open %s: %w", path, err)
+		return fmt.Errorf("store: open %s: %w", path, err)
 	}
 	if mode != "wal" {
-		return fmt.Errorf("peers: open %s: journal_mode is %q, want wal", path, mode)
+		return fmt.Errorf("store: open %s: journal_mode is %q, want wal", path, mode)
 	}
 	var version int
 	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-		return fmt.Errorf("peers: open %s: read schema version: %w", path, err)
+		return fmt.Errorf("store: open %s: read schema version: %w", path, err)
 	}
 	if version > len(migrations) {
-		return fmt.Errorf("peers: open %s: schema version %d is newer than this portald knows (%d); run a newer portald", path, version, len(migrations))
+		return fmt.Errorf("store: open %s: schema version %d is newer than this portald knows (%d); run a newer portald", path, version, len(migrations))
 	}
 	for v := version; v < len(migrations); v++ {
 		err := s.write(ctx, func(tx *sql.Tx) error {
@@ -127,7 +114,7 @@ func (s *Store) init(ctx context.Context, path string) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("peers: open %s: migrate schema to version %d: %w", path, v+1, err)
+			return fmt.Errorf("store: open %s: migrate schema to version %d: %w", path, v+1, err)
 		}
 		s.log.Info("store schema migrated", "version", v+1)
 	}
@@ -137,7 +124,7 @@ func (s *Store) init(ctx context.Context, path string) error {
 // Close closes the database. Pending writes have already committed.
 func (s *Store) Close() error {
 	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("peers: close: %w", err)
+		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
 }

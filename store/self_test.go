@@ -1,4 +1,4 @@
-package peers
+package store
 
 import (
 	"context"
@@ -10,35 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-func TestValidateSelfName(t *testing.T) {
-	tests := []struct {
-		name string
-		want string // substring of the error; "" for none
-	}{
-		{"", ""},
-		{"Alice's Portal", ""},
-		{strings.Repeat("x", 64), ""},
-		{strings.Repeat("é", 32), ""}, // 64 bytes
-		{strings.Repeat("x", 65), "65 characters"},
-		{strings.Repeat("é", 33), "66 bytes"}, // 33 characters: a valid peer name, too long for a record
-		{strings.Repeat("€", 64), "192 bytes"},
-		{"a\nb", "control character U+000A at byte 1"},
-		{"tab\there", "U+0009"},
-		{"\x00", "U+0000"},
-		{"\xff", "not valid UTF-8"},
-	}
-	for _, tt := range tests {
-		err := ValidateSelfName(tt.name)
-		switch {
-		case tt.want == "" && err != nil:
-			t.Errorf("ValidateSelfName(%q) = %v, want nil", tt.name, err)
-		case tt.want != "" && (!errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want)):
-			t.Errorf("ValidateSelfName(%q) = %v, want ErrInvalid saying %q", tt.name, err, tt.want)
-		}
-	}
-}
+	"portal/peers"
+)
 
 func TestSelfName(t *testing.T) {
 	s, path := testStore(t)
@@ -52,8 +26,8 @@ func TestSelfName(t *testing.T) {
 	if err := s.SetSelfName(ctx, "Alice's Portal ☂"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetSelfName(ctx, strings.Repeat("é", 33)); !errors.Is(err, ErrInvalid) {
-		t.Errorf("SetSelfName(66 bytes) = %v, want ErrInvalid", err)
+	if err := s.SetSelfName(ctx, strings.Repeat("é", 33)); !errors.Is(err, peers.ErrInvalid) {
+		t.Errorf("SetSelfName(66 bytes) = %v, want peers.ErrInvalid", err)
 	}
 	if name, set, err := s.SelfName(ctx); err != nil || !set || name != "Alice's Portal ☂" {
 		t.Errorf("SelfName = %q, %v, %v; want the last valid name", name, set, err)

@@ -1,4 +1,4 @@
-package peers
+package store
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"portal/identity"
+	"portal/peers"
 )
 
 func testStore(t *testing.T) (*Store, string) {
@@ -56,7 +57,7 @@ func TestPutPeerFullID(t *testing.T) {
 	}
 	got, err := s.Peer(ctx, id.String()[:10])
 	if err != nil || got.Key != id || got.Name != "Robert" {
-		t.Fatalf("Peer(prefix) = %+v, %v", got, err)
+		t.Fatalf("peers.Peer(prefix) = %+v, %v", got, err)
 	}
 }
 
@@ -94,7 +95,7 @@ func TestPutPeerPrefixThenResolve(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got, err := s2.Peer(ctx, id2.String()); err != nil || got.ID != id2.Short() {
-		t.Errorf("Peer(full) on prefix row = %+v, %v", got, err)
+		t.Errorf("peers.Peer(full) on prefix row = %+v, %v", got, err)
 	}
 }
 
@@ -113,14 +114,14 @@ func TestLookupErrors(t *testing.T) {
 	}{
 		{a.Short(), nil},
 		{b.String(), nil},
-		{"zzzzzz", ErrNotFound},
-		{newID(t).String(), ErrNotFound},
-		{"abc", ErrInvalid},
+		{"zzzzzz", peers.ErrNotFound},
+		{newID(t).String(), peers.ErrNotFound},
+		{"abc", peers.ErrInvalid},
 	}
 	for _, tt := range tests {
 		_, err := s.Peer(ctx, tt.query)
 		if (tt.want == nil) != (err == nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
-			t.Errorf("Peer(%q) = %v, want %v", tt.query, err, tt.want)
+			t.Errorf("peers.Peer(%q) = %v, want %v", tt.query, err, tt.want)
 		}
 	}
 	// Two unresolved prefixes with a common start make the start ambiguous.
@@ -130,20 +131,20 @@ func TestLookupErrors(t *testing.T) {
 	if _, _, err := s.PutPeer(ctx, "qqqqqq2", nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Peer(ctx, "qqqqqq"); !errors.Is(err, ErrAmbiguous) {
-		t.Errorf("Peer(qqqqqq) = %v, want ErrAmbiguous", err)
+	if _, err := s.Peer(ctx, "qqqqqq"); !errors.Is(err, peers.ErrAmbiguous) {
+		t.Errorf("peers.Peer(qqqqqq) = %v, want peers.ErrAmbiguous", err)
 	}
-	if _, _, err := s.PutPeer(ctx, "qqqqqq", ptr("x")); !errors.Is(err, ErrAmbiguous) {
-		t.Errorf("PutPeer(ambiguous) = %v, want ErrAmbiguous", err)
+	if _, _, err := s.PutPeer(ctx, "qqqqqq", ptr("x")); !errors.Is(err, peers.ErrAmbiguous) {
+		t.Errorf("PutPeer(ambiguous) = %v, want peers.ErrAmbiguous", err)
 	}
-	if _, err := s.DeletePeer(ctx, "qqqqqq"); !errors.Is(err, ErrAmbiguous) {
-		t.Errorf("DeletePeer(ambiguous) = %v, want ErrAmbiguous", err)
+	if _, err := s.DeletePeer(ctx, "qqqqqq"); !errors.Is(err, peers.ErrAmbiguous) {
+		t.Errorf("DeletePeer(ambiguous) = %v, want peers.ErrAmbiguous", err)
 	}
 	if _, err := s.DeletePeer(ctx, "qqqqqq1"); err != nil {
 		t.Errorf("DeletePeer = %v", err)
 	}
-	if _, err := s.DeletePeer(ctx, "qqqqqq1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("second DeletePeer = %v, want ErrNotFound", err)
+	if _, err := s.DeletePeer(ctx, "qqqqqq1"); !errors.Is(err, peers.ErrNotFound) {
+		t.Errorf("second DeletePeer = %v, want peers.ErrNotFound", err)
 	}
 }
 
@@ -167,26 +168,11 @@ func TestPeersNameFilter(t *testing.T) {
 	}
 }
 
-func TestValidateName(t *testing.T) {
-	tests := []struct {
-		name string
-		ok   bool
-	}{
-		{"", true}, {"Bob's Portal", true}, {strings.Repeat("é", 64), true},
-		{strings.Repeat("x", 65), false}, {"a\nb", false}, {"\x00", false}, {"\xff", false},
-	}
-	for _, tt := range tests {
-		if err := ValidateName(tt.name); (err == nil) != tt.ok {
-			t.Errorf("ValidateName(%q) = %v, want ok %v", tt.name, err, tt.ok)
-		}
-	}
-}
-
 func TestApps(t *testing.T) {
 	s, _ := testStore(t)
 	ctx := context.Background()
 	lo := netip.MustParseAddr("127.0.0.1")
-	a := App{Name: "guestbook", Meta: []byte(`{"name":"guestbook"}`), Upstream: "http://127.0.0.1:1", Sources: []netip.Addr{lo, netip.MustParseAddr("::ffff:127.0.0.1")}}
+	a := peers.App{Name: "guestbook", Meta: []byte(`{"name":"guestbook"}`), Upstream: "http://127.0.0.1:1", Sources: []netip.Addr{lo, netip.MustParseAddr("::ffff:127.0.0.1")}}
 	got, created, err := s.PutApp(ctx, a)
 	if err != nil || !created {
 		t.Fatalf("PutApp = %v, created %v", err, created)
@@ -194,11 +180,11 @@ func TestApps(t *testing.T) {
 	if len(got.Sources) != 1 || got.Sources[0] != lo {
 		t.Errorf("sources = %v, want the mapped address folded into %v", got.Sources, lo)
 	}
-	other := App{Name: "notes", Meta: []byte(`{}`), Upstream: "http://127.0.0.1:2", Sources: []netip.Addr{lo}}
-	if _, _, err := s.PutApp(ctx, other); !errors.Is(err, ErrConflict) {
-		t.Fatalf("PutApp with a taken source = %v, want ErrConflict", err)
+	other := peers.App{Name: "notes", Meta: []byte(`{}`), Upstream: "http://127.0.0.1:2", Sources: []netip.Addr{lo}}
+	if _, _, err := s.PutApp(ctx, other); !errors.Is(err, peers.ErrConflict) {
+		t.Fatalf("PutApp with a taken source = %v, want peers.ErrConflict", err)
 	}
-	if _, err := s.App(ctx, "notes"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.App(ctx, "notes"); !errors.Is(err, peers.ErrNotFound) {
 		t.Errorf("refused app was stored: %v", err)
 	}
 	if got, err := s.AppBySource(ctx, netip.MustParseAddr("::ffff:127.0.0.1")); err != nil || got.Name != "guestbook" {
@@ -215,14 +201,14 @@ func TestApps(t *testing.T) {
 	if err := s.DeleteApp(ctx, "guestbook"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AppBySource(ctx, netip.MustParseAddr("127.0.0.2")); !errors.Is(err, ErrNotFound) {
+	if _, err := s.AppBySource(ctx, netip.MustParseAddr("127.0.0.2")); !errors.Is(err, peers.ErrNotFound) {
 		t.Errorf("source of a deleted app still resolves: %v", err)
 	}
-	if err := s.DeleteApp(ctx, "guestbook"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("second DeleteApp = %v, want ErrNotFound", err)
+	if err := s.DeleteApp(ctx, "guestbook"); !errors.Is(err, peers.ErrNotFound) {
+		t.Errorf("second DeleteApp = %v, want peers.ErrNotFound", err)
 	}
-	if _, _, err := s.PutApp(ctx, App{Name: "x", Meta: []byte(`{}`), Upstream: "http://h"}); !errors.Is(err, ErrInvalid) {
-		t.Errorf("PutApp without sources = %v, want ErrInvalid", err)
+	if _, _, err := s.PutApp(ctx, peers.App{Name: "x", Meta: []byte(`{}`), Upstream: "http://h"}); !errors.Is(err, peers.ErrInvalid) {
+		t.Errorf("PutApp without sources = %v, want peers.ErrInvalid", err)
 	}
 }
 
@@ -270,8 +256,8 @@ func TestResolvePeerStaysUnverified(t *testing.T) {
 	if _, _, err := s.PutPeer(ctx, id.Short(), ptr("Erin")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ResolvePeer(ctx, id.Short(), newID(t), ""); !errors.Is(err, ErrNotFound) {
-		t.Errorf("resolving to a key that does not match the prefix = %v, want ErrNotFound", err)
+	if _, err := s.ResolvePeer(ctx, id.Short(), newID(t), ""); !errors.Is(err, peers.ErrNotFound) {
+		t.Errorf("resolving to a key that does not match the prefix = %v, want peers.ErrNotFound", err)
 	}
 	p, err := s.ResolvePeer(ctx, id.Short(), id, "erin-box")
 	if err != nil {
@@ -302,8 +288,8 @@ func TestConfirmPeer(t *testing.T) {
 	if _, _, err := s.PutPeer(ctx, id.Short(), ptr("Erin")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ConfirmPeer(ctx, id.Short()); !errors.Is(err, ErrConflict) {
-		t.Errorf("confirming an unresolved prefix = %v, want ErrConflict", err)
+	if _, err := s.ConfirmPeer(ctx, id.Short()); !errors.Is(err, peers.ErrConflict) {
+		t.Errorf("confirming an unresolved prefix = %v, want peers.ErrConflict", err)
 	}
 	if _, err := s.ResolvePeer(ctx, id.Short(), id, ""); err != nil {
 		t.Fatal(err)
@@ -311,7 +297,7 @@ func TestConfirmPeer(t *testing.T) {
 	for _, bad := range []struct {
 		query string
 		want  error
-	}{{newID(t).String(), ErrNotFound}, {"abc", ErrInvalid}} {
+	}{{newID(t).String(), peers.ErrNotFound}, {"abc", peers.ErrInvalid}} {
 		if _, err := s.ConfirmPeer(ctx, bad.query); !errors.Is(err, bad.want) {
 			t.Errorf("ConfirmPeer(%q) = %v, want %v", bad.query, err, bad.want)
 		}
