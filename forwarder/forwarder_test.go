@@ -14,7 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +24,6 @@ import (
 	"portal/identity"
 	"portal/internal/httpx"
 	"portal/peers"
-	"portal/store"
 )
 
 // env is a calling Portal (A) with a Forwarder in front of a fake peer
@@ -33,7 +32,7 @@ import (
 type env struct {
 	self, peer *identity.Key
 	peerKey    identity.PairKey // B's side of the pair key
-	store      *store.Store
+	dir        *directory
 	fwd        *Forwarder
 	front      *httptest.Server // serves fwd to the "app"
 	back       *httptest.Server // the fake peer ingress
@@ -72,30 +71,20 @@ func newEnv(t *testing.T, backend http.Handler, opts ...envOpt) *env {
 	if e.peerKey, err = e.peer.PairKey(e.self.ID()); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	e.store, err = store.Open(ctx, filepath.Join(t.TempDir(), "portal.db"), testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.store.Close() })
-	if _, _, err := e.store.PutApp(ctx, peers.App{
+	e.dir = &directory{apps: map[netip.Addr]peers.App{}}
+	e.dir.addApp(peers.App{
 		Name:     "notes",
 		Meta:     []byte(`{"name":"notes","paths":{"":{"access":"peer"}}}`),
 		Upstream: "http://127.0.0.1:1",
 		Sources:  []netip.Addr{netip.MustParseAddr("127.0.0.1")},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	name := "Bob"
-	if _, _, err := e.store.PutPeer(ctx, e.peer.ID().String(), &name); err != nil {
-		t.Fatal(err)
-	}
+	})
+	e.dir.addPeer(peers.Peer{ID: e.peer.ID().String(), Key: e.peer.ID(), Name: "Bob", Verified: true})
 
 	e.back = httptest.NewServer(backend)
 	t.Cleanup(e.back.Close)
 	cfg := Config{
 		Self:      e.self,
-		Directory: e.store,
+		Directory: e.dir,
 		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 			e.dials.Add(1)
 			select {
@@ -302,14 +291,9 @@ func sharingPrefix(t *testing.T, id identity.ID) identity.ID {
 func TestForwardRefusals(t *testing.T) {
 	called := make(chan struct{}, 10)
 	e := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { called <- struct{}{} }))
-	ctx := context.Background()
 	twin := sharingPrefix(t, e.peer.ID())
-	if _, _, err := e.store.PutPeer(ctx, twin.String(), nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := e.store.PutPeer(ctx, "qqqqqqqq", nil); err != nil { // unresolved prefix
-		t.Fatal(err)
-	}
+	e.dir.addPeer(peers.Peer{ID: twin.String(), Key: twin, Verified: true})
+	e.dir.addPeer(peers.Peer{ID: "qqqqqqqq"}) // unresolved prefix
 	unknown := newKey(t).ID()
 	tests := []struct {
 		name, remote, path string
@@ -713,6 +697,46 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
+// directory is a Directory of plain values: apps by source address, and
+// peers matched by package peers' rule (peers.Set), the one the store
+// answers by. The store itself is tested in its own package and, wired to
+// a Forwarder, in cmd/portald's daemon tests.
+type directory struct {
+	mu    sync.Mutex
+	apps  map[netip.Addr]peers.App
+	peers []peers.Peer
+}
+
+func (d *directory) addApp(a peers.App) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, src := range a.Sources {
+		d.apps[src] = a
+	}
+}
+
+func (d *directory) addPeer(p peers.Peer) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.peers = append(d.peers, p)
+}
+
+func (d *directory) AppBySource(_ context.Context, addr netip.Addr) (peers.App, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a, ok := d.apps[addr]
+	if !ok {
+		return peers.App{}, fmt.Errorf("app with source %s: %w", addr, peers.ErrNotFound)
+	}
+	return a, nil
+}
+
+func (d *directory) Peer(_ context.Context, query string) (peers.Peer, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return peers.NewSet(slices.Clone(d.peers)).Lookup(query)
+}
+
 // fakeDir is a Directory for tests that need no store.
 type fakeDir struct{}
 
@@ -740,9 +764,6 @@ func TestSplitCallPath(t *testing.T) {
 		t.Errorf("splitCallPath accepted a path outside %s", PathPrefix)
 	}
 }
-
-// Compile-time check that the store is a Directory.
-var _ Directory = (*store.Store)(nil)
 
 // logLines is a slog handler's output, safe for concurrent use.
 type logLines struct {

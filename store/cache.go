@@ -4,11 +4,8 @@ import (
 	"context"
 	"net/netip"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 
-	"portal/identity"
 	"portal/peers"
 )
 
@@ -25,8 +22,7 @@ import (
 // snapshot is the store's content at one moment. It is never modified once
 // loaded; readers share it.
 type snapshot struct {
-	peers    []peers.Peer // ordered by ID
-	byID     map[string]int
+	peers    *peers.Set
 	apps     []peers.App // ordered by name
 	byName   map[string]int
 	bySource map[netip.Addr]int
@@ -87,13 +83,10 @@ func (s *Store) load(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{peers: ps, byID: make(map[string]int, len(ps)), apps: apps,
+	snap := &snapshot{peers: peers.NewSet(ps), apps: apps,
 		byName: make(map[string]int, len(apps)), bySource: map[netip.Addr]int{}}
 	if err := s.loadSelfName(ctx, snap); err != nil {
 		return nil, err
-	}
-	for i, p := range ps {
-		snap.byID[p.ID] = i
 	}
 	for i, a := range apps {
 		snap.byName[a.Name] = i
@@ -102,27 +95,6 @@ func (s *Store) load(ctx context.Context) (*snapshot, error) {
 		}
 	}
 	return snap, nil
-}
-
-// match is matchPeers on the snapshot: the peers whose ID starts with
-// query, and the unresolved peers (stored by prefix) whose prefix query
-// starts with, ordered by ID, at most limit.
-func (snap *snapshot) match(query string, limit int) []peers.Peer {
-	var out []peers.Peer
-	if i, ok := snap.byID[query]; ok && len(query) == identity.IDLen {
-		return []peers.Peer{snap.peers[i]} // a full ID: the common case
-	}
-	start := sort.Search(len(snap.peers), func(i int) bool { return snap.peers[i].ID >= query })
-	for i := start; i < len(snap.peers) && strings.HasPrefix(snap.peers[i].ID, query) && len(out) < limit; i++ {
-		out = append(out, snap.peers[i])
-	}
-	for n := identity.ShortIDLen; n < len(query); n++ {
-		if i, ok := snap.byID[query[:n]]; ok && !snap.peers[i].HasKey() {
-			out = append(out, snap.peers[i])
-		}
-	}
-	slices.SortFunc(out, func(a, b peers.Peer) int { return strings.Compare(a.ID, b.ID) })
-	return out[:min(len(out), limit)]
 }
 
 // app returns a copy of the snapshot's app i, so that callers cannot

@@ -86,22 +86,15 @@ func (s *Store) PutPeer(ctx context.Context, query string, name *string) (peers.
 // Peer returns the one peer that query (a full ID or a normalized prefix)
 // names: peers.ErrNotFound when none does, peers.ErrAmbiguous when several do.
 func (s *Store) Peer(ctx context.Context, query string) (peers.Peer, error) {
-	if len(query) < identity.ShortIDLen {
-		return peers.Peer{}, fmt.Errorf("store: lookup %q: %q is shorter than %d characters: %w", query, query, identity.ShortIDLen, peers.ErrInvalid)
-	}
 	snap, err := s.snapshot(ctx)
 	if err != nil {
 		return peers.Peer{}, fmt.Errorf("store: lookup %q: %w", query, err)
 	}
-	matches := snap.match(query, 2)
-	switch len(matches) {
-	case 0:
-		return peers.Peer{}, fmt.Errorf("store: lookup %q: %w", query, peers.ErrNotFound)
-	case 1:
-		return matches[0], nil
-	default:
-		return peers.Peer{}, fmt.Errorf("store: lookup %q matches %s and %s: %w", query, matches[0].ID, matches[1].ID, peers.ErrAmbiguous)
+	p, err := snap.peers.Lookup(query)
+	if err != nil {
+		return peers.Peer{}, fmt.Errorf("store: lookup %q: %w", query, err)
 	}
+	return p, nil
 }
 
 // Peers lists the stored peers ordered by ID, keeping those whose display
@@ -112,11 +105,11 @@ func (s *Store) Peers(ctx context.Context, filter string) ([]peers.Peer, error) 
 		return nil, fmt.Errorf("store: list: %w", err)
 	}
 	if filter == "" {
-		return slices.Clone(snap.peers), nil
+		return slices.Clone(snap.peers.All()), nil
 	}
 	filter = strings.ToLower(filter)
 	var kept []peers.Peer
-	for _, p := range snap.peers {
+	for _, p := range snap.peers.All() {
 		if strings.Contains(strings.ToLower(p.DisplayName()), filter) {
 			kept = append(kept, p)
 		}
