@@ -34,6 +34,7 @@
 // # Imports
 //
 // acl imports identity/ (signatures) and peers/ (the Peer and App types it
-// is handed); never forwarder/ or tunnel/. A parsed Meta is immutable and
+// is handed); never store/ (its lookups are functions in IngressConfig),
+// forwarder/ or tunnel/. A parsed Meta is immutable and
 // safe for concurrent use; the package has no package-level mutable state.
 package acl

@@ -19,7 +19,8 @@
 // MaxBodyBytes and decoded strictly: unknown fields and trailing data are
 // errors.
 //
-// api imports identity/, peers/ (the store) and acl/ (manifest validation).
-// The call_peer route is served by a handler that cmd/portald passes in, so
-// api never imports forwarder/ or tunnel/.
+// api imports identity/, peers/ (the values and errors) and acl/ (manifest
+// validation). The store arrives as a [Store] (cmd/portald passes the
+// SQLite one) and the call_peer route as a handler, so api never imports
+// store/, forwarder/ or tunnel/.
 package api

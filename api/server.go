@@ -1,9 +1,11 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -11,7 +13,6 @@ import (
 
 	"portal/identity"
 	"portal/peers"
-	"portal/store"
 )
 
 // MaxBodyBytes caps the body of every API request except call_peer, whose
@@ -37,10 +38,33 @@ type PeerStatus struct {
 	History []PathChange
 }
 
+// Store is what the API reads and changes: the peers and apps and this
+// Portal's own name. It is an interface, not the SQLite store itself, so
+// that api depends on what it calls rather than on a driver; *store.Store
+// satisfies it. Its methods must be safe for concurrent use, report the
+// errors of package peers (ErrNotFound, ErrAmbiguous, ErrConflict,
+// ErrInvalid), and have committed a change when they return nil.
+type Store interface {
+	Peers(ctx context.Context, filter string) ([]peers.Peer, error)
+	Peer(ctx context.Context, query string) (peers.Peer, error)
+	PutPeer(ctx context.Context, query string, name *string) (p peers.Peer, created bool, err error)
+	DeletePeer(ctx context.Context, query string) (peers.Peer, error)
+	ConfirmPeer(ctx context.Context, query string) (peers.Peer, error)
+
+	Apps(ctx context.Context) ([]peers.App, error)
+	App(ctx context.Context, name string) (peers.App, error)
+	AppBySource(ctx context.Context, addr netip.Addr) (peers.App, error)
+	PutApp(ctx context.Context, a peers.App) (app peers.App, created bool, err error)
+	DeleteApp(ctx context.Context, name string) error
+
+	SelfName(ctx context.Context) (name string, set bool, err error)
+	SetSelfName(ctx context.Context, name string) error
+}
+
 // Config configures the API handler. Fields marked required must be set.
 type Config struct {
 	// Store holds the peers and apps. Required.
-	Store *store.Store
+	Store Store
 	// Self is this Portal's identity. Required.
 	Self identity.ID
 	// Name is this Portal's display name (its --name) until the owner sets

@@ -55,7 +55,8 @@
 //
 // # Imports
 //
-// forwarder imports identity/ (signing) and peers/ (lookups). It never
-// imports acl/ (the receiving side) or tunnel/: the tunnel arrives as a dial
-// function.
+// forwarder imports identity/ (signing) and peers/ (the values and errors
+// its lookups return). It never imports store/ (the lookups arrive as a
+// [Directory]), acl/ (the receiving side) or tunnel/ (the tunnel arrives
+// as a dial function).
 package forwarder
