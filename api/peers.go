@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/base64"
-	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"portal/identity"
+	"portal/internal/httpx"
 	"portal/peers"
 )
 
@@ -205,19 +205,15 @@ func peerJSON(p peers.Peer, st PeerStatus) Peer {
 	return out
 }
 
-// storeError maps a store error to its HTTP answer.
+// storeError answers a store error with its status and code
+// (httpx.LookupStatus); a failure of the store itself is logged and
+// answered without its text.
 func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, peers.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, peers.ErrAmbiguous):
-		writeError(w, http.StatusConflict, "ambiguous", err.Error())
-	case errors.Is(err, peers.ErrConflict):
-		writeError(w, http.StatusConflict, "conflict", err.Error())
-	case errors.Is(err, peers.ErrInvalid), errors.Is(err, identity.ErrBadID):
-		writeError(w, http.StatusUnprocessableEntity, "invalid", err.Error())
-	default:
+	status, code := httpx.LookupStatus(err)
+	if status == http.StatusInternalServerError {
 		h.cfg.Log.Error("store failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", "the store failed; see the daemon's log")
+		writeError(w, status, code, "the store failed; see the daemon's log")
+		return
 	}
+	writeError(w, status, code, err.Error())
 }

@@ -257,18 +257,13 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	switch {
-	case errors.Is(err, peers.ErrNotFound):
-		f.refuse(w, http.StatusNotFound, "not_found", "no peer matches "+prefix, "app", app.Name)
-		return
-	case errors.Is(err, peers.ErrAmbiguous):
-		f.refuse(w, http.StatusConflict, "ambiguous", prefix+" matches more than one peer; give more characters", "app", app.Name)
-		return
-	case errors.Is(err, peers.ErrInvalid):
-		f.refuse(w, http.StatusUnprocessableEntity, "invalid_id", err.Error(), "app", app.Name)
-		return
-	case err != nil:
-		f.fail(w, http.StatusInternalServerError, "internal", "looking up the peer failed", err)
+	if err != nil {
+		status, code := httpx.LookupStatus(err)
+		if status == http.StatusInternalServerError {
+			f.fail(w, status, code, "looking up the peer failed", err)
+		} else {
+			f.refuse(w, status, code, err.Error(), "app", app.Name)
+		}
 		return
 	}
 	if !peer.HasKey() {

@@ -1,7 +1,8 @@
 // Package httpx holds the small pieces of HTTP plumbing that the internal
 // API, the forwarder and the ingress share, so that every JSON error the
-// daemon writes has one shape and every proxy copies with one buffer size.
-// It imports nothing of ours.
+// daemon writes has one shape, every lookup error one status and code
+// (LookupStatus), and every proxy copies with one buffer size. It imports
+// only identity/ and peers/ of ours, for the errors it maps.
 package httpx
 
 import (
