@@ -537,12 +537,9 @@ func (in *Ingress) compiled(app peers.App) (*compiledApp, error) {
 	if err != nil {
 		return nil, err
 	}
-	u, err := url.Parse(app.Upstream)
+	u, err := peers.ParseUpstream(app.Upstream)
 	if err != nil {
-		return nil, fmt.Errorf("upstream %q: %w", app.Upstream, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("upstream %q: want http(s)://host[:port][/base]", app.Upstream)
+		return nil, err
 	}
 	if len(in.apps) >= maxCachedApps {
 		clear(in.apps)

@@ -756,6 +756,12 @@ func TestIngressCompilesOncePerInstall(t *testing.T) {
 	if status, body := e.do(t, nil, e.request(t, "GET", "/x", nil)); status != 500 || codeOf(t, body) != "internal" {
 		t.Fatalf("broken manifest: %d %s, want 500 internal", status, body)
 	}
+	// So is a stored upstream that the install rule (peers.ParseUpstream)
+	// refuses, even one the ingress's own check used to pass.
+	e.setApp("notes", notesMeta, "http://:8080")
+	if status, body := e.do(t, nil, e.request(t, "GET", "/x", nil)); status != 500 || codeOf(t, body) != "internal" {
+		t.Fatalf("upstream without a host name: %d %s, want 500 internal", status, body)
+	}
 }
 
 func TestHostApp(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -78,7 +77,7 @@ func (h *Handler) putApp(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("the URL names app %s but app_meta.json names %s", quote(name), quote(meta.Name)))
 		return
 	}
-	if err := validateUpstream(req.Upstream); err != nil {
+	if _, err := peers.ParseUpstream(req.Upstream); err != nil {
 		writeError(w, http.StatusUnprocessableEntity, "invalid_upstream", err.Error())
 		return
 	}
@@ -126,29 +125,6 @@ func (h *Handler) deleteApp(w http.ResponseWriter, r *http.Request) {
 	}
 	h.cfg.Log.Info("app removed", "app", name)
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// validateUpstream accepts an absolute http or https URL with a host and no
-// user info, query or fragment: the base the app's requests are sent to.
-func validateUpstream(s string) error {
-	if s == "" {
-		return fmt.Errorf(`"upstream" is required: the base URL of the app's HTTP server, such as http://127.0.0.1:8080`)
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("upstream %s is not a URL: %v", quote(s), err)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("upstream %s: scheme must be http or https", quote(s))
-	case u.Host == "" || u.Hostname() == "":
-		return fmt.Errorf("upstream %s: a host is required", quote(s))
-	case u.User != nil:
-		return fmt.Errorf("upstream %s: user info is not allowed", quote(s))
-	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
-		return fmt.Errorf("upstream %s: a query or fragment is not allowed", quote(s))
-	}
-	return nil
 }
 
 func appJSON(a peers.App) App {

@@ -1,7 +1,9 @@
 package peers
 
 import (
+	"fmt"
 	"net/netip"
+	"net/url"
 	"time"
 )
 
@@ -20,4 +22,34 @@ type App struct {
 	Sources   []netip.Addr
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+// ParseUpstream checks an app's upstream, the base URL its requests are
+// sent to, and returns it parsed: an absolute http or https URL with a
+// host, and no user info, query or fragment (a request's own path and
+// query are appended to it). It is the one rule for an upstream: the API
+// applies it at install and the ingress to what it reads back. A refusal
+// is an ErrInvalid that says what is wrong.
+func ParseUpstream(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, fmt.Errorf(`peers: "upstream" is required: the base URL of the app's HTTP server, such as http://127.0.0.1:8080: %w`, ErrInvalid)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("peers: upstream %.80q is not a URL: %w: %w", s, err, ErrInvalid)
+	}
+	var problem string
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		problem = "scheme must be http or https"
+	case u.Host == "" || u.Hostname() == "":
+		problem = "a host is required"
+	case u.User != nil:
+		problem = "user info is not allowed"
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		problem = "a query or fragment is not allowed"
+	default:
+		return u, nil
+	}
+	return nil, fmt.Errorf("peers: upstream %.80q: %s: %w", s, problem, ErrInvalid)
 }
