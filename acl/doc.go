@@ -6,7 +6,8 @@
 // to paired peer Portals, or private to the owner, and which identity
 // headers the app receives on admitted requests. This package:
 //
-//   - parses and validates the manifest once, at install time (ParseMeta),
+//   - parses and validates the manifest once, at install time (ParseMeta;
+//     the API hands the result to the Ingress with Ingress.Installed),
 //     so that every mistake is reported to the owner with the offending
 //     path or header named, and every manifest the original accepted still
 //     installs (fields this package does not enforce are kept in Meta.Raw);

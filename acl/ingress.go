@@ -519,7 +519,8 @@ func (in *Ingress) refuseSkew(w http.ResponseWriter, now time.Time, peerShort st
 }
 
 // compiled returns app's parsed manifest and upstream, compiling them once
-// per install (name and UpdatedAt), never per request.
+// per install (name and UpdatedAt), never per request; an install that
+// Installed was told of is not compiled again.
 func (in *Ingress) compiled(app peers.App) (*compiledApp, error) {
 	in.appsMu.RLock()
 	ca := in.apps[app.Name]
@@ -537,6 +538,27 @@ func (in *Ingress) compiled(app peers.App) (*compiledApp, error) {
 	if err != nil {
 		return nil, err
 	}
+	return in.remember(app, meta)
+}
+
+// Installed hands the Ingress an app as the store committed it, with its
+// manifest as the API parsed it at install (ParseMeta), so that the
+// manifest is parsed once per install rather than again at the app's
+// first request. It is api.Config's AppInstalled hook. The cache stays
+// keyed by the install's UpdatedAt, so a hook that arrives late never
+// serves an older install than the store holds.
+func (in *Ingress) Installed(app peers.App, meta *Meta) {
+	in.appsMu.Lock()
+	defer in.appsMu.Unlock()
+	if _, err := in.remember(app, meta); err != nil {
+		// Refused again, with this error, at the app's first request.
+		in.log.Warn("installed app not compiled", "app", app.Name, "err", err)
+	}
+}
+
+// remember checks app's upstream and caches it with meta for app's
+// install. The caller holds appsMu for writing.
+func (in *Ingress) remember(app peers.App, meta *Meta) (*compiledApp, error) {
 	u, err := peers.ParseUpstream(app.Upstream)
 	if err != nil {
 		return nil, err
@@ -544,7 +566,7 @@ func (in *Ingress) compiled(app peers.App) (*compiledApp, error) {
 	if len(in.apps) >= maxCachedApps {
 		clear(in.apps)
 	}
-	ca = &compiledApp{updatedAt: app.UpdatedAt, meta: meta, upstream: u}
+	ca := &compiledApp{updatedAt: app.UpdatedAt, meta: meta, upstream: u}
 	in.apps[app.Name] = ca
 	return ca, nil
 }

@@ -764,6 +764,45 @@ func TestIngressCompilesOncePerInstall(t *testing.T) {
 	}
 }
 
+// TestIngressInstalledIsNotParsedAgain: the manifest the API parsed at
+// install, handed over with Installed, is the one the ingress serves that
+// install with; a later install is compiled from the store as before.
+func TestIngressInstalledIsNotParsedAgain(t *testing.T) {
+	e := newIngressEnv(t, nil, nil)
+	app, err := e.in.app(context.Background(), "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := ParseMeta(app.Meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.in.Installed(app, meta)
+	ca, err := e.in.compiled(app)
+	if err != nil || ca.meta != meta || ca.upstream.String() != app.Upstream {
+		t.Fatalf("compiled(app) = %+v, %v; want the Meta handed to Installed", ca, err)
+	}
+	e.admit(t, nil, e.request(t, "GET", "/private/common/x", nil))
+
+	// A hook for an older install does not hide the newer one in the store.
+	e.setApp("notes", notesMeta, e.upstream.URL)
+	e.in.Installed(app, meta)
+	newer, err := e.in.app(context.Background(), "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca, err := e.in.compiled(newer); err != nil || ca.meta == meta || !ca.updatedAt.Equal(newer.UpdatedAt) {
+		t.Fatalf("compiled(newer install) = %+v, %v; want it compiled from the store", ca, err)
+	}
+	// An upstream the install rule refuses is not cached.
+	bad := app
+	bad.Upstream, bad.UpdatedAt = "http://:8080", time.Now().Add(time.Hour)
+	e.in.Installed(bad, meta)
+	if _, err := e.in.compiled(bad); err == nil {
+		t.Fatalf("compiled(app with upstream %q) succeeded", bad.Upstream)
+	}
+}
+
 func TestHostApp(t *testing.T) {
 	e := newIngressEnv(t, nil, nil)
 	dom := e.self.ID().Domain()

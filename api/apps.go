@@ -112,6 +112,7 @@ func (h *Handler) putApp(w http.ResponseWriter, r *http.Request) {
 	for _, warning := range meta.Warnings {
 		h.cfg.Log.Warn("app_meta.json: "+warning, "app", a.Name)
 	}
+	h.cfg.AppInstalled(a, meta)
 	out := appJSON(a)
 	out.Warnings = meta.Warnings
 	writeJSON(w, http.StatusOK, out)

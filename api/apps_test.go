@@ -1,9 +1,14 @@
 package api
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"portal/acl"
+	"portal/peers"
 )
 
 // TestPutAppWarnings: a manifest path that can never match, or two that
@@ -25,5 +30,31 @@ func TestPutAppWarnings(t *testing.T) {
 	status, resp = a.call(t, "GET", "/protected/apps/notes", "")
 	if status != 200 || strings.Contains(string(resp), `"warnings"`) {
 		t.Errorf("get = %d %s, want 200 without warnings", status, resp)
+	}
+}
+
+// TestPutAppHandsOverTheParsedManifest: AppInstalled hears each install
+// after the store committed it, with the manifest parsed at install; a
+// refused install is not heard of.
+func TestPutAppHandsOverTheParsedManifest(t *testing.T) {
+	var installed []string
+	a := newTestAPI(t, func(c *Config) {
+		c.AppInstalled = func(app peers.App, meta *acl.Meta) {
+			stored, err := c.Store.App(context.Background(), app.Name)
+			if err != nil || !stored.UpdatedAt.Equal(app.UpdatedAt) || meta.Name != app.Name || !bytes.Equal(meta.Raw, app.Meta) {
+				t.Errorf("AppInstalled(%+v, %+v) before the store held it (%+v, %v)", app, meta, stored, err)
+			}
+			installed = append(installed, app.Name)
+		}
+	})
+	body := `{"meta":{"name":"notes","paths":{"":{"access":"peer"}}},"upstream":"http://127.0.0.1:9","sources":["127.0.0.2"]}`
+	if status, resp := a.call(t, "PUT", "/protected/apps/notes", body); status != 200 {
+		t.Fatalf("put = %d %s, want 200", status, resp)
+	}
+	if status, _ := a.call(t, "PUT", "/protected/apps/notes", strings.Replace(body, "http://127.0.0.1:9", "http://:9", 1)); status != 422 {
+		t.Fatalf("put with a bad upstream = %d, want 422", status)
+	}
+	if len(installed) != 1 || installed[0] != "notes" {
+		t.Errorf("AppInstalled heard %q, want [notes] once", installed)
 	}
 }

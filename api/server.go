@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"portal/acl"
 	"portal/identity"
 	"portal/peers"
 )
@@ -89,6 +90,12 @@ type Config struct {
 	// after the store committed it; cmd/portald connects it to the tunnel.
 	// It must not block for long. Nil ignores changes.
 	PeerChanged func(p peers.Peer, removed bool)
+	// AppInstalled is told of each app the API installed or replaced,
+	// after the store committed it, with its manifest as parsed at install;
+	// cmd/portald connects it to the ingress (acl.Ingress.Installed), so
+	// that the manifest is not parsed again for the app's first request.
+	// It must not block for long. Nil ignores installs.
+	AppInstalled func(a peers.App, meta *acl.Meta)
 	// SelfNameChanged is told of the name the owner gave this Portal,
 	// after the store committed it; cmd/portald connects it to the relay
 	// client, so that peers learn it. It must not block for long. Nil
@@ -117,6 +124,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.PeerChanged == nil {
 		cfg.PeerChanged = func(peers.Peer, bool) {}
+	}
+	if cfg.AppInstalled == nil {
+		cfg.AppInstalled = func(peers.App, *acl.Meta) {}
 	}
 	if cfg.SelfNameChanged == nil {
 		cfg.SelfNameChanged = func(string) {}

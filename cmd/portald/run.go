@@ -362,6 +362,7 @@ func (d *instance) buildHandlers() (handlers, error) {
 				log.Error("cannot put the new name in the relay records", "err", err)
 			}
 		},
+		AppInstalled: ingress.Installed,
 	})
 	if err != nil {
 		return handlers{}, err
