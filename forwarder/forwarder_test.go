@@ -666,9 +666,9 @@ func TestForwardUpgrade(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	store := &fakeDir{}
+	dir := &directory{}
 	dial := func(ctx context.Context, network, address string) (net.Conn, error) { return nil, errors.New("x") }
-	good := Config{Self: newKey(t), Directory: store, Dial: dial, Log: testLogger(t)}
+	good := Config{Self: newKey(t), Directory: dir, Dial: dial, Log: testLogger(t)}
 	if _, err := New(good); err != nil {
 		t.Fatalf("New(valid) = %v", err)
 	}
@@ -735,16 +735,6 @@ func (d *directory) Peer(_ context.Context, query string) (peers.Peer, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return peers.NewSet(slices.Clone(d.peers)).Lookup(query)
-}
-
-// fakeDir is a Directory for tests that need no store.
-type fakeDir struct{}
-
-func (fakeDir) AppBySource(context.Context, netip.Addr) (peers.App, error) {
-	return peers.App{}, peers.ErrNotFound
-}
-func (fakeDir) Peer(context.Context, string) (peers.Peer, error) {
-	return peers.Peer{}, peers.ErrNotFound
 }
 
 func TestSplitCallPath(t *testing.T) {
