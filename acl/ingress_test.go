@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +23,7 @@ import (
 
 	"portal/identity"
 	"portal/internal/httpx"
+	"portal/internal/testutil"
 	"portal/peers"
 )
 
@@ -66,17 +66,6 @@ type ienv struct {
 	mu      sync.Mutex
 	apps    map[string]peers.App // guarded by mu
 	lookups atomic.Int32
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(b), "\n"))
-	return len(b), nil
 }
 
 func genKey(t testing.TB) *identity.Key {
@@ -154,7 +143,7 @@ func newIngressEnv(t *testing.T, upstream http.Handler, mod func(*IngressConfig)
 			}
 			return app, nil
 		},
-		Log: testLogger(t),
+		Log: testutil.Logger(t),
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -859,7 +848,7 @@ func TestNewIngressValidates(t *testing.T) {
 		Self:       genKey(t),
 		PeerByAddr: func(netip.Addr) (peers.Peer, bool) { return peers.Peer{}, false },
 		App:        func(context.Context, string) (peers.App, error) { return peers.App{}, peers.ErrNotFound },
-		Log:        testLogger(t),
+		Log:        testutil.Logger(t),
 	}
 	in, err := NewIngress(good)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"portal/identity"
 	"portal/internal/httpx"
+	"portal/internal/testutil"
 	"portal/peers"
 )
 
@@ -41,19 +42,6 @@ type env struct {
 }
 
 type envOpt func(*Config)
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// testWriter sends log lines to t.Log so they show only for failures.
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(b), "\n"))
-	return len(b), nil
-}
 
 func newKey(t testing.TB) *identity.Key {
 	t.Helper()
@@ -94,7 +82,7 @@ func newEnv(t *testing.T, backend http.Handler, opts ...envOpt) *env {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", e.back.Listener.Addr().String())
 		},
-		Log: testLogger(t),
+		Log: testutil.Logger(t),
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -668,7 +656,7 @@ func TestForwardUpgrade(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	dir := &directory{}
 	dial := func(ctx context.Context, network, address string) (net.Conn, error) { return nil, errors.New("x") }
-	good := Config{Self: newKey(t), Directory: dir, Dial: dial, Log: testLogger(t)}
+	good := Config{Self: newKey(t), Directory: dir, Dial: dial, Log: testutil.Logger(t)}
 	if _, err := New(good); err != nil {
 		t.Fatalf("New(valid) = %v", err)
 	}
@@ -794,7 +782,7 @@ func TestForwardClockSkewWarnsOnce(t *testing.T) {
 			"now": time.Now().Add(time.Duration(offset.Load())).UTC(),
 		})
 	}), func(c *Config) {
-		c.Log = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.Log = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testutil.Writer(t)), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	call := func() (int, []byte) {
 		t.Helper()

@@ -5,6 +5,7 @@
 package testutil
 
 import (
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -19,8 +20,12 @@ const PollInterval = 10 * time.Millisecond
 // Logger returns a logger at debug level whose lines go to t.Log, so they
 // show only for a failing or verbose test and are attributed to it.
 func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(writer{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// Writer is the io.Writer under Logger, for a test that also keeps the
+// lines it logs (io.MultiWriter).
+func Writer(t testing.TB) io.Writer { return writer{t} }
 
 type writer struct{ t testing.TB }
 
