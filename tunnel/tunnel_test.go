@@ -125,11 +125,10 @@ func TestEchoThroughTunnel(t *testing.T) {
 	}
 	var st PeerStatus
 	var ok bool
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if st, ok = a.tun.PeerStatus(b.key.ID()); ok && st.TxBytes >= uint64(len(msg)) {
-			break
-		}
-	}
+	testutil.Poll(5*time.Second, func() bool {
+		st, ok = a.tun.PeerStatus(b.key.ID())
+		return ok && st.TxBytes >= uint64(len(msg))
+	})
 	if !ok || !st.Reachable || st.LastHandshake.IsZero() || st.TxBytes < uint64(len(msg)) || st.Endpoint != b.endpoint() {
 		t.Errorf("status = %+v, %v; want reachable via %s with ≥ %d bytes sent", st, ok, b.endpoint(), len(msg))
 	}
@@ -268,17 +267,16 @@ func TestKeepaliveAfterSession(t *testing.T) {
 		self *node
 		peer identity.ID
 	}{{a, b.key.ID()}, {b, a.key.ID()}} {
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var last wgStatus
+		if !testutil.Poll(10*time.Second, func() bool {
 			all, err := n.self.tun.deviceStatus()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if all[n.peer.WireGuardKey()].keepalive == DefaultKeepalive {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("keepalive towards %s not on after 10 s: %+v", n.peer.Short(), all[n.peer.WireGuardKey()])
-			}
+			last = all[n.peer.WireGuardKey()]
+			return last.keepalive == DefaultKeepalive
+		}) {
+			t.Fatalf("keepalive towards %s not on after 10 s: %+v", n.peer.Short(), last)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"portal/acl"
 	"portal/identity"
+	"portal/internal/testutil"
 	"portal/peers"
 	"portal/tunnel"
 )
@@ -158,17 +159,18 @@ func TestIngressSecurityThroughTunnel(t *testing.T) {
 	// handshake initiation can beat the first ping that lets the receiver
 	// take datagrams from the sender's address, and WireGuard retries it
 	// only after 5 s.
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	var dialErr error
+	if !testutil.Poll(20*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
 		c, err := sender.tun.DialContext(ctx, "tcp", target)
-		cancel()
-		if err == nil {
-			c.Close()
-			break
+		if dialErr = err; err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sender's tunnel carries no connection within 20 s: %v", err)
-		}
+		c.Close()
+		return true
+	}) {
+		t.Fatalf("the sender's tunnel carries no connection within 20 s: %v", dialErr)
 	}
 	now := time.Now()
 
