@@ -57,10 +57,13 @@ type IngressConfig struct {
 	// (401). Zero means DefaultDigestMax (64 KiB), the forwarder's
 	// default threshold.
 	DigestMax int64
-	// NonceCacheSize is how many unexpired nonces are remembered per peer.
-	// A peer that reaches it gets 429 for new requests until old nonces
-	// expire (2×Skew after they were seen). Zero means
-	// DefaultNonceCacheSize (1<<18: 4 300 requests a second sustained).
+	// NonceCacheSize is how many unexpired nonces are remembered per peer
+	// for requests whose nonce is not a counter nonce
+	// (identity.CounterNonce), as Portals from before counter nonces send:
+	// past it the peer gets 429 for such requests until old nonces expire
+	// (2×Skew after they were seen). Counter nonces need no cache and
+	// have no rate cap (see Ingress). Zero means DefaultNonceCacheSize
+	// (1<<18: 4 300 requests a second sustained).
 	NonceCacheSize int
 	// BodyIdle cuts a request body on which the peer sent nothing for this
 	// long. Zero means DefaultBodyIdle (60 s).
@@ -75,7 +78,9 @@ type IngressConfig struct {
 	BodyRateWindow time.Duration
 	// PeerInflight bounds the requests one peer has in flight at the apps
 	// (an upgraded connection counts while it is open); past it the peer
-	// gets 429. Zero means DefaultPeerInflight (64).
+	// gets 429. Zero means DefaultPeerInflight (64); at most
+	// ReplayWindow, so that requests overtaken in flight are never
+	// refused as replays.
 	PeerInflight int
 	// Transport carries requests to the apps' upstreams. Nil means a new
 	// *http.Transport with no HTTP proxy (never http.DefaultTransport,
@@ -99,8 +104,14 @@ type IngressConfig struct {
 //     (401 unknown_peer); the request must carry a valid signature by that
 //     peer (401 bad_signature; 401 clock_skew, with this Portal's time in
 //     the answer's "now", when only its created time is out of the skew
-//     window) with a nonce not seen in the replay window (401 replay; 429
-//     too_many_requests when the peer's nonce cache is full); a covered
+//     window) with a nonce not used before (401 replay): a counter nonce
+//     (identity.CounterNonce) of the peer's current run whose counter was
+//     not accepted and is at most ReplayWindow behind the newest, or of a
+//     new run whose created time is newer than every request accepted
+//     from the current one (see replayStore), in 16 KiB per peer and with
+//     no rate cap; any other nonce must not be in the peer's bounded cache
+//     of nonces seen in the last 2×Skew (429 too_many_requests when it is
+//     full), kept for senders from before counter nonces; a covered
 //     Content-Digest must match the body (401 bad_digest);
 //  2. the app: Host must be <app>.<this Portal's short id>.portal, any
 //     case, port 80 optional (421 misdirected); its first label must name
@@ -143,7 +154,8 @@ type Ingress struct {
 	refused    func(code string)
 	transport  http.RoundTripper
 	proxy      *httputil.ReverseProxy
-	nonces     *nonceStore
+	replays    *replayStore
+	nonces     *nonceStore // for nonces that are not counter nonces
 	infoLog    *logLimiter
 	now        func() time.Time // time.Now; replaced in tests
 	bodyIdle   time.Duration
@@ -155,6 +167,29 @@ type Ingress struct {
 
 	appsMu sync.RWMutex
 	apps   map[string]*compiledApp // guarded by appsMu; by app name
+}
+
+// checkNonce refuses a replayed request (401 replay): a counter nonce goes
+// to the replay window, any other to the bounded nonce cache (429 when it
+// is full). It reports whether the request may go on.
+func (in *Ingress) checkNonce(w http.ResponseWriter, peer identity.ID, sig identity.Signature, now time.Time, short string) bool {
+	result := nonceFresh
+	if boot, n, ok := identity.ParseCounterNonce(sig.Nonce); ok {
+		if !in.replays.check(peer, boot, n, sig.Created.Unix(), now) {
+			result = nonceReplay
+		}
+	} else {
+		result = in.nonces.check(peer, sig.Nonce, now)
+	}
+	switch result {
+	case nonceReplay:
+		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "replay", "the request nonce was already used", short)
+		return false
+	case nonceFull:
+		in.refuse(w, slog.LevelInfo, http.StatusTooManyRequests, "too_many_requests", "too many requests from this peer; retry later", short)
+		return false
+	}
+	return true
 }
 
 // compiledApp is an installed app with its manifest parsed and its upstream
@@ -190,8 +225,8 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 		return nil, fmt.Errorf("acl: IngressConfig.BodyIdle %v is negative", cfg.BodyIdle)
 	case cfg.BodyRateWindow < 0:
 		return nil, fmt.Errorf("acl: IngressConfig.BodyRateWindow %v is negative", cfg.BodyRateWindow)
-	case cfg.PeerInflight < 0:
-		return nil, fmt.Errorf("acl: IngressConfig.PeerInflight %d is negative", cfg.PeerInflight)
+	case cfg.PeerInflight < 0 || cfg.PeerInflight > ReplayWindow:
+		return nil, fmt.Errorf("acl: IngressConfig.PeerInflight %d is not between 0 and %d", cfg.PeerInflight, ReplayWindow)
 	}
 	id := cfg.Self.ID()
 	in := &Ingress{
@@ -228,6 +263,7 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 	if size == 0 {
 		size = DefaultNonceCacheSize
 	}
+	in.replays = newReplayStore(2*in.skew, time.Now())
 	in.nonces = newNonceStore(2*in.skew, size, time.Now())
 	if in.transport == nil {
 		in.transport = &http.Transport{
@@ -316,12 +352,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "bad_signature", "the request signature is missing or invalid", short, "err", err)
 		return
 	}
-	switch in.nonces.check(peer.Key, sig.Nonce, now) {
-	case nonceReplay:
-		in.refuse(w, slog.LevelDebug, http.StatusUnauthorized, "replay", "the request nonce was already used", short)
-		return
-	case nonceFull:
-		in.refuse(w, slog.LevelInfo, http.StatusTooManyRequests, "too_many_requests", "too many requests from this peer; retry later", short)
+	if !in.checkNonce(w, peer.Key, sig, now, short) {
 		return
 	}
 	if sig.CoversDigest {

@@ -420,7 +420,7 @@ func TestIngressIssue10ClockSkew(t *testing.T) {
 // resign signs req again as peer A, now.
 func (e *ienv) resign(t *testing.T, req *http.Request) *http.Request {
 	t.Helper()
-	if err := identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), randomNonce()); err != nil {
+	if err := identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), nextNonce()); err != nil {
 		t.Fatal(err)
 	}
 	return req
@@ -435,7 +435,7 @@ func (e *ienv) signedAs(t *testing.T, method, path string) *http.Request {
 		t.Fatal(err)
 	}
 	req.Host = e.host
-	if err := identity.SignRequest(req, e.c.ID(), e.keyC, time.Now(), randomNonce()); err != nil {
+	if err := identity.SignRequest(req, e.c.ID(), e.keyC, time.Now(), nextNonce()); err != nil {
 		t.Fatal(err)
 	}
 	return req
@@ -449,7 +449,7 @@ func (e *ienv) signedAt(t *testing.T, at time.Time) *http.Request {
 		t.Fatal(err)
 	}
 	req.Host = e.host
-	if err := identity.SignRequest(req, e.a.ID(), e.keyA, at, randomNonce()); err != nil {
+	if err := identity.SignRequest(req, e.a.ID(), e.keyA, at, nextNonce()); err != nil {
 		t.Fatal(err)
 	}
 	return req

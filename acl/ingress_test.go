@@ -164,7 +164,20 @@ func (e *ienv) setApp(name, meta, upstream string) {
 	e.apps[name] = peers.App{Name: name, Meta: []byte(meta), Upstream: upstream, UpdatedAt: time.Now()}
 }
 
-func randomNonce() string {
+// testBoot and testCounter make the tests' nonces, as a forwarder does.
+var (
+	testBoot    = identity.NewBootID()
+	testCounter atomic.Uint64
+)
+
+// nextNonce returns a fresh counter nonce.
+func nextNonce() string {
+	return identity.CounterNonce(testBoot, testCounter.Add(1))
+}
+
+// legacyNonce returns 128 random bits in base64url, the nonce of a Portal
+// from before counter nonces.
+func legacyNonce() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
@@ -182,7 +195,7 @@ func (e *ienv) request(t *testing.T, method, path string, body io.Reader) *http.
 	if _, err := identity.SetContentDigest(req, DefaultDigestMax); err != nil {
 		t.Fatal(err)
 	}
-	if err := identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), randomNonce()); err != nil {
+	if err := identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), nextNonce()); err != nil {
 		t.Fatal(err)
 	}
 	return req
@@ -403,44 +416,44 @@ func TestIngressRefusals(t *testing.T) {
 		{"another portal's key", func(t *testing.T) *http.Request {
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = e.host
-			identity.SignRequest(req, e.a.ID(), otherKey, time.Now(), randomNonce())
+			identity.SignRequest(req, e.a.ID(), otherKey, time.Now(), nextNonce())
 			return req
 		}, nil, 401, "bad_signature"},
 		{"keyid of a different peer", func(t *testing.T) *http.Request {
 			// C signs correctly as itself, but the connection is A's.
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = e.host
-			identity.SignRequest(req, e.c.ID(), e.keyC, time.Now(), randomNonce())
+			identity.SignRequest(req, e.c.ID(), e.keyC, time.Now(), nextNonce())
 			return req
 		}, nil, 401, "bad_signature"},
 		{"stale created", func(t *testing.T) *http.Request {
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = e.host
-			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now().Add(-2*DefaultSkew), randomNonce())
+			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now().Add(-2*DefaultSkew), nextNonce())
 			return req
 		}, nil, 401, "clock_skew"},
 		{"created in the future", func(t *testing.T) *http.Request {
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = e.host
-			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now().Add(2*DefaultSkew), randomNonce())
+			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now().Add(2*DefaultSkew), nextNonce())
 			return req
 		}, nil, 401, "clock_skew"},
 		{"stale and forged", func(t *testing.T) *http.Request {
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = e.host
-			identity.SignRequest(req, e.a.ID(), otherKey, time.Now().Add(-2*DefaultSkew), randomNonce())
+			identity.SignRequest(req, e.a.ID(), otherKey, time.Now().Add(-2*DefaultSkew), nextNonce())
 			return req
 		}, nil, 401, "bad_signature"},
 		{"another portal's host", func(t *testing.T) *http.Request {
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = "notes." + other.ID().Domain()
-			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), randomNonce())
+			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), nextNonce())
 			return req
 		}, nil, 421, "misdirected"},
 		{"foreign host", func(t *testing.T) *http.Request {
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = "notes.evil.example"
-			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), randomNonce())
+			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), nextNonce())
 			return req
 		}, nil, 421, "misdirected"},
 		{"altered body under a digest", func(t *testing.T) *http.Request {
@@ -467,13 +480,13 @@ func TestIngressRefusals(t *testing.T) {
 		{"unknown app", func(t *testing.T) *http.Request {
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = "wiki." + e.self.ID().Domain()
-			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), randomNonce())
+			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), nextNonce())
 			return req
 		}, nil, 404, "no_such_app"},
 		{"unusable host", func(t *testing.T) *http.Request {
 			req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 			req.Host = "no*tes." + e.self.ID().Domain()
-			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), randomNonce())
+			identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), nextNonce())
 			return req
 		}, nil, 404, "no_such_app"},
 		{"dot-dot path", func(t *testing.T) *http.Request {
@@ -498,7 +511,7 @@ func TestIngressRefusals(t *testing.T) {
 	// refusal above was about the mismatch, not about C.
 	req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
 	req.Host = e.host
-	identity.SignRequest(req, e.c.ID(), e.keyC, time.Now(), randomNonce())
+	identity.SignRequest(req, e.c.ID(), e.keyC, time.Now(), nextNonce())
 	s := e.admit(t, clientFrom("127.0.0.3"), req)
 	if s.Header.Get("X-Ptl-Client-Id") != e.c.ID().String() || s.Header.Get("X-Ptl-Client-Name") != "Carol" {
 		t.Errorf("peer C admitted with identity %q / %q", s.Header.Get("X-Ptl-Client-Id"), s.Header.Get("X-Ptl-Client-Name"))
@@ -507,13 +520,46 @@ func TestIngressRefusals(t *testing.T) {
 
 func TestIngressReplay(t *testing.T) {
 	e := newIngressEnv(t, nil, nil)
-	req := e.request(t, "POST", "/notes", strings.NewReader("once"))
-	req2 := req.Clone(context.Background())
-	req2.Body, _ = req.GetBody()
-	e.admit(t, nil, req)
-	status, body := e.do(t, nil, req2)
-	if status != 401 || codeOf(t, body) != "replay" {
-		t.Fatalf("replayed request: %d %s, want 401 replay", status, body)
+	for _, nonce := range []string{nextNonce(), legacyNonce()} {
+		req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
+		req.Host = e.host
+		if err := identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), nonce); err != nil {
+			t.Fatal(err)
+		}
+		e.admit(t, nil, req.Clone(context.Background()))
+		status, body := e.do(t, nil, req)
+		if status != 401 || codeOf(t, body) != "replay" {
+			t.Fatalf("replayed request with nonce %q: %d %s, want 401 replay", nonce, status, body)
+		}
+	}
+}
+
+// TestIngressSenderRestart: a peer that restarts (a new BootID, its counter
+// from zero again) gets in; its old run's requests, captured, do not.
+func TestIngressSenderRestart(t *testing.T) {
+	e := newIngressEnv(t, nil, nil)
+	start := time.Now()
+	sign := func(boot identity.BootID, n uint64, at time.Time) *http.Request {
+		req, _ := http.NewRequest("GET", e.srv.URL+"/notes", nil)
+		req.Host = e.host
+		if err := identity.SignRequest(req, e.a.ID(), e.keyA, at, identity.CounterNonce(boot, n)); err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	oldRun, newRun := identity.NewBootID(), identity.NewBootID()
+	captured := sign(oldRun, 1, start.Add(-5*time.Second))
+	e.admit(t, nil, sign(oldRun, 0, start.Add(-5*time.Second)))
+	e.admit(t, nil, captured.Clone(context.Background()))
+	e.admit(t, nil, sign(newRun, 0, start))
+	e.admit(t, nil, sign(newRun, 1, start))
+	for name, req := range map[string]*http.Request{
+		"captured":       captured,
+		"old run, fresh": sign(oldRun, 2, start.Add(-5*time.Second)),
+	} {
+		if status, body := e.do(t, nil, req); status != 401 || codeOf(t, body) != "replay" {
+			t.Errorf("%s request of the old run after the restart: %d %s, want 401 replay", name, status, body)
+		}
 	}
 }
 
@@ -611,7 +657,7 @@ func TestIngressDigestOverLimit(t *testing.T) {
 	req, _ := http.NewRequest("POST", e.srv.URL+"/notes", strings.NewReader(strings.Repeat("x", 17)))
 	req.Host = e.host
 	identity.SetContentDigest(req, 1<<10)
-	identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), randomNonce())
+	identity.SignRequest(req, e.a.ID(), e.keyA, time.Now(), nextNonce())
 	status, body := e.do(t, nil, req)
 	if status != 401 || codeOf(t, body) != "bad_digest" {
 		t.Fatalf("got %d %s, want 401 bad_digest", status, body)
@@ -868,6 +914,7 @@ func TestNewIngressValidates(t *testing.T) {
 		"negative skew":   func(c *IngressConfig) { c.Skew = -1 },
 		"negative digest": func(c *IngressConfig) { c.DigestMax = -1 },
 		"negative nonces": func(c *IngressConfig) { c.NonceCacheSize = -1 },
+		"wide inflight":   func(c *IngressConfig) { c.PeerInflight = ReplayWindow + 1 },
 	} {
 		c := good
 		mut(&c)
