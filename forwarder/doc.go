@@ -35,7 +35,9 @@
 // X-Forwarded-* headers are added: the peer identifies the caller by the
 // tunnel and the signature, not by addresses. The last step before sending
 // is [identity.SignRequest] with the pair key of this Portal and the peer
-// and a fresh 128-bit nonce.
+// and a counter nonce ([identity.CounterNonce]): this run's random BootID
+// and a counter per peer, which the receiver checks against a sliding
+// window.
 //
 // # Timeouts
 //

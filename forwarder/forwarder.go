@@ -2,8 +2,6 @@ package forwarder
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -100,6 +98,7 @@ type Forwarder struct {
 	proxy       *httputil.ReverseProxy
 	keys        *identity.PairKeys
 	skew        *skewLog
+	nonces      *nonceSource
 }
 
 // New validates cfg and returns a Forwarder.
@@ -135,6 +134,7 @@ func New(cfg Config) (*Forwarder, error) {
 		log:         cfg.Log,
 		keys:        identity.NewPairKeys(cfg.Self, 0),
 		skew:        &skewLog{log: cfg.Log, logged: make(map[identity.ID]time.Duration)},
+		nonces:      newNonceSource(),
 	}
 	if f.callTimeout == 0 {
 		f.callTimeout = DefaultCallTimeout
@@ -326,7 +326,7 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	c.sent = time.Now()
-	if err := identity.SignRequest(out, f.selfID, c.key, c.sent, newNonce()); err != nil {
+	if err := identity.SignRequest(out, f.selfID, c.key, c.sent, f.nonces.nonce(c.peer.Key)); err != nil {
 		c.err = err
 	}
 }
@@ -338,13 +338,6 @@ func (f *Forwarder) modifyResponse(res *http.Response) error {
 		f.skew.observe(res, c.peer.Key, c.sent)
 	}
 	return nil
-}
-
-// newNonce returns 128 random bits in unpadded base64url (22 characters).
-func newNonce() string {
-	var b [16]byte
-	rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // callTransport is the proxy's Transport: it refuses a request that
