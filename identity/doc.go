@@ -52,7 +52,8 @@
 //
 // Every call_peer request carries an RFC 9421 HTTP message signature
 // (label sig1, alg hmac-sha256) over @method, @authority, @path, @query and,
-// for small bodies, content-digest (RFC 9530), with created, nonce and
+// for small bodies, content-digest (RFC 9530), with created, nonce (a
+// [CounterNonce]: the sender run's boot ID and a counter) and
 // keyid (the sender's full Portal ID) parameters. The HMAC key is the
 // [PairKey] of the two Portals: HKDF-SHA256 over the X25519 shared secret of
 // their static keys, so only those two can make or check it, and a

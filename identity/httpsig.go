@@ -36,7 +36,7 @@ const (
 	maxSignatureLen = 256
 	maxDigestLen    = 256
 	// MaxNonceLen is the longest nonce SignRequest and VerifyRequest
-	// accept, in bytes; the receiver keeps nonces in a replay cache, so
+	// accept, in bytes; a receiver may keep nonces in a replay cache, so
 	// their size is bounded.
 	MaxNonceLen = 64
 )
@@ -78,7 +78,7 @@ type Signature struct {
 	// Created is when the signer says it signed, to the second.
 	Created time.Time
 	// Nonce is the signer's nonce; the receiver must refuse a nonce it has
-	// already seen within the skew window.
+	// already accepted within the skew window (see CounterNonce).
 	Nonce string
 	// CoversDigest reports whether the Content-Digest header is covered;
 	// the body itself is checked separately, by CheckContentDigest.
@@ -124,8 +124,10 @@ type Signature struct {
 // back, so a receiver recomputes the same base. Sign as the last step:
 // any later change to a covered component breaks the signature.
 //
-// nonce must be 1 to MaxNonceLen printable ASCII bytes and should be
-// unpredictable (for example 128 random bits in base64url).
+// nonce must be 1 to MaxNonceLen printable ASCII bytes and never used
+// twice by the signer with one pair key: CounterNonce makes such nonces
+// that the receiver can check in constant memory. It need not be
+// unpredictable, since only the two Portals can compute the MAC.
 func SignRequest(r *http.Request, from ID, key PairKey, created time.Time, nonce string) error {
 	if nonce == "" || len(nonce) > MaxNonceLen || !sfPrintable(nonce) {
 		return fmt.Errorf("identity: sign request: nonce must be 1-%d printable ASCII bytes", MaxNonceLen)

@@ -89,7 +89,7 @@ func ingressFlags(c *cli.Command) func() (ingressLimits, error) {
 	rate := c.String("body-min-rate", strconv.Itoa(acl.DefaultBodyMinRate),
 		"cut a peer's request body slower than this many bytes per second, averaged over "+acl.DefaultBodyRateWindow.String()+" (0: no minimum)")
 	inflight := c.String("peer-inflight", strconv.Itoa(acl.DefaultPeerInflight), "most requests one peer may have in flight at the apps; past it 429")
-	nonces := c.String("nonce-cache", strconv.Itoa(acl.DefaultNonceCacheSize), "request nonces remembered per peer against replay, each for twice the skew window; past it 429")
+	nonces := c.String("nonce-cache", strconv.Itoa(acl.DefaultNonceCacheSize), "random nonces (from Portals before counter nonces) remembered per peer against replay, each for twice the skew window; past it 429")
 	return func() (ingressLimits, error) {
 		var l ingressLimits
 		var err error

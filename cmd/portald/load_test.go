@@ -316,7 +316,7 @@ func TestLoad(t *testing.T) {
 	}
 	t.Run("raised", func(t *testing.T) {
 		raised := strconv.Itoa(2*(plan.clients+plan.streams) + 64)
-		p := startLoadPair(t, plan.clients, "--peer-inflight", raised, "--nonce-cache", strconv.Itoa(1<<22))
+		p := startLoadPair(t, plan.clients, "--peer-inflight", raised)
 		res := runLoad(t, p, plan, func(st int) bool { return st == 200 })
 		res.report(t, fmt.Sprintf("%d clients, --peer-inflight %s", plan.clients, raised), p)
 		if res.nErrors != 0 {
@@ -328,7 +328,7 @@ func TestLoad(t *testing.T) {
 	})
 	t.Run("default", func(t *testing.T) {
 		const limit = 64 // --peer-inflight's default
-		p := startLoadPair(t, plan.clients, "--nonce-cache", strconv.Itoa(1<<22))
+		p := startLoadPair(t, plan.clients)
 		res := runLoad(t, p, plan, func(st int) bool { return st == 200 || st == http.StatusTooManyRequests })
 		res.report(t, fmt.Sprintf("%d clients, default --peer-inflight", plan.clients), p)
 		if res.nErrors != 0 {

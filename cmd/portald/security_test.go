@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"io"
 	"log/slog"
 	"net/http"
@@ -132,7 +130,9 @@ func TestIngressSecurityThroughTunnel(t *testing.T) {
 		return resp.StatusCode
 	}
 	// signed builds a request signed with signer's pair key for the
-	// receiver, under keyid, with a content digest of body.
+	// receiver, under keyid, with a content digest of body and the next
+	// counter nonce, as a forwarder signs.
+	boot, counter := identity.NewBootID(), uint64(0)
 	signed := func(signer *secNode, keyid identity.ID, created time.Time, body string) *http.Request {
 		t.Helper()
 		req, _ := http.NewRequest("POST", "http://"+host+"/api/peer/x?q=1", strings.NewReader(body))
@@ -143,9 +143,8 @@ func TestIngressSecurityThroughTunnel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nonce := make([]byte, 16)
-		rand.Read(nonce)
-		if err := identity.SignRequest(req, keyid, pk, created, base64.RawURLEncoding.EncodeToString(nonce)); err != nil {
+		counter++
+		if err := identity.SignRequest(req, keyid, pk, created, identity.CounterNonce(boot, counter)); err != nil {
 			t.Fatal(err)
 		}
 		return req

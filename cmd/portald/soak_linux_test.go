@@ -68,7 +68,7 @@ func documentedFailure(result string) (why string, ok bool) {
 	case "404 no_such_app":
 		return "the callee's app was uninstalled (reinstall)", true
 	case "429 too_many_requests":
-		return "the callee's nonce cache for the caller was full", true
+		return "the caller had --peer-inflight requests at the callee's apps", true
 	case "502 unreachable":
 		return "the peer could not be reached", true
 	case "504 timeout":
