@@ -17,8 +17,8 @@ func TestCounterNonce(t *testing.T) {
 			t.Errorf("ParseCounterNonce(%q) = %x, %d, %v; want %x, %d, true", s, gotBoot, gotN, ok, boot, n)
 		}
 	}
-	if NewBootID() == NewBootID() {
-		t.Error("two NewBootID calls returned the same ID")
+	if a, b := NewBootID(), NewBootID(); a == b {
+		t.Errorf("two NewBootID calls returned the same ID %x", a)
 	}
 }
 
