@@ -46,6 +46,7 @@ lint:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseID$$' -fuzztime=$(FUZZTIME) ./identity/
 	$(GO) test -run='^$$' -fuzz='^FuzzParsePrefix$$' -fuzztime=$(FUZZTIME) ./identity/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseCounterNonce$$' -fuzztime=$(FUZZTIME) ./identity/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseMeta$$' -fuzztime=$(FUZZTIME) ./acl/
 	$(GO) test -run='^$$' -fuzz='^FuzzPathReadings$$' -fuzztime=$(FUZZTIME) ./acl/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseMessage$$' -fuzztime=$(FUZZTIME) ./relay/

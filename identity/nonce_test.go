@@ -39,3 +39,17 @@ func TestParseCounterNonceRefuses(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseCounterNonce: whatever a peer sends, a nonce ParseCounterNonce
+// accepts is exactly the one CounterNonce makes for its boot and counter,
+// so one (boot, counter) has one spelling.
+func FuzzParseCounterNonce(f *testing.F) {
+	f.Add(CounterNonce(BootID{1}, 42))
+	f.Add("3q2-7wAAAAAAAAAAAAAAAA")
+	f.Fuzz(func(t *testing.T, s string) {
+		boot, n, ok := ParseCounterNonce(s)
+		if ok && CounterNonce(boot, n) != s {
+			t.Errorf("ParseCounterNonce(%q) = %x, %d; CounterNonce gives %q", s, boot, n, CounterNonce(boot, n))
+		}
+	})
+}
