@@ -4,7 +4,7 @@ BIN         ?= bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 60s
 
-.PHONY: build test demo bench load soak lint fuzz clean
+.PHONY: build test demo bench bench-peers load soak lint fuzz clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
@@ -22,6 +22,13 @@ demo: build
 # side by side on loopback (cmd/portal-bench); a few minutes.
 bench: build
 	$(BIN)/portal-bench --portald $(BIN)/portald --relay $(BIN)/portal-relay $(BENCHFLAGS)
+
+# One portald with 1 000 offline peers in its store and device: startup,
+# idle CPU, RSS, GET /protected/peers latency and pairing to the first
+# call_peer with one real second portald (cmd/portal-bench --peers); about
+# 1 min.
+bench-peers: build
+	$(BIN)/portal-bench --peers 1000 --portald $(BIN)/portald --relay $(BIN)/portal-relay $(BENCHFLAGS)
 
 # 1 000 concurrent call_peer clients for 60 s through one pair of real
 # daemons, first with the in-flight limit raised, then at its default

@@ -45,24 +45,15 @@ type portal struct {
 }
 
 func startDaemons(portald, relayBin string, profile bool) (d *daemons, err error) {
-	dir, err := os.MkdirTemp("", "portal-bench-")
+	d, err = newDaemons(relayBin)
 	if err != nil {
 		return nil, err
 	}
-	d = &daemons{dir: dir, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}}
 	defer func() {
 		if err != nil {
 			d.close()
 		}
 	}()
-	port, err := freePort("udp")
-	if err != nil {
-		return nil, err
-	}
-	d.relay = "127.0.0.1:" + port
-	if _, err := d.start(relayBin, "run", "--listen", d.relay, "--log-level", "warn"); err != nil {
-		return nil, err
-	}
 	if d.a, err = d.startPortal(portald, "alice", profile); err != nil {
 		return nil, err
 	}
@@ -84,20 +75,50 @@ func startDaemons(portald, relayBin string, profile bool) (d *daemons, err error
 			return nil, err
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	if err := d.waitCall(d.callURL("/small"), 30*time.Second); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// newDaemons makes the temporary directory and starts a portal-relay on
+// loopback; the caller starts the portald processes it needs.
+func newDaemons(relayBin string) (d *daemons, err error) {
+	dir, err := os.MkdirTemp("", "portal-bench-")
+	if err != nil {
+		return nil, err
+	}
+	d = &daemons{dir: dir, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}}
+	port, err := freePort("udp")
+	if err != nil {
+		d.close()
+		return nil, err
+	}
+	d.relay = "127.0.0.1:" + port
+	if _, err := d.start(relayBin, "run", "--listen", d.relay, "--log-level", "warn"); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// waitCall GETs url until it answers 200, for at most limit.
+func (d *daemons) waitCall(url string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
 	for {
-		resp, err := d.http.Get(d.callURL("/small"))
+		resp, err := d.http.Get(url)
 		if err == nil {
-			io.Copy(io.Discard, resp.Body)
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return d, nil
+				return nil
 			}
+			err = fmt.Errorf("%s %s", resp.Status, bytes.TrimSpace(body))
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no call through the overlay within 30 s (last: %v)", err)
+			return fmt.Errorf("no call through the overlay within %v (last: %v)", limit, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -310,13 +331,18 @@ func (d *daemons) idleCPU(dur time.Duration) (float64, error) {
 		}
 	}
 	time.Sleep(5 * time.Second) // the first lookups of the new peers
-	before, err := cpuTicks(p.cmd.Process.Pid)
+	return cpuOver(p.cmd.Process.Pid, dur)
+}
+
+// cpuOver returns the fraction of one core the process uses over dur.
+func cpuOver(pid int, dur time.Duration) (float64, error) {
+	before, err := cpuTicks(pid)
 	if err != nil {
 		return 0, err
 	}
 	start := time.Now()
 	time.Sleep(dur)
-	after, err := cpuTicks(p.cmd.Process.Pid)
+	after, err := cpuTicks(pid)
 	if err != nil {
 		return 0, err
 	}

@@ -4,6 +4,7 @@
 // (these machines are small and noisy: only ratios from one run compare).
 //
 //	portal-bench [--portald PATH] [--relay PATH] [--upload BYTES] [--duration D] [--stream BYTES] [--idle D]
+//	portal-bench --peers N [--portald PATH] [--relay PATH] [--idle D]
 //
 // Rows:
 //   - stock: two golang.zx2c4.com/wireguard devices on the stock
@@ -21,6 +22,11 @@
 // lookups among 10 000 peers (p99), and the CPU of an idle portald with
 // 100 peers over --idle. The last line is the summary. Timings are never
 // asserted anywhere: this prints them.
+//
+// With --peers N (make bench-peers), it measures instead one portald whose
+// store holds N offline peers: startup, idle CPU over --idle, RSS,
+// GET /protected/peers latency, and pairing with one real second portald
+// to its first call_peer (peers.go).
 package main
 
 import (
@@ -53,6 +59,7 @@ func main() {
 	stream := flag.Int64("stream", 4<<30, "bytes streamed through call_peer for the RSS figure")
 	idle := flag.Duration("idle", 30*time.Second, "how long the idle daemon's CPU is measured")
 	profile := flag.String("profile", "", "directory for CPU profiles: this process's, and each portald's during the call_peer request test")
+	peers := flag.Int("peers", 0, "instead of the table: startup, idle CPU, RSS, list latency and pairing of one portald with this many offline peers")
 	only := flag.String("only", "", "comma-separated rows to run (stock,raw,call_peer,sign,rss,store,idle); empty for all")
 	flag.Parse()
 	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
@@ -66,6 +73,14 @@ func main() {
 			os.Exit(1)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *peers > 0 {
+		if err := runPeers(os.Stdout, *portald, *relayBin, *peers, *idle); err != nil {
+			pprof.StopCPUProfile()
+			fmt.Fprintln(os.Stderr, "portal-bench:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	want := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
 	if err := b.run(want, *stream, *idle); err != nil {
