@@ -60,6 +60,7 @@ func main() {
 	idle := flag.Duration("idle", 30*time.Second, "how long the idle daemon's CPU is measured")
 	profile := flag.String("profile", "", "directory for CPU profiles: this process's, and each portald's during the call_peer request test")
 	peers := flag.Int("peers", 0, "instead of the table: startup, idle CPU, RSS, list latency and pairing of one portald with this many offline peers")
+	pairLimit := flag.Duration("pair-limit", 2*time.Minute, "with --peers: how long pairing may take to the first call_peer")
 	only := flag.String("only", "", "comma-separated rows to run (stock,raw,call_peer,sign,rss,store,idle); empty for all")
 	flag.Parse()
 	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
@@ -75,7 +76,7 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	if *peers > 0 {
-		if err := runPeers(os.Stdout, *portald, *relayBin, *peers, *idle); err != nil {
+		if err := runPeers(os.Stdout, *portald, *relayBin, *peers, *idle, *pairLimit); err != nil {
 			pprof.StopCPUProfile()
 			fmt.Fprintln(os.Stderr, "portal-bench:", err)
 			os.Exit(1)
