@@ -174,8 +174,12 @@ func (d *daemons) pairToFirstCall(portald string, a *portal, limit time.Duration
 	d.app = &http.Server{Handler: smallHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go d.app.Serve(ln)
 	app := map[string]any{"meta": json.RawMessage(benchMeta), "upstream": "http://" + ln.Addr().String(), "sources": []string{"127.0.0.1"}}
-	if err := d.call(b, "PUT", "/protected/apps/bench", app, nil); err != nil {
-		return 0, nil, err
+	// On a, the app is the caller (call_peer knows it by its source
+	// address); on b, the upstream.
+	for _, p := range []*portal{a, b} {
+		if err := d.call(p, "PUT", "/protected/apps/bench", app, nil); err != nil {
+			return 0, nil, err
+		}
 	}
 	start := time.Now()
 	if err := d.call(a, "PUT", "/protected/peers", map[string]string{"id": b.id}, nil); err != nil {
