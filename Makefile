@@ -26,7 +26,7 @@ bench: build
 # One portald with 1 000 offline peers in its store and device: startup,
 # idle CPU, RSS, GET /protected/peers latency and pairing to the first
 # call_peer with one real second portald (cmd/portal-bench --peers); about
-# 1 min.
+# 45 s.
 bench-peers: build
 	$(BIN)/portal-bench --peers 1000 --portald $(BIN)/portald --relay $(BIN)/portal-relay $(BENCHFLAGS)
 

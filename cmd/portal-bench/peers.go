@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"syscall"
 	"time"
@@ -29,9 +28,9 @@ type peersResult struct {
 	rss            int64         // bytes, after settling
 	listP50        time.Duration
 	listP99        time.Duration
-	pairToFirstHit time.Duration // 0: no call succeeded within pairLimit
+	pairToFirstHit time.Duration
 	pairLimit      time.Duration
-	pairLast       error // the last failed call, when none succeeded
+	pairLast       error // the last failed call, when none succeeded within pairLimit
 }
 
 // runPeers is portal-bench --peers n: one portald whose store holds n
@@ -66,7 +65,6 @@ func runPeers(w io.Writer, portald, relayBin string, n int, idle, pairLimit time
 		return err
 	}
 	r.allListed = time.Since(start)
-	fmt.Fprintf(os.Stderr, "portald with %d peers: API after %v, all listed after %v\n", n, r.apiUp, r.allListed)
 
 	time.Sleep(5 * time.Second) // the first lookups, at the relay's rate
 	if r.idleCPU, err = cpuOver(a.cmd.Process.Pid, idle); err != nil {
