@@ -205,7 +205,7 @@ func (r *peersResult) print(w io.Writer, idle time.Duration) {
 	pair := ms(r.pairToFirstHit)
 	if r.pairLast != nil {
 		pair = "> " + r.pairLimit.String()
-		fmt.Fprintf(w, "pairing to first call_peer with %d offline peers: none within %v; last: %v\n", r.n, r.pairLimit, r.pairLast)
+		fmt.Fprintf(w, "pairing to first call_peer with %d offline peers: %v\n", r.n, r.pairLast)
 	} else {
 		fmt.Fprintf(w, "pairing to first call_peer with %d offline peers: %s\n", r.n, pair)
 	}
