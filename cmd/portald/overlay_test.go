@@ -210,21 +210,9 @@ func TestOverlayEndToEnd(t *testing.T) {
 	if out, errs, code := b.cli("peers", "add", idA[:6], "--name", "Alice"); code != 0 {
 		t.Fatalf("B peers add: %s %s", out, errs)
 	}
-	c := caller("127.0.0.1")
-	var last string
-	if !testutil.Poll(20*time.Second, func() bool {
-		resp, err := callPeer(t, c, a, idB, "/api/peer/ping", strings.NewReader("x"), nil)
-		if err != nil {
-			last = err.Error()
-			return false
-		}
-		resp.Body.Close()
-		last = resp.Status
-		return resp.StatusCode == http.StatusTeapot
-	}) {
-		t.Fatalf("no successful call within 20 s of pairing (last: %s)", last)
-	}
+	waitForCall(t, a, idB, 20*time.Second)
 	first := time.Since(paired)
+	c := caller("127.0.0.1")
 	t.Logf("pairing to first successful call_peer: %v", first)
 
 	t.Run("peer status comes from the device", func(t *testing.T) {
@@ -466,22 +454,19 @@ func TestOverlayEndToEnd(t *testing.T) {
 func waitForCall(t *testing.T, d *daemon, peer string, limit time.Duration) {
 	t.Helper()
 	c := caller("127.0.0.1")
-	deadline := time.Now().Add(limit)
-	for {
+	last := "no answer"
+	if !testutil.Poll(limit, func() bool {
 		resp, err := callPeer(t, c, d, peer, "/api/peer/ping", nil, nil)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusTeapot {
-				return
-			}
+		if err != nil {
+			last = err.Error()
+			return false
 		}
-		if time.Now().After(deadline) {
-			var st []api.Peer
-			_, body := d.request("GET", "/protected/peers", "")
-			json.Unmarshal(body, &st)
-			t.Fatalf("no successful call to %s within %v; peers: %s", peer[:6], limit, bytes.TrimSpace(body))
-		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		last = resp.Status
+		return resp.StatusCode == http.StatusTeapot
+	}) {
+		_, body := d.request("GET", "/protected/peers", "")
+		t.Fatalf("no successful call to %s within %v (last: %s); peers: %s", peer[:6], limit, last, bytes.TrimSpace(body))
 	}
 }
 
