@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/base64"
 	"errors"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -143,7 +142,7 @@ func unauthenticated(w http.ResponseWriter, code, msg string) {
 // (403 cross_site), which browsers send even on a GET that carries no
 // Origin. Clients other than browsers send none of these.
 func browserGuard(w http.ResponseWriter, r *http.Request) bool {
-	if !allowedHost(r.Host) {
+	if !httpx.LocalHost(r.Host, "portal_core") {
 		writeError(w, http.StatusForbidden, "bad_host", "Host "+quote(r.Host)+" is not served here; use an IP address, localhost or portal_core")
 		return false
 	}
@@ -159,18 +158,4 @@ func browserGuard(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
-}
-
-// allowedHost reports whether a request's Host names this machine without
-// going through DNS (httpx.LocalHost) or is portal_core, the name apps
-// know the core by. Anything else may be a DNS-rebinding page.
-func allowedHost(hostport string) bool {
-	if httpx.LocalHost(hostport) {
-		return true
-	}
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
-	}
-	return strings.EqualFold(host, "portal_core")
 }

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
-	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -97,7 +95,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 
-	if !c.servesHost(r.Host) {
+	if !httpx.LocalHost(r.Host, c.cfg.Hosts...) {
 		c.cfg.Log.Warn("console: request for another host refused", "host", r.Host)
 		c.page(w, http.StatusMisdirectedRequest, "message", message{Title: "Wrong address",
 			Text: "This console answers only at an IP address, localhost or a name of its certificate, never at a name another site's page could point at it."})
@@ -246,19 +244,6 @@ func (c *Console) postLogout(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
-}
-
-// servesHost reports whether hostport names this console: an IP literal,
-// localhost, or one of Config.Hosts.
-func (c *Console) servesHost(hostport string) bool {
-	if httpx.LocalHost(hostport) {
-		return true
-	}
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
-	}
-	return slices.ContainsFunc(c.cfg.Hosts, func(h string) bool { return strings.EqualFold(h, host) })
 }
 
 // LoggedIn reports whether r carries a live console session, which lets

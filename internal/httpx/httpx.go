@@ -59,14 +59,24 @@ func (b *BufferPool) Put(buf []byte) {
 }
 
 // LocalHost reports whether a request's Host (host or host:port) names
-// this machine without DNS: an IP literal or localhost. A page on another
-// site that rebinds its own name to a local address sends that name as
-// Host, so a listener meant for this machine's users refuses any other.
-func LocalHost(hostport string) bool {
+// this machine without DNS: an IP literal or localhost, or one of names,
+// which a listener adds when it knows names of its own (the API's
+// portal_core, the console's certificate names). A page on another site
+// that rebinds its own name to a local address sends that name as Host,
+// so a listener meant for this machine's users refuses any other.
+func LocalHost(hostport string, names ...string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	return net.ParseIP(host) != nil || strings.EqualFold(host, "localhost")
+	if net.ParseIP(host) != nil || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	for _, n := range names {
+		if strings.EqualFold(host, n) {
+			return true
+		}
+	}
+	return false
 }

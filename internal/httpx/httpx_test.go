@@ -31,3 +31,27 @@ func TestBufferPool(t *testing.T) {
 		t.Errorf("len %d after Put, want %d", len(got), CopyBufferSize)
 	}
 }
+
+func TestLocalHost(t *testing.T) {
+	names := []string{"portal_core", "portal.home.example"}
+	for host, want := range map[string]bool{
+		"127.0.0.1:8481":            true,
+		"[::1]:8481":                true,
+		"192.0.2.10":                true,
+		"localhost:8481":            true,
+		"LOCALHOST":                 true,
+		"portal_core":               true,
+		"Portal.Home.Example:8481":  true,
+		"evil.example":              false,
+		"portal.home.example.evil":  false,
+		"localhost.evil.example:80": false,
+		"":                          false,
+	} {
+		if got := LocalHost(host, names...); got != want {
+			t.Errorf("LocalHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+	if LocalHost("portal_core") {
+		t.Error("portal_core is local without being named")
+	}
+}
