@@ -743,24 +743,6 @@ func TestSplitCallPath(t *testing.T) {
 	}
 }
 
-// logLines is a slog handler's output, safe for concurrent use.
-type logLines struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *logLines) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(b)
-}
-
-func (l *logLines) count(substr string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), substr)
-}
-
 // TestForwardClockSkewWarnsOnce: a peer that answers 401 clock_skew gets
 // one warning with the measured offset, not one per call; after a success
 // it is warned about again. The app gets the peer's answer unchanged.
@@ -769,7 +751,7 @@ func TestForwardClockSkewWarnsOnce(t *testing.T) {
 	var offset atomic.Int64
 	skewed.Store(true)
 	offset.Store(int64(42 * time.Second))
-	logs := &logLines{}
+	logs := &testutil.Buffer{}
 	e := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !skewed.Load() {
 			io.WriteString(w, "ok")
@@ -801,13 +783,13 @@ func TestForwardClockSkewWarnsOnce(t *testing.T) {
 			t.Fatalf("call %d: %d %s, want the peer's 401 clock_skew unchanged", i, status, body)
 		}
 	}
-	if n := logs.count(warning); n != 1 {
+	if n := strings.Count(logs.String(), warning); n != 1 {
 		t.Fatalf("after 3 skewed calls: %d warnings %q, want 1", n, warning)
 	}
 	// The offset moves: warned again.
 	offset.Store(int64(-90 * time.Second))
 	call()
-	if n := logs.count("its clock is 1m30s behind ours"); n != 1 {
+	if n := strings.Count(logs.String(), "its clock is 1m30s behind ours"); n != 1 {
 		t.Fatalf("after the offset moved: %d warnings, want 1", n)
 	}
 	// A success, then the old skew again: warned again.
@@ -818,11 +800,11 @@ func TestForwardClockSkewWarnsOnce(t *testing.T) {
 	skewed.Store(true)
 	offset.Store(int64(42 * time.Second))
 	call()
-	if n := logs.count(warning); n != 2 {
+	if n := strings.Count(logs.String(), warning); n != 2 {
 		t.Fatalf("after a success and a new skew: %d warnings, want 2", n)
 	}
 	// Three warnings in all, each with the peer and offset as attributes.
-	if n := logs.count("peer=" + e.peer.ID().Short() + " offset="); n != 3 {
+	if n := strings.Count(logs.String(), "peer="+e.peer.ID().Short()+" offset="); n != 3 {
 		t.Errorf("%d skew warnings in all, want 3", n)
 	}
 }

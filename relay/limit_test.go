@@ -1,43 +1,16 @@
 package relay
 
 import (
-	"bytes"
 	"log/slog"
 	"math"
 	"net"
 	"net/netip"
 	"portal/internal/testutil"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// logBuffer collects a logger's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the logged lines that contain s.
-func (l *logBuffer) lines(s string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(line, s) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
 
 // listenUDPMaybe opens a UDP socket on addr, or fails without failing the
 // test, for addresses that not every system has.
@@ -47,7 +20,7 @@ func listenUDPMaybe(addr string) (*net.UDPConn, error) {
 
 // newClockedServer returns a Server that is not serving, on clock, logging
 // into logs.
-func newClockedServer(t *testing.T, cfg ServerConfig, clock *fakeClock, logs *logBuffer) *Server {
+func newClockedServer(t *testing.T, cfg ServerConfig, clock *fakeClock, logs *testutil.Buffer) *Server {
 	t.Helper()
 	cfg.Now = clock.Now
 	cfg.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -62,7 +35,7 @@ func newClockedServer(t *testing.T, cfg ServerConfig, clock *fakeClock, logs *lo
 func TestLimiterTokenBucket(t *testing.T) {
 	checkLeaks(t)
 	clock := &fakeClock{now: t0}
-	logs := &logBuffer{}
+	logs := &testutil.Buffer{}
 	s := newClockedServer(t, ServerConfig{RatePerSource: 2, BurstPerSource: 3}, clock, logs)
 	a := netip.MustParseAddr("192.0.2.1")
 	// want runs the limit for ip n times and checks how many pass.
@@ -82,7 +55,7 @@ func TestLimiterTokenBucket(t *testing.T) {
 	if got := s.Stats().RateLimited; got != 2 {
 		t.Errorf("RateLimited = %d, want 2", got)
 	}
-	if got := logs.lines("source rate limited"); len(got) != 1 || !strings.Contains(got[0], "source=192.0.2.1 dropped=1") {
+	if got := logs.Lines("source rate limited"); len(got) != 1 || !strings.Contains(got[0], "source=192.0.2.1 dropped=1") {
 		t.Errorf("log lines %q, want one for 192.0.2.1 with dropped=1", got)
 	}
 	want("other source during the first's drought", netip.MustParseAddr("192.0.2.2"), 4, 3)
@@ -94,13 +67,13 @@ func TestLimiterTokenBucket(t *testing.T) {
 	want("after one interval (500 ms)", a, 2, 1)
 	clock.Add(10 * time.Second)
 	want("long idle refills only to the burst", a, 5, 3)
-	if got := len(logs.lines("source rate limited")); got != 2 {
+	if got := len(logs.Lines("source rate limited")); got != 2 {
 		t.Errorf("%d log lines within the first minute, want 2 (one per source)", got)
 	}
 
 	clock.Add(rateLogInterval)
 	want("a minute after the first line", a, 4, 3)
-	got := logs.lines("source=192.0.2.1 ")
+	got := logs.Lines("source=192.0.2.1 ")
 	// Dropped since the first line: 1 (burst) + 1 (mapped) + 1 (499 ms) +
 	// 1 (500 ms) + 2 (10 s) + 1 now.
 	if len(got) != 2 || !strings.Contains(got[1], "dropped=7") {
@@ -111,7 +84,7 @@ func TestLimiterTokenBucket(t *testing.T) {
 	want("IPv6 /64", netip.MustParseAddr("2001:db8::1"), 2, 2)
 	want("IPv6 same /64", netip.MustParseAddr("2001:db8::ffff:2"), 2, 1)
 	want("IPv6 next /64", netip.MustParseAddr("2001:db8:0:1::1"), 3, 3)
-	if got := logs.lines("source=2001:db8::/64 "); len(got) != 1 {
+	if got := logs.Lines("source=2001:db8::/64 "); len(got) != 1 {
 		t.Errorf("log lines for the /64: %q, want one", got)
 	}
 
@@ -134,14 +107,14 @@ func TestLimiterTokenBucket(t *testing.T) {
 func TestLimiterGlobalLogCap(t *testing.T) {
 	checkLeaks(t)
 	clock := &fakeClock{now: t0}
-	logs := &logBuffer{}
+	logs := &testutil.Buffer{}
 	s := newClockedServer(t, ServerConfig{RatePerSource: 1, BurstPerSource: 1}, clock, logs)
 	for i := range 3 * maxRateLogs {
 		ip := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
 		s.allowFrom(ip)
 		s.allowFrom(ip)
 	}
-	if got := len(logs.lines("source rate limited")); got != maxRateLogs {
+	if got := len(logs.Lines("source rate limited")); got != maxRateLogs {
 		t.Errorf("%d sources over their limit logged %d lines, want the cap %d", 3*maxRateLogs, got, maxRateLogs)
 	}
 	if got := s.Stats().RateLimited; got != 3*maxRateLogs {
@@ -153,7 +126,7 @@ func TestLimiterMaxSources(t *testing.T) {
 	checkLeaks(t)
 	const maxSources = 1000
 	clock := &fakeClock{now: t0}
-	s := newClockedServer(t, ServerConfig{MaxSources: maxSources}, clock, &logBuffer{})
+	s := newClockedServer(t, ServerConfig{MaxSources: maxSources}, clock, &testutil.Buffer{})
 	for i := range 20 * maxSources {
 		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		if !s.allowFrom(ip) {
@@ -191,7 +164,7 @@ func TestLimiterMaxSources(t *testing.T) {
 
 func TestLimiterOff(t *testing.T) {
 	checkLeaks(t)
-	s := newClockedServer(t, ServerConfig{RatePerSource: -1}, &fakeClock{now: t0}, &logBuffer{})
+	s := newClockedServer(t, ServerConfig{RatePerSource: -1}, &fakeClock{now: t0}, &testutil.Buffer{})
 	ip := netip.MustParseAddr("192.0.2.1")
 	for range 10 * DefaultBurstPerSource {
 		if !s.allowFrom(ip) {
@@ -207,7 +180,7 @@ func TestLimiterOff(t *testing.T) {
 // allocates nothing.
 func TestLimiterNoAllocs(t *testing.T) {
 	clock := &fakeClock{now: t0}
-	s := newClockedServer(t, ServerConfig{RatePerSource: 1, BurstPerSource: 1}, clock, &logBuffer{})
+	s := newClockedServer(t, ServerConfig{RatePerSource: 1, BurstPerSource: 1}, clock, &testutil.Buffer{})
 	v4, v6 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
 	s.allowFrom(v4)
 	s.allowFrom(v6)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -121,7 +120,7 @@ func TestRunStopsEverything(t *testing.T) {
 	before := leakcheck.Take()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logged syncBuffer
+	var logged testutil.Buffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, slog.New(slog.NewTextHandler(&logged, nil))) }()
 	if !testutil.Poll(20*time.Second, func() bool { return strings.Contains(logged.String(), "portald running") }) {
@@ -140,22 +139,4 @@ func TestRunStopsEverything(t *testing.T) {
 		t.Fatal("run did not return within 20 s of cancel")
 	}
 	checkNoGoroutinesSince(t, before)
-}
-
-// syncBuffer is a strings.Builder safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -58,4 +59,35 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	if !Poll(within, cond) {
 		t.Fatalf("%s: not within %v", what, within)
 	}
+}
+
+// Buffer collects what a logger or a process writes while the test reads
+// it: a strings.Builder safe for concurrent use.
+type Buffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String is everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Lines are the written lines that contain s.
+func (b *Buffer) Lines(s string) []string {
+	var out []string
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
