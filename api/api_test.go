@@ -458,3 +458,38 @@ func TestConfirmPeer(t *testing.T) {
 		t.Errorf("confirm = %d %s, want 200 and the peer verified", status, body)
 	}
 }
+
+// TestRenamePeer: PATCH /protected/peers/{id} renames a stored peer and
+// never adds one; a bad or missing name is 422 and changes nothing.
+func TestRenamePeer(t *testing.T) {
+	a := newTestAPI(t)
+	bob := newID(t)
+	if c, body := a.call(t, "PUT", "/protected/peers", `{"id":"`+bob.String()+`","name":"Bob"}`); c != 200 {
+		t.Fatalf("setup: %d %s", c, body)
+	}
+	for _, tt := range []struct {
+		id, body string
+		status   int
+		code     string
+	}{
+		{newID(t).String(), `{"name":"ghost"}`, 404, "not_found"},
+		{bob.Short(), `{"name":"tab\there"}`, 422, "invalid_name"},
+		{bob.Short(), `{}`, 422, "invalid_name"},
+		{bob.Short(), `{"name":1}`, 400, "bad_json"},
+		{"ab!cdef", `{"name":"x"}`, 422, "invalid_id"},
+	} {
+		before := a.snapshot(t)
+		status, body := a.call(t, "PATCH", "/protected/peers/"+tt.id, tt.body)
+		if status != tt.status || !strings.Contains(string(body), `"code":"`+tt.code+`"`) {
+			t.Errorf("PATCH %s %s: %d %s, want %d %s", tt.id, tt.body, status, body, tt.status, tt.code)
+		}
+		if !reflect.DeepEqual(before, a.snapshot(t)) {
+			t.Errorf("PATCH %s %s changed the store", tt.id, tt.body)
+		}
+	}
+	status, body := a.call(t, "PATCH", "/protected/peers/"+bob.Short(), `{"name":"Bobby"}`)
+	var p Peer
+	if status != 200 || json.Unmarshal(body, &p) != nil || p.Name != "Bobby" || p.ID != bob.String() {
+		t.Errorf("rename = %d %s, want 200 and the new name", status, body)
+	}
+}

@@ -47,6 +47,7 @@ func TestWhoMayDoWhat(t *testing.T) {
 		{"PUT", "/protected/peers", `{"id":"` + stranger + `"}`},
 		{"PUT", "/protected/peers", `{"id":"` + peer.String() + `","name":"renamed"}`},
 		{"POST", "/protected/peers/" + peer.Short() + "/confirm", ""},
+		{"PATCH", "/protected/peers/" + peer.Short(), `{"name":"renamed"}`},
 		{"DELETE", "/protected/peers/" + peer.String(), ""},
 		{"GET", "/protected/apps", ""},
 		{"GET", "/protected/apps/guestbook", ""},

@@ -142,6 +142,42 @@ func (h *Handler) confirmPeer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, h.peersJSON(p)[0])
 }
 
+// RenamePeerRequest is the body of PATCH /protected/peers/{id}: the
+// owner's new name for the peer; "" clears it.
+type RenamePeerRequest struct {
+	Name *string `json:"name"`
+}
+
+// renamePeer sets the owner's name for a stored peer and never adds one,
+// so that a rename racing a removal answers 404.
+func (h *Handler) renamePeer(w http.ResponseWriter, r *http.Request) {
+	query, ok := parsePeerID(w, chi.URLParam(r, "id"))
+	if !ok {
+		return
+	}
+	var req RenamePeerRequest
+	if e := decodeJSON(w, r, &req); e != nil {
+		writeError(w, e.status, e.code, e.msg)
+		return
+	}
+	if req.Name == nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid_name", `the body needs "name": the owner's name for the peer ("" for none)`)
+		return
+	}
+	if err := peers.ValidateName(*req.Name); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid_name", err.Error())
+		return
+	}
+	p, err := h.cfg.Store.RenamePeer(r.Context(), query, *req.Name)
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	h.cfg.Log.Info("peer renamed", "peer", p.ShortID())
+	h.cfg.PeerChanged(p, false)
+	writeJSON(w, http.StatusOK, h.peersJSON(p)[0])
+}
+
 // parsePeerID normalizes a full ID or prefix, answering 422 when it is
 // malformed.
 func parsePeerID(w http.ResponseWriter, s string) (string, bool) {

@@ -51,6 +51,7 @@ type Store interface {
 	PutPeer(ctx context.Context, query string, name *string) (p peers.Peer, created bool, err error)
 	DeletePeer(ctx context.Context, query string) (peers.Peer, error)
 	ConfirmPeer(ctx context.Context, query string) (peers.Peer, error)
+	RenamePeer(ctx context.Context, query, name string) (peers.Peer, error)
 
 	Apps(ctx context.Context) ([]peers.App, error)
 	App(ctx context.Context, name string) (peers.App, error)
@@ -156,6 +157,7 @@ func New(cfg Config) (*Handler, error) {
 		r.With(h.authorize(owner)).Put("/", h.putPeer)
 		r.With(h.authorize(appCaller)).Get("/{id}", h.getPeer)
 		r.With(h.authorize(owner)).Delete("/{id}", h.deletePeer)
+		r.With(h.authorize(owner)).Patch("/{id}", h.renamePeer)
 		r.With(h.authorize(owner)).Post("/{id}/confirm", h.confirmPeer)
 	})
 	r.With(h.authorize(owner)).Get("/protected/network", h.network)

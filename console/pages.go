@@ -201,18 +201,24 @@ func (c *Console) peerByID(ctx context.Context, id string) (api.Peer, error) {
 }
 
 // renamePeer sets the owner's name for a peer; an empty name falls back to
-// the one the peer declares.
+// the one the peer declares. The API never adds a peer on a rename, so a
+// peer removed meanwhile answers 404.
 func (c *Console) renamePeer(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	p, err := c.peerByID(ctx, r.PathValue("id")) // a removed peer is not added back by the PUT
-	if err != nil {
-		c.failed(w, err)
-		return
-	}
-	name := c.formValue(w, r, "name")
-	if err := c.call(ctx, "PUT", "/protected/peers", api.PutPeerRequest{ID: p.ID, Name: &name}, nil); err != nil {
+	id, name := r.PathValue("id"), c.formValue(w, r, "name")
+	var p api.Peer
+	if err := c.call(ctx, "PATCH", "/protected/peers/"+url.PathEscape(id), api.RenamePeerRequest{Name: &name}, &p); err != nil {
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.Code != "invalid_name" {
+			c.failed(w, err)
+			return
+		}
+		if p, err = c.peerByID(ctx, id); err != nil {
+			c.failed(w, err)
+			return
+		}
 		csrf, _ := c.session(r)
-		c.page(w, statusOf(err), "peer", peerPage{CSRF: csrf, Peer: peerRowOf(p, c.cfg.Now()), Name: name, NameError: words(err)})
+		c.page(w, ae.Status, "peer", peerPage{CSRF: csrf, Peer: peerRowOf(p, c.cfg.Now()), Name: name, NameError: words(ae)})
 		return
 	}
 	done(w, r, "/", "renamed", "peer-"+p.ID)

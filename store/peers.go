@@ -163,6 +163,29 @@ func (s *Store) ConfirmPeer(ctx context.Context, query string) (peers.Peer, erro
 	return out, nil
 }
 
+// RenamePeer sets the owner's name for the one peer query names. Unlike
+// PutPeer it never adds a peer, so a rename that races a removal fails
+// with peers.ErrNotFound instead of bringing the peer back.
+func (s *Store) RenamePeer(ctx context.Context, query, name string) (peers.Peer, error) {
+	if err := peers.ValidateName(name); err != nil {
+		return peers.Peer{}, err
+	}
+	var out peers.Peer
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		if out, err = matchOne(ctx, tx, query); err != nil {
+			return err
+		}
+		out.Name, out.UpdatedAt = name, fromMillis(s.nowMillis())
+		_, err = tx.ExecContext(ctx, `UPDATE peers SET name = ?, updated_at = ? WHERE id = ?`, name, out.UpdatedAt.UnixMilli(), out.ID)
+		return err
+	})
+	if err != nil {
+		return peers.Peer{}, fmt.Errorf("store: rename %q: %w", query, err)
+	}
+	return out, nil
+}
+
 const peerColumns = `id, public_key, name, declared_name, verified, created_at, updated_at`
 
 // querier is what *sql.DB and *sql.Tx have in common.
