@@ -300,6 +300,7 @@ func (b *bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 	switch classify(p) {
 	case kindWireGuard:
 		if peer := b.paths.byAddress(from); peer != nil {
+			peer.markHeard()
 			*size, *ep = len(p), peer.ep
 			return true
 		}

@@ -96,6 +96,11 @@ type route struct {
 	spray   []netip.AddrPort
 }
 
+// equal reports whether r and o send the same way.
+func (r *route) equal(o *route) bool {
+	return o != nil && r.direct == o.direct && r.trusted.Equal(o.trusted) && r.relay == o.relay && slices.Equal(r.spray, o.spray)
+}
+
 // candidate is a direct endpoint of a peer.
 type candidate struct {
 	addr     netip.AddrPort
@@ -112,9 +117,15 @@ type pendingPing struct {
 // peerPath is the path state of one peer.
 type peerPath struct {
 	id    identity.ID
+	wgKey [32]byte // id's WireGuard public key: deriving it costs a point decompression
 	ep    *peerEndpoint
 	aead  cipher.AEAD
 	route atomic.Pointer[route]
+	// heard is set once the Bind has handed wireguard-go a packet from
+	// the peer: before that no session can be up, so the tunnel's
+	// maintenance need not read the device for it (an idle Portal with
+	// many offline peers).
+	heard atomic.Bool
 
 	mu         sync.Mutex // guards the fields below
 	rx         replayWindow
@@ -230,6 +241,14 @@ func (p *peerPath) expireCandidatesLocked(now time.Time) {
 }
 
 // setRelayLocked makes addr the relay p is reached through; a new relay
+// markHeard records that a WireGuard packet from the peer went to
+// wireguard-go. It runs per packet, so it writes only the first time.
+func (p *peerPath) markHeard() {
+	if !p.heard.Load() {
+		p.heard.Store(true)
+	}
+}
+
 // gets relayTimeout to answer.
 func (p *peerPath) setRelayLocked(addr netip.AddrPort, now time.Time) {
 	if addr != p.relay {
@@ -248,7 +267,7 @@ func (p *peerPath) startProbingLocked(now time.Time) {
 
 // updateLocked recomputes the peer's route and path name.
 func (ps *paths) updateLocked(p *peerPath, now time.Time) {
-	r := &route{relay: p.relay}
+	r := route{relay: p.relay}
 	if p.best.IsValid() {
 		r.direct, r.trusted = p.best, p.lastPong.Add(trustDuration)
 	}
@@ -257,7 +276,12 @@ func (ps *paths) updateLocked(p *peerPath, now time.Time) {
 			r.spray = append(r.spray, c.addr)
 		}
 	}
-	p.route.Store(r)
+	if !r.equal(p.route.Load()) {
+		// The probing tick calls this for every peer, and most keep their
+		// route: only a change allocates.
+		nr := r
+		p.route.Store(&nr)
+	}
 	path, why := PathNone, 4 // ChangeLost
 	switch {
 	case p.trustedLocked(now):
@@ -444,6 +468,12 @@ func (ps *paths) probePeer(p *peerPath, now time.Time) {
 	var sends []func()
 	lost, relayLost := false, netip.AddrPort{}
 	p.mu.Lock()
+	if p.path == PathNone && !p.relay.IsValid() && !p.best.IsValid() && len(p.candidates) == 0 && p.nextProbe.IsZero() {
+		// Nowhere to send, nothing to update: an offline peer, as most
+		// of a long peer list is.
+		p.mu.Unlock()
+		return
+	}
 	wasDirect := p.path == PathDirect && p.relay.IsValid()
 	switch {
 	case p.trustedLocked(now):

@@ -100,6 +100,7 @@ func (ps *paths) deliver(src identity.ID, payload []byte, from netip.AddrPort) (
 		return nil, false
 	}
 	ps.ctr.relayedIn.Add(1)
+	p.markHeard()
 	return p.ep, true
 }
 

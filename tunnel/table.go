@@ -83,7 +83,7 @@ func (ps *paths) add(id identity.ID) (*peerPath, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &peerPath{id: id, aead: aead, pings: map[[txidLen]byte]pendingPing{}, path: PathNone}
+	p := &peerPath{id: id, wgKey: id.WireGuardKey(), aead: aead, pings: map[[txidLen]byte]pendingPing{}, path: PathNone}
 	p.ep = &peerEndpoint{p}
 	p.route.Store(&route{})
 	ps.byID[id] = p

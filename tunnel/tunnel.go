@@ -360,17 +360,38 @@ func (t *Tunnel) maintain() {
 		case <-tick.C:
 		}
 		t.peers.Lock()
-		all, err := t.deviceStatus() // one read of the device for all peers
-		for id := range t.peers.byID {
-			st, ok := all[id.WireGuardKey()]
-			if err != nil || !ok || t.peers.keepalive[id] || st.lastHandshake.IsZero() || time.Since(st.lastHandshake) >= sessionLifetime {
-				continue
-			}
-			if err := t.dev.IpcSet(keepaliveConfig(id, t.keepalive)); err == nil {
-				t.peers.keepalive[id] = true
-			}
-		}
+		t.keepaliveSessionsLocked()
 		t.peers.Unlock()
+	}
+}
+
+// keepaliveSessionsLocked is maintain's work: it turns the keepalive on
+// for each peer whose session came up. The device, which lists every peer
+// in one text, is read only when a peer without the keepalive has sent a
+// packet: with many peers offline, as on most Portals, an idle tick costs
+// a walk of the table and no read.
+func (t *Tunnel) keepaliveSessionsLocked() {
+	var waiting []*peerPath
+	for id := range t.peers.byID {
+		if p := t.paths.get(id); p != nil && !t.peers.keepalive[id] && p.heard.Load() {
+			waiting = append(waiting, p)
+		}
+	}
+	if len(waiting) == 0 {
+		return
+	}
+	all, err := t.deviceStatus() // one read of the device for all peers
+	if err != nil {
+		return
+	}
+	for _, p := range waiting {
+		st, ok := all[p.wgKey]
+		if !ok || st.lastHandshake.IsZero() || time.Since(st.lastHandshake) >= sessionLifetime {
+			continue
+		}
+		if err := t.dev.IpcSet(keepaliveConfig(p.id, t.keepalive)); err == nil {
+			t.peers.keepalive[p.id] = true
+		}
 	}
 }
 
@@ -448,7 +469,11 @@ func (t *Tunnel) PeerStatuses(ids []identity.ID) (sts []PeerStatus, known []bool
 		return sts, known
 	}
 	for i, id := range ids {
-		st, ok := all[id.WireGuardKey()]
+		p := t.paths.get(id) // every peer on the device has one
+		if p == nil {
+			continue
+		}
+		st, ok := all[p.wgKey]
 		if !ok {
 			continue
 		}

@@ -76,7 +76,7 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	if *peers > 0 {
-		if err := runPeers(os.Stdout, *portald, *relayBin, *peers, *idle, *pairLimit); err != nil {
+		if err := runPeers(os.Stdout, *portald, *relayBin, b.profile, *peers, *idle, *pairLimit); err != nil {
 			pprof.StopCPUProfile()
 			fmt.Fprintln(os.Stderr, "portal-bench:", err)
 			os.Exit(1)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
@@ -38,7 +39,9 @@ type peersResult struct {
 // paired with it. It prints one line per figure and a summary line.
 // The pairing figure is bounded by pairLimit: past it, the line says that
 // no call succeeded and what the last one answered.
-func runPeers(w io.Writer, portald, relayBin string, n int, idle, pairLimit time.Duration) error {
+// With a profile directory, it saves portald's CPU profile over the idle
+// measurement there.
+func runPeers(w io.Writer, portald, relayBin, profile string, n int, idle, pairLimit time.Duration) error {
 	d, err := newDaemons(relayBin)
 	if err != nil {
 		return err
@@ -57,7 +60,7 @@ func runPeers(w io.Writer, portald, relayBin string, n int, idle, pairLimit time
 		return err
 	}
 	start := time.Now()
-	if a, err = d.startPortal(portald, "alice", false); err != nil {
+	if a, err = d.startPortal(portald, "alice", profile != ""); err != nil {
 		return err
 	}
 	r.apiUp = time.Since(start)
@@ -67,8 +70,20 @@ func runPeers(w io.Writer, portald, relayBin string, n int, idle, pairLimit time
 	r.allListed = time.Since(start)
 
 	time.Sleep(5 * time.Second) // the first lookups, at the relay's rate
+	saved := make(chan error, 1)
+	if profile != "" {
+		go func() {
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", a.debug, int(idle.Seconds()))
+			saved <- saveProfile(url, filepath.Join(profile, "portald-idle-peers.pprof"))
+		}()
+	} else {
+		saved <- nil
+	}
 	if r.idleCPU, err = cpuOver(a.cmd.Process.Pid, idle); err != nil {
 		return fmt.Errorf("idle cpu: %w", err)
+	}
+	if err := <-saved; err != nil {
+		return fmt.Errorf("idle profile: %w", err)
 	}
 	if r.rss, _, err = procstat.Memory(a.cmd.Process.Pid); err != nil {
 		return fmt.Errorf("rss: %w", err)

@@ -25,8 +25,17 @@ const (
 	refreshInterval = 30 * time.Second
 	// retryInterval is how soon a failed lookup is first tried again: a
 	// peer that restarts registers again within seconds. Each further
-	// failure doubles it, up to refreshInterval.
+	// failure doubles it, up to refreshInterval, or up to absentInterval
+	// while no relay knows the peer.
 	retryInterval = 2 * time.Second
+	// absentInterval is the longest wait between lookups of a peer that no
+	// relay knows: an offline Portal, as most of a large peer list is. Its
+	// lookups need not be frequent, because a Portal that comes online
+	// looks up its own peers and reaches each through its relay, which
+	// gives this side its relay and endpoints (tunnel: control through a
+	// relay) before any lookup of ours; every 30 s for a thousand offline
+	// peers was most of an idle daemon's CPU.
+	absentInterval = 5 * time.Minute
 	// maxLookups is how many lookups run at once; each sends one message
 	// per relay and repeats it every 250 ms until answered.
 	maxLookups = 8
@@ -253,7 +262,7 @@ func (o *overlay) run(ctx context.Context) {
 				select {
 				case lookups <- struct{}{}:
 				case <-ctx.Done():
-					o.finish(ctx, id, false)
+					o.finish(ctx, id, lookupRetry)
 					return
 				}
 				defer func() { <-lookups }()
@@ -263,12 +272,21 @@ func (o *overlay) run(ctx context.Context) {
 	}
 }
 
+// lookupOutcome is how a lookup ended, which sets when it is tried again.
+type lookupOutcome int
+
+const (
+	lookupDone   lookupOutcome = iota // applied, or nothing left to do
+	lookupRetry                       // failed, or the peer is not reachable yet
+	lookupAbsent                      // no relay knows the peer
+)
+
 // finish ends a lookup: a failed one is retried after a backoff, and the
 // peer stays busy until then so that no second retry loop starts.
-func (o *overlay) finish(ctx context.Context, query string, ok bool) {
+func (o *overlay) finish(ctx context.Context, query string, outcome lookupOutcome) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if ok || ctx.Err() != nil {
+	if outcome == lookupDone || ctx.Err() != nil {
 		delete(o.busy, query)
 		delete(o.failures, query)
 		if o.pending[query] {
@@ -277,8 +295,11 @@ func (o *overlay) finish(ctx context.Context, query string, ok bool) {
 		return
 	}
 	o.failures[query]++
-	delay := retryInterval << min(o.failures[query]-1, 4)
-	delay = min(delay, refreshInterval)
+	limit := refreshInterval
+	if outcome == lookupAbsent {
+		limit = absentInterval
+	}
+	delay := min(retryInterval<<min(o.failures[query]-1, 8), limit)
 	// One retry per query: the query stays busy until requeue.
 	o.retryWG.Add(1)
 	o.retries[query] = o.afterFunc(delay, func() { o.requeue(ctx, query) })
@@ -324,12 +345,12 @@ func (o *overlay) wakeLocked() {
 // lookup finds one peer (a full ID or a prefix) at the rendezvous servers
 // and applies what it learned: the key of a prefix, the peer's own name,
 // its endpoints and the relay it is registered with, which the tunnel
-// probes and falls back to. It reports false when the lookup should be
-// retried: it failed, or the peer is not reachable yet.
-func (o *overlay) lookup(ctx context.Context, query string) bool {
+// probes and falls back to. Its outcome says whether and how soon the
+// lookup is tried again.
+func (o *overlay) lookup(ctx context.Context, query string) lookupOutcome {
 	p, err := o.store.Peer(ctx, query)
 	if err != nil {
-		return true // removed meanwhile
+		return lookupDone // removed meanwhile
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -346,10 +367,14 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 				level = slog.LevelWarn
 			}
 			o.log.Log(ctx, level, "prefix matches more than one portal at the relays; the peer stays unresolved: pair it by its full ID", "prefix", query)
+		case errors.Is(err, relay.ErrNotFound) && p.HasKey():
+			// A keyed peer that comes online reaches us itself; a
+			// prefix cannot (the device does not know it yet).
+			return lookupAbsent
 		default:
 			o.log.Debug("lookup failed; will retry", "peer", query[:identity.ShortIDLen], "err", err)
 		}
-		return false
+		return lookupRetry
 	}
 	o.forgetAmbiguous(query) // warn again should it become ambiguous again
 	// The store may have changed while we looked: ResolvePeer and the
@@ -357,11 +382,11 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 	if !p.HasKey() {
 		if _, err = o.store.ResolvePeer(ctx, p.ID, rec.ID, rec.Name); err != nil {
 			o.log.Warn("resolve peer", "prefix", query, "err", err)
-			return true
+			return lookupDone
 		}
 		o.log.Info("peer resolved by prefix (unverified: trusted on first use)", "prefix", query, "id", rec.ID.String())
 	} else if p.Key != rec.ID {
-		return true
+		return lookupDone
 	} else if rec.Name != "" && rec.Name != p.DeclaredName {
 		if err := o.store.SetDeclaredName(ctx, rec.ID, rec.Name); err != nil {
 			o.log.Debug("declared name", "peer", rec.ID.Short(), "err", err)
@@ -373,18 +398,20 @@ func (o *overlay) lookup(ctx context.Context, query string) bool {
 	// back to the device, and the owner's latest name wins.
 	p, err = o.store.Peer(ctx, rec.ID.String())
 	if err != nil || p.Key != rec.ID {
-		return true
+		return lookupDone
 	}
 	if _, known := o.PeerByAddr(rec.ID.OverlayAddr()); !known {
 		if err := o.tun.SetPeer(rec.ID); err != nil {
 			o.log.Error("add peer to the tunnel", "peer", rec.ID.Short(), "err", err)
-			return false
+			return lookupRetry
 		}
 	}
 	o.setAddr(p, false)
 	o.tun.SetEndpoints(rec.ID, rec.Endpoints, via)
-	st, _ := o.tun.PeerStatus(rec.ID)
-	return st.Reachable
+	if st, _ := o.tun.PeerStatus(rec.ID); !st.Reachable {
+		return lookupRetry
+	}
+	return lookupDone
 }
 
 // firstAmbiguous records that query is ambiguous and reports whether it

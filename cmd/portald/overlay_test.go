@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -646,6 +647,41 @@ func TestAmbiguousPrefixWarnsOnce(t *testing.T) {
 		}
 		if got := ov.firstAmbiguous(st.query); got != st.first {
 			t.Errorf("step %d: firstAmbiguous(%s) = %v, want %v", i, st.query, got, st.first)
+		}
+	}
+}
+
+// TestLookupBackoff: a failed lookup is tried again after a doubling
+// delay, up to refreshInterval, and up to absentInterval while no relay
+// knows the peer (an offline Portal), so that a long list of offline
+// peers does not keep an idle daemon busy.
+func TestLookupBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		outcome lookupOutcome
+		want    []time.Duration
+	}{
+		{lookupRetry, []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}},
+		{lookupAbsent, []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, 64 * time.Second, 128 * time.Second, 256 * time.Second, 5 * time.Minute, 5 * time.Minute}},
+	} {
+		ov := newOverlay(nil, nil, nil, testutil.Logger(t))
+		var got []time.Duration
+		ov.afterFunc = func(d time.Duration, f func()) *time.Timer {
+			got = append(got, d)
+			return time.AfterFunc(time.Hour, f)
+		}
+		const id = "abcdefgh"
+		for range tc.want {
+			ov.finish(context.Background(), id, tc.outcome)
+			ov.retries[id].Stop()
+			ov.retryWG.Done()
+			delete(ov.retries, id)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("outcome %d: delays %v, want %v", tc.outcome, got, tc.want)
+		}
+		ov.finish(context.Background(), id, lookupDone)
+		if ov.failures[id] != 0 || ov.busy[id] {
+			t.Errorf("outcome %d: after a lookup that succeeded, failures %d busy %v, want 0 false", tc.outcome, ov.failures[id], ov.busy[id])
 		}
 	}
 }
