@@ -36,8 +36,7 @@
 // over stock's, and L.LL the upload of call_peer carried by the relay over
 // that of the direct path. Rows are found by their exact names; a ratio
 // whose row did not run (--only) prints as 0.00x, so the line keeps one
-// format. Timings are
-// never asserted anywhere: this prints them.
+// format. Timings are never asserted anywhere: this prints them.
 //
 // With --peers N (make bench-peers), it measures instead one portald whose
 // store holds N offline peers: startup, idle CPU over --idle, RSS,
