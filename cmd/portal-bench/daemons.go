@@ -104,9 +104,14 @@ func newDaemons(relayBin string) (d *daemons, err error) {
 
 // waitCall GETs url until it answers 200, for at most limit.
 func (d *daemons) waitCall(url string, limit time.Duration) error {
+	return waitOK(d.http, url, limit)
+}
+
+// waitOK GETs url with client until it answers 200, for at most limit.
+func waitOK(client *http.Client, url string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		resp, err := d.http.Get(url)
+		resp, err := client.Get(url)
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -231,7 +236,7 @@ func (d *daemons) close() {
 // With profiles, it saves each portald's CPU profile of the request test
 // in b.profile.
 func (b *bench) measureCallPeer(d *daemons) error {
-	r := row{name: "ours, call_peer (full path)"}
+	r := row{name: rowCallPeer}
 	// Profiles cover the first seconds of the upload (give it a size that
 	// lasts) and the whole request test.
 	saved := b.profileDaemons(d, 2*time.Second, "upload")
@@ -251,19 +256,27 @@ func (b *bench) measureCallPeer(d *daemons) error {
 	if err := waitAll(saved); err != nil {
 		return err
 	}
-	b.rows = append(b.rows, r)
-	fmt.Fprintf(os.Stderr, "%-28s done: %.1f MB/s, p50 %v, %.0f req/s\n", r.name, r.mbps, r.p50, r.rps)
+	if r.seqP50, err = sequential(d.http, d.callURL("/small"), b.duration); err != nil {
+		return err
+	}
+	b.add(r)
 	return nil
 }
 
 // upload POSTs size bytes to Bob's app through call_peer.
 func (d *daemons) upload(size int64) error {
-	req, err := http.NewRequest("POST", d.callURL("/upload"), io.LimitReader(zeros{}, size))
+	return uploadTo(d.http, d.callURL("/upload"), size)
+}
+
+// uploadTo POSTs size bytes to url, an upload handler of smallHandler,
+// and checks that it counted them all.
+func uploadTo(client *http.Client, url string, size int64) error {
+	req, err := http.NewRequest("POST", url, io.LimitReader(zeros{}, size))
 	if err != nil {
 		return err
 	}
 	req.ContentLength = size
-	resp, err := d.http.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -11,17 +11,32 @@
 //     tun/netstack, default MTU, in this process;
 //   - raw: two tunnel.Tunnels (our Bind, path table and gVisor stack), in
 //     this process;
+//   - naive: what stock parts give, one process per Portal: two copies of
+//     this program (naive.go), each a stock wireguard-go device on the stock
+//     netstack with a stock httputil.ReverseProxy at each end, the same
+//     three hops as call_peer (app → loopback → A → tunnel → B → loopback →
+//     the upstream app, which runs in this process), nothing signed;
 //   - call_peer: the full path through two real portald processes and a
 //     portal-relay: app → call_peer → signed request → tunnel → ingress
 //     (verify, ACL, headers) → the upstream app, which runs in this process.
 //
-// Each row: TCP (or, for call_peer, HTTP) bulk upload in MB/s, and small
-// HTTP requests at 32 concurrent: p50, p99 and requests per second. Then
-// sign + verify per request (testing.Benchmark), the peak RSS growth of the
-// portald processes while --stream bytes go through call_peer, store
-// lookups among 10 000 peers (p99), and the CPU of an idle portald with
-// 100 peers over --idle. The last line is the summary. Timings are never
-// asserted anywhere: this prints them.
+// Each row: TCP (or, for naive and call_peer, HTTP) bulk upload in MB/s;
+// small HTTP requests at 32 concurrent: p50, p99 and requests per second;
+// and the p50 of the same request made by one client, one at a time on one
+// kept-alive connection (seq p50). Each latency test warms up for
+// --duration/5, then measures for --duration. Then sign + verify per
+// request (testing.Benchmark), the peak RSS growth of the portald
+// processes while --stream bytes go through call_peer, store lookups among
+// 10 000 peers (p99), and the CPU of an idle portald with 100 peers over
+// --idle. The last line is the summary:
+//
+//	call_peer upload U.UUx stock, rps R.RRx stock, N.NNx naive, p50 P.PPx stock, seq p50 S.SSx stock, relayed upload L.LLx direct, sign+verify V.V us, 4GiB RSS +M MiB
+//
+// N.NN is call_peer's requests/s over the naive row's, S.SS its seq p50
+// over stock's, and L.LL the upload of call_peer carried by the relay over
+// that of the direct path. Rows are found by their exact names; a ratio
+// whose row did not run (--only) prints as 0.00x, so the line keeps one
+// format. Timings are never asserted anywhere: this prints them.
 //
 // With --peers N (make bench-peers), it measures instead one portald whose
 // store holds N offline peers: startup, idle CPU over --idle, RSS,
@@ -52,6 +67,9 @@ import (
 const concurrency = 32
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == naiveCommand {
+		os.Exit(naiveMain(os.Args[2:]))
+	}
 	portald := flag.String("portald", "bin/portald", "portald binary for the call_peer row")
 	relayBin := flag.String("relay", "bin/portal-relay", "portal-relay binary for the call_peer row")
 	upload := flag.Int64("upload", 1<<30, "bytes per bulk upload")
@@ -61,7 +79,7 @@ func main() {
 	profile := flag.String("profile", "", "directory for CPU profiles: this process's, and each portald's during the call_peer request test")
 	peers := flag.Int("peers", 0, "instead of the table: startup, idle CPU, RSS, list latency and pairing of one portald with this many offline peers")
 	pairLimit := flag.Duration("pair-limit", 2*time.Minute, "with --peers: how long pairing may take to the first call_peer")
-	only := flag.String("only", "", "comma-separated rows to run (stock,raw,call_peer,sign,rss,store,idle); empty for all")
+	only := flag.String("only", "", "comma-separated rows to run (stock,raw,naive,call_peer,sign,rss,store,idle); empty for all")
 	flag.Parse()
 	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
 	if b.profile != "" {
@@ -106,13 +124,21 @@ type bench struct {
 	idleCPU    float64 // fraction of one core
 }
 
-// row is one path's three figures.
+// row is one path's figures.
 type row struct {
 	name     string
 	mbps     float64
-	p50, p99 time.Duration
+	p50, p99 time.Duration // at concurrency clients
 	rps      float64
+	seqP50   time.Duration // one client, one request at a time
 }
+
+// The names of the rows the summary line compares, matched exactly.
+const (
+	rowStock    = "stock wireguard-go netstack"
+	rowCallPeer = "ours, call_peer (full path)"
+	rowRelayed  = "ours, call_peer (relayed)"
+)
 
 // transport is what a row measures through: a dialer into the tunnel for
 // the client side, and a listener on the tunnel for the server side.
@@ -124,13 +150,18 @@ type transport struct {
 func (b *bench) run(want func(string) bool, stream int64, idle time.Duration) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if want("stock") {
-		if err := b.measure("stock wireguard-go netstack", func() (*transport, func(), error) { return stockPair() }); err != nil {
+		if err := b.measure(rowStock, func() (*transport, func(), error) { return stockPair() }); err != nil {
 			return fmt.Errorf("stock: %w", err)
 		}
 	}
 	if want("raw") {
 		if err := b.measure("ours, raw tunnel", func() (*transport, func(), error) { return rawPair(log) }); err != nil {
 			return fmt.Errorf("raw tunnel: %w", err)
+		}
+	}
+	if want("naive") {
+		if err := b.measureNaive(); err != nil {
+			return fmt.Errorf("naive: %w", err)
 		}
 	}
 	if want("call_peer") || want("rss") || want("idle") {
@@ -186,13 +217,27 @@ func (b *bench) measure(name string, setup func() (*transport, func(), error)) e
 		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return tr.dial(ctx) },
 		MaxIdleConnsPerHost: concurrency,
 	}}
-	r.p50, r.p99, r.rps, err = requests(client, "http://bench/small", b.duration)
-	if err != nil {
+	if err := b.latencies(&r, client, "http://bench/small"); err != nil {
 		return err
 	}
-	b.rows = append(b.rows, r)
-	fmt.Fprintf(os.Stderr, "%-28s done: %.1f MB/s, p50 %v, %.0f req/s\n", name, r.mbps, r.p50, r.rps)
+	b.add(r)
 	return nil
+}
+
+// latencies runs the request test, then the sequential one, on url.
+func (b *bench) latencies(r *row, client *http.Client, url string) error {
+	var err error
+	if r.p50, r.p99, r.rps, err = requests(client, url, b.duration); err != nil {
+		return err
+	}
+	r.seqP50, err = sequential(client, url, b.duration)
+	return err
+}
+
+// add records a measured row and says so on stderr.
+func (b *bench) add(r row) {
+	b.rows = append(b.rows, r)
+	fmt.Fprintf(os.Stderr, "%-32s done: %.1f MB/s, p50 %v, %.0f req/s, seq p50 %v\n", r.name, r.mbps, r.p50, r.rps, r.seqP50)
 }
 
 // smallHandler answers /small with a short body and /upload by reading the
@@ -264,6 +309,25 @@ func (zeros) Read(b []byte) (int, error) {
 // requests runs concurrency clients doing GET url back to back for d
 // (after a warm-up of d/5) and returns p50, p99 and requests per second.
 func requests(client *http.Client, url string, d time.Duration) (p50, p99 time.Duration, rps float64, err error) {
+	lats, elapsed, err := load(client, url, concurrency, d)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return percentile(lats, 0.50), percentile(lats, 0.99), float64(len(lats)) / elapsed.Seconds(), nil
+}
+
+// sequential runs one client doing GET url back to back on one kept-alive
+// connection for d (after a warm-up of d/5) and returns the p50: the time
+// of one call when nothing else is in flight.
+func sequential(client *http.Client, url string, d time.Duration) (time.Duration, error) {
+	lats, _, err := load(client, url, 1, d)
+	return percentile(lats, 0.50), err
+}
+
+// load runs clients doing GET url back to back, first for a warm-up of
+// d/5, then for d, and returns the latencies of the second run, sorted,
+// and how long it took.
+func load(client *http.Client, url string, clients int, d time.Duration) ([]time.Duration, time.Duration, error) {
 	get := func() (time.Duration, error) {
 		start := time.Now()
 		resp, err := client.Get(url)
@@ -285,7 +349,7 @@ func requests(client *http.Client, url string, d time.Duration) (p50, p99 time.D
 			wg    sync.WaitGroup
 		)
 		stop := time.Now().Add(d)
-		for range concurrency {
+		for range clients {
 			wg.Go(func() {
 				var mine []time.Duration
 				for time.Now().Before(stop) {
@@ -308,16 +372,16 @@ func requests(client *http.Client, url string, d time.Duration) (p50, p99 time.D
 		return all, nil
 	}
 	if _, err := run(d / 5); err != nil {
-		return 0, 0, 0, err
+		return nil, 0, err
 	}
 	start := time.Now()
 	lats, err := run(d)
 	if err != nil {
-		return 0, 0, 0, err
+		return nil, 0, err
 	}
 	elapsed := time.Since(start)
 	slices.Sort(lats)
-	return percentile(lats, 0.50), percentile(lats, 0.99), float64(len(lats)) / elapsed.Seconds(), nil
+	return lats, elapsed, nil
 }
 
 func percentile(sorted []time.Duration, q float64) time.Duration {
@@ -329,48 +393,56 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 
 // print writes the table and the summary line.
 func (b *bench) print(w io.Writer, stream int64, idle time.Duration) {
-	var base *row
-	for i := range b.rows {
-		if strings.HasPrefix(b.rows[i].name, "stock") {
-			base = &b.rows[i]
-		}
-	}
+	base := b.row(rowStock)
 	ratio := func(v, ref float64) string {
-		if base == nil || ref == 0 {
+		if ref == 0 {
 			return "-"
 		}
 		return fmt.Sprintf("%.2fx", v/ref)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "path\tupload MB/s\tx stock\tp50\tx stock\tp99\tx stock\treq/s\tx stock\t")
+	fmt.Fprintln(tw, "path\tupload MB/s\tx stock\tp50\tx stock\tp99\tx stock\treq/s\tx stock\tseq p50\tx stock\t")
 	for _, r := range b.rows {
-		var bm, bp50, bp99, brps float64
-		if base != nil {
-			bm, bp50, bp99, brps = base.mbps, float64(base.p50), float64(base.p99), base.rps
-		}
-		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%v\t%s\t%v\t%s\t%.0f\t%s\t\n", r.name, r.mbps, ratio(r.mbps, bm),
-			r.p50.Round(time.Microsecond), ratio(float64(r.p50), bp50), r.p99.Round(time.Microsecond), ratio(float64(r.p99), bp99), r.rps, ratio(r.rps, brps))
+		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%v\t%s\t%v\t%s\t%.0f\t%s\t%v\t%s\t\n", r.name,
+			r.mbps, ratio(r.mbps, base.mbps),
+			r.p50.Round(time.Microsecond), ratio(float64(r.p50), float64(base.p50)),
+			r.p99.Round(time.Microsecond), ratio(float64(r.p99), float64(base.p99)),
+			r.rps, ratio(r.rps, base.rps),
+			r.seqP50.Round(time.Microsecond), ratio(float64(r.seqP50), float64(base.seqP50)))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nsign + verify per request: %.2f us\n", float64(b.signVerify)/1e3)
 	fmt.Fprintf(w, "peak RSS growth of portald while streaming %d MiB through call_peer: +%d MiB\n", stream>>20, b.rssGrowth>>20)
 	fmt.Fprintf(w, "store lookup by ID among 10000 peers: p99 %v\n", b.storeP99)
 	fmt.Fprintf(w, "idle portald with 100 peers: %.2f%% of one core over %v\n", 100*b.idleCPU, idle)
-	var cp, st row
-	for _, r := range b.rows {
-		switch {
-		case strings.HasPrefix(r.name, "stock"):
-			st = r
-		case strings.HasPrefix(r.name, "ours, call_peer"):
-			cp = r
-		}
-	}
+	b.printSummary(w)
+}
+
+// printSummary writes the last line. A ratio whose row was not run (or
+// measured zero) prints as 0.00x, so that the line keeps one format.
+func (b *bench) printSummary(w io.Writer) {
+	st := b.row(rowStock)
+	cp := b.row(rowCallPeer)
+	naive := b.row(rowNaive)
+	relayed := b.row(rowRelayed)
 	div := func(a, b float64) float64 {
 		if b == 0 {
 			return 0
 		}
 		return a / b
 	}
-	fmt.Fprintf(w, "call_peer upload %.2fx stock, rps %.2fx stock, p50 %.2fx stock, sign+verify %.1f us, 4GiB RSS +%d MiB\n",
-		div(cp.mbps, st.mbps), div(cp.rps, st.rps), div(float64(cp.p50), float64(st.p50)), float64(b.signVerify)/1e3, b.rssGrowth>>20)
+	fmt.Fprintf(w, "call_peer upload %.2fx stock, rps %.2fx stock, %.2fx naive, p50 %.2fx stock, seq p50 %.2fx stock, relayed upload %.2fx direct, sign+verify %.1f us, 4GiB RSS +%d MiB\n",
+		div(cp.mbps, st.mbps), div(cp.rps, st.rps), div(cp.rps, naive.rps), div(float64(cp.p50), float64(st.p50)),
+		div(float64(cp.seqP50), float64(st.seqP50)), div(relayed.mbps, cp.mbps), float64(b.signVerify)/1e3, b.rssGrowth>>20)
+}
+
+// row returns the row named exactly name (the relayed row's name begins
+// like the direct one's), or a zero row.
+func (b *bench) row(name string) row {
+	for _, r := range b.rows {
+		if r.name == name {
+			return r
+		}
+	}
+	return row{}
 }

@@ -29,55 +29,93 @@ func stockPair() (*transport, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	inner := []netip.Addr{netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2")}
-	type side struct {
-		dev  *device.Device
-		net  *netstack.Net
-		port int
-	}
-	var s [2]side
-	keys := [2]*identity.Key{keyA, keyB}
-	for i := range s {
-		tdev, tnet, err := netstack.CreateNetTUN([]netip.Addr{inner[i]}, nil, device.DefaultMTU)
-		if err != nil {
-			return nil, nil, err
-		}
-		s[i].net = tnet
-		s[i].dev = device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
-		priv := keys[i].WireGuardPrivateKey()
-		if err := s[i].dev.IpcSet("private_key=" + hex.EncodeToString(priv[:]) + "\nlisten_port=0\n"); err != nil {
-			return nil, nil, err
-		}
-		if err := s[i].dev.Up(); err != nil {
-			return nil, nil, err
-		}
-		if s[i].port, err = listenPort(s[i].dev); err != nil {
-			return nil, nil, err
-		}
-	}
-	for i := range s {
-		peer := keys[1-i].ID().WireGuardKey()
-		cfg := fmt.Sprintf("public_key=%s\nallowed_ip=%s/32\nendpoint=127.0.0.1:%d\n", hex.EncodeToString(peer[:]), inner[1-i], s[1-i].port)
-		if err := s[i].dev.IpcSet(cfg); err != nil {
-			return nil, nil, err
-		}
-	}
-	ln, err := s[1].net.ListenTCPAddrPort(netip.AddrPortFrom(inner[1], benchPort))
+	a, err := newStockDevice(keyA.WireGuardPrivateKey(), stockInner[0])
 	if err != nil {
+		return nil, nil, err
+	}
+	b, err := newStockDevice(keyB.WireGuardPrivateKey(), stockInner[1])
+	if err != nil {
+		a.close()
+		return nil, nil, err
+	}
+	done := func() { a.close(); b.close() }
+	loopback := netip.MustParseAddr("127.0.0.1")
+	if err := a.addPeer(keyB.ID().WireGuardKey(), stockInner[1], netip.AddrPortFrom(loopback, b.port)); err != nil {
+		done()
+		return nil, nil, err
+	}
+	if err := b.addPeer(keyA.ID().WireGuardKey(), stockInner[0], netip.AddrPortFrom(loopback, a.port)); err != nil {
+		done()
+		return nil, nil, err
+	}
+	ln, err := b.net.ListenTCPAddrPort(netip.AddrPortFrom(stockInner[1], benchPort))
+	if err != nil {
+		done()
 		return nil, nil, err
 	}
 	tr := &transport{
 		listen: ln,
 		dial: func(ctx context.Context) (net.Conn, error) {
-			return s[0].net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(inner[1], benchPort))
+			return a.net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(stockInner[1], benchPort))
 		},
 	}
-	return tr, func() {
-		ln.Close()
-		s[0].dev.Close()
-		s[1].dev.Close()
-	}, nil
+	return tr, func() { ln.Close(); done() }, nil
 }
+
+// stockInner are the inner addresses of the two sides of a stock pair (in
+// one process, or one in each naive Portal process).
+var stockInner = [2]netip.Addr{netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2")}
+
+// stockDevice is one stock wireguard-go device on the stock netstack,
+// default MTU and Bind, up, on a UDP port the kernel chose.
+type stockDevice struct {
+	dev  *device.Device
+	net  *netstack.Net
+	port uint16
+}
+
+// newStockDevice brings up a stock device with the private key priv and
+// the inner address inner. The caller closes it.
+func newStockDevice(priv [32]byte, inner netip.Addr) (*stockDevice, error) {
+	defer clear(priv[:])
+	tdev, tnet, err := netstack.CreateNetTUN([]netip.Addr{inner}, nil, device.DefaultMTU)
+	if err != nil {
+		return nil, err
+	}
+	s := &stockDevice{
+		net: tnet,
+		dev: device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, "")),
+	}
+	if err := s.dev.IpcSet("private_key=" + hex.EncodeToString(priv[:]) + "\nlisten_port=0\n"); err != nil {
+		s.close()
+		return nil, err
+	}
+	if err := s.dev.Up(); err != nil {
+		s.close()
+		return nil, err
+	}
+	port, err := listenPort(s.dev)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.port = uint16(port)
+	return s, nil
+}
+
+// addPeer adds the peer with WireGuard public key pub and inner address
+// inner, at endpoint; with no endpoint, the peer's first handshake tells
+// where it is.
+func (s *stockDevice) addPeer(pub [32]byte, inner netip.Addr, endpoint netip.AddrPort) error {
+	cfg := fmt.Sprintf("public_key=%s\nallowed_ip=%s/32\n", hex.EncodeToString(pub[:]), inner)
+	if endpoint.IsValid() {
+		cfg += "endpoint=" + endpoint.String() + "\n"
+	}
+	return s.dev.IpcSet(cfg)
+}
+
+// close closes the device, which closes its netstack.
+func (s *stockDevice) close() { s.dev.Close() }
 
 // listenPort reads the device's UDP port.
 func listenPort(dev *device.Device) (int, error) {
