@@ -39,6 +39,7 @@ type paths struct {
 	endpoints  func() []netip.AddrPort
 	isRelay    func(netip.AddrPort) bool
 	relayLost  func(identity.ID)
+	relayOnly  bool // Config.RelayOnly
 	log        *slog.Logger
 	ctr        pathCounters
 	// now is the path layer's clock, time.Now: every deadline of the
@@ -60,7 +61,7 @@ func newPaths(cfg Config, write func([]byte, netip.AddrPort) error, writeBatch f
 	rand.Read(b[:])
 	ps := &paths{
 		key: cfg.Key, self: cfg.Key.ID(), boot: binary.BigEndian.Uint64(b[:]),
-		write: write, writeBatch: writeBatch, endpoints: cfg.Endpoints, isRelay: cfg.IsRelay, relayLost: cfg.RelayLost,
+		write: write, writeBatch: writeBatch, endpoints: cfg.Endpoints, isRelay: cfg.IsRelay, relayLost: cfg.RelayLost, relayOnly: cfg.RelayOnly,
 		log: cfg.Log.With("component", "paths"), now: time.Now,
 		byID: map[identity.ID]*peerPath{}, byAddr: map[netip.AddrPort]*peerPath{},
 	}
