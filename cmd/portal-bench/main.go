@@ -61,7 +61,7 @@ func main() {
 	profile := flag.String("profile", "", "directory for CPU profiles: this process's, and each portald's during the call_peer request test")
 	peers := flag.Int("peers", 0, "instead of the table: startup, idle CPU, RSS, list latency and pairing of one portald with this many offline peers")
 	pairLimit := flag.Duration("pair-limit", 2*time.Minute, "with --peers: how long pairing may take to the first call_peer")
-	only := flag.String("only", "", "comma-separated rows to run (stock,raw,call_peer,sign,rss,store,idle); empty for all")
+	only := flag.String("only", "", "comma-separated rows to run (stock,raw,call_peer,relayed,sign,rss,store,idle); empty for all")
 	flag.Parse()
 	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
 	if b.profile != "" {
@@ -140,7 +140,7 @@ func (b *bench) run(want func(string) bool, stream int64, idle time.Duration) er
 		}
 		defer d.close()
 		if want("call_peer") {
-			if err := b.measureCallPeer(d); err != nil {
+			if err := b.measureCallPeer(d, "ours, call_peer (full path)"); err != nil {
 				return fmt.Errorf("call_peer: %w", err)
 			}
 		}
@@ -153,6 +153,11 @@ func (b *bench) run(want func(string) bool, stream int64, idle time.Duration) er
 			if b.idleCPU, err = d.idleCPU(idle); err != nil {
 				return fmt.Errorf("idle cpu: %w", err)
 			}
+		}
+	}
+	if want("relayed") {
+		if err := b.measureRelayed(); err != nil {
+			return fmt.Errorf("relayed: %w", err)
 		}
 	}
 	if want("sign") {
