@@ -61,6 +61,8 @@ func main() {
 	profile := flag.String("profile", "", "directory for CPU profiles: this process's, and each portald's during the call_peer request test")
 	peers := flag.Int("peers", 0, "instead of the table: startup, idle CPU, RSS, list latency and pairing of one portald with this many offline peers")
 	pairLimit := flag.Duration("pair-limit", 2*time.Minute, "with --peers: how long pairing may take to the first call_peer")
+	relayBench := flag.Bool("relay-bench", false, "instead of the table: the relay bench, forwarding, registrations, lookups and RSS of a pinned portal-relay (relay.go; make bench-relay)")
+	relayIDs := flag.Int("relay-ids", 100_000, "with --relay-bench: Portal IDs to register")
 	only := flag.String("only", "", "comma-separated rows to run (stock,raw,call_peer,relayed,sign,rss,store,idle); empty for all")
 	flag.Parse()
 	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
@@ -78,6 +80,13 @@ func main() {
 	if *peers > 0 {
 		if err := runPeers(os.Stdout, *portald, *relayBin, *peers, *idle, *pairLimit); err != nil {
 			pprof.StopCPUProfile()
+			fmt.Fprintln(os.Stderr, "portal-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *relayBench {
+		if err := runRelayBench(os.Stdout, *relayBin, *relayIDs, 10*time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, "portal-bench:", err)
 			os.Exit(1)
 		}
