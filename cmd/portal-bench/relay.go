@@ -41,9 +41,9 @@ const (
 	relayBenchIDsPerSource = 16 // relay.DefaultPerSourceIDs
 	relayBenchSourcesPer24 = 64 // relay.DefaultPer24IDs / relayBenchIDsPerSource
 	relayBenchDatagram     = 1400
-	relayBenchPairs        = 64  // forwarding sockets each way
-	relayBenchWindow       = 2048// datagrams in flight in the forwarding loop
-	relayBenchWorkers      = 8   // sources exchanging requests at once
+	relayBenchPairs        = 64   // forwarding sockets each way
+	relayBenchWindow       = 2048 // datagrams in flight in the forwarding loop
+	relayBenchWorkers      = 8    // sources exchanging requests at once
 )
 
 // benchSource is one simulated Portal's socket and the IDs it registers.
