@@ -13,7 +13,6 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"portal/identity"
-	"portal/relay"
 )
 
 // This file is the path table: the peers by ID and by the addresses
@@ -45,8 +44,8 @@ type paths struct {
 	// now is the path layer's clock, time.Now: every deadline of the
 	// path state (heartbeat, trust, relay timeout, probing schedule) is
 	// read from it, so that a test can move it instead of waiting.
-	now  func() time.Time
-	bufs sync.Pool
+	now    func() time.Time
+	frames sync.Pool // *forwardFrames, for send's batches to a relay
 
 	mu     sync.RWMutex // guards byID and byAddr
 	byID   map[identity.ID]*peerPath
@@ -65,7 +64,7 @@ func newPaths(cfg Config, write func([]byte, netip.AddrPort) error, writeBatch f
 		log: cfg.Log.With("component", "paths"), now: time.Now,
 		byID: map[identity.ID]*peerPath{}, byAddr: map[netip.AddrPort]*peerPath{},
 	}
-	ps.bufs.New = func() any { b := make([]byte, 0, relay.MaxForwardSize); return &b }
+	ps.frames.New = newForwardFrames
 	return ps
 }
 
