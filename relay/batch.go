@@ -16,8 +16,8 @@ import (
 // serveBatchSize datagrams, or, with receive offload (GRO), runs of
 // datagrams from one source; each is handled (a Forward becomes its
 // Deliver in place, without a copy), and what is to be sent goes out in
-// one sendmmsg, with a run of Delivers to one Portal that arrived as one
-// coalesced read sent back as one coalesced write (GSO).
+// one sendmmsg, with the Delivers to one Portal that follow each other
+// as one coalesced write (GSO) where the kernel segments.
 func (s *Server) serveBatch(ctx context.Context, c *net.UDPConn) error {
 	pc := ipv6.NewPacketConn(c) // recvmmsg and sendmmsg; IPv4 sockets too
 	gro := udpio.EnableGRO(c)
@@ -77,6 +77,10 @@ type batchWriter struct {
 	runs    []run
 	replies [][]byte // serveBatchSize buffers of MaxMessageSize
 	used    int      // replies handed out since the last flush
+	// arena holds the Delivers queued since the last flush when the
+	// kernel segments (gso): runs of them to one address are sent as
+	// one buffer. Its capacity never grows: room flushes first.
+	arena []byte
 }
 
 // run is one datagram to send, or with GSO several of one size (the last
@@ -95,6 +99,9 @@ func newBatchWriter(s *Server, pc *ipv6.PacketConn, gso bool) *batchWriter {
 	for i := range w.msgs {
 		w.msgs[i].Buffers = make([][]byte, 1)
 	}
+	if gso {
+		w.arena = make([]byte, 0, arenaSize)
+	}
 	w.replies = make([][]byte, serveBatchSize)
 	for i := range w.replies {
 		w.replies[i] = make([]byte, 0, MaxMessageSize)
@@ -102,9 +109,12 @@ func newBatchWriter(s *Server, pc *ipv6.PacketConn, gso bool) *batchWriter {
 	return w
 }
 
+// arenaSize is batchWriter.arena's capacity: four full coalesced sends.
+const arenaSize = 4 << 16
+
 // room flushes when one more datagram might not fit.
 func (w *batchWriter) room() {
-	if len(w.runs) == cap(w.runs) || w.used == len(w.replies) {
+	if len(w.runs) == cap(w.runs) || w.used == len(w.replies) || w.gso && len(w.arena)+MaxForwardSize > arenaSize {
 		w.flush()
 	}
 }
@@ -114,32 +124,40 @@ func (w *batchWriter) room() {
 func (w *batchWriter) replyBuf() []byte { return w.replies[w.used][:0] }
 
 // add queues b to to: a reply in replyBuf's buffer, or a Deliver in a
-// read buffer, which extends the last run when it follows it in memory,
-// goes to the same address and fits.
+// read buffer. With GSO a Deliver is copied into the arena, where it
+// extends the last run when that goes to the same address and has room:
+// a Portal's packets arrive one after another (coalesced by the kernel or
+// not) and leave as one send.
 func (w *batchWriter) add(b []byte, to net.Addr) {
-	if len(b) > 0 && cap(w.replies[w.used]) > 0 && &b[0] == &w.replies[w.used][:1][0] {
+	if &b[0] == &w.replies[w.used][:1][0] {
 		w.used++
 		w.runs = append(w.runs, run{b: b, to: to, seg: len(b), n: 1, ended: true})
 		return
 	}
-	if k := len(w.runs) - 1; w.gso && k >= 0 {
+	if !w.gso {
+		w.runs = append(w.runs, run{b: b, to: to, seg: len(b), n: 1})
+		return
+	}
+	if k := len(w.runs) - 1; k >= 0 {
 		r := &w.runs[k]
-		if r.to == to && !r.ended && len(b) <= r.seg && r.n < udpio.MaxSegments &&
-			len(r.b)+len(b) <= udpio.MaxCoalesced && len(r.b)+len(b) <= cap(r.b) &&
-			&r.b[:len(r.b)+1][len(r.b)] == &b[0] {
+		if r.to == to && !r.ended && len(b) <= r.seg && r.n < udpio.MaxSegments && len(r.b)+len(b) <= udpio.MaxCoalesced &&
+			len(r.b) > 0 && len(w.arena) > 0 && &r.b[len(r.b)-1] == &w.arena[len(w.arena)-1] {
+			w.arena = append(w.arena, b...)
 			r.b = r.b[:len(r.b)+len(b)]
 			r.n++
 			r.ended = len(b) < r.seg
 			return
 		}
 	}
-	w.runs = append(w.runs, run{b: b, to: to, seg: len(b), n: 1})
+	start := len(w.arena)
+	w.arena = append(w.arena, b...)
+	w.runs = append(w.runs, run{b: w.arena[start:], to: to, seg: len(b), n: 1})
 }
 
 // flush sends every queued run, with sendmmsg; a coalesced run the
 // kernel refuses is sent again datagram by datagram.
 func (w *batchWriter) flush() {
-	defer func() { w.runs, w.used = w.runs[:0], 0 }()
+	defer func() { w.runs, w.used, w.arena = w.runs[:0], 0, w.arena[:0] }()
 	for start := 0; start < len(w.runs); {
 		runs := w.runs[start:min(len(w.runs), start+len(w.msgs))]
 		msgs := w.msgs[:len(runs)]
