@@ -67,17 +67,22 @@ func (x *forwardIndex) putAddr(e *entry) {
 	sh.mu.Unlock()
 }
 
-func (x *forwardIndex) deleteID(id identity.ID) {
-	sh := x.idShard(id)
+// deleteID and deleteAddr forget e, unless a newer entry took its place.
+func (x *forwardIndex) deleteID(e *entry) {
+	sh := x.idShard(e.rec.ID)
 	sh.mu.Lock()
-	delete(sh.m, id)
+	if sh.m[e.rec.ID] == e {
+		delete(sh.m, e.rec.ID)
+	}
 	sh.mu.Unlock()
 }
 
-func (x *forwardIndex) deleteAddr(a netip.AddrPort) {
-	sh := x.addrShard(a)
+func (x *forwardIndex) deleteAddr(e *entry) {
+	sh := x.addrShard(e.addr)
 	sh.mu.Lock()
-	delete(sh.m, a)
+	if sh.m[e.addr] == e {
+		delete(sh.m, e.addr)
+	}
 	sh.mu.Unlock()
 }
 

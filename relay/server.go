@@ -617,7 +617,7 @@ func (s *Server) handle(b []byte, from net.Addr, out []byte) ([]byte, net.Addr) 
 // rewritten in place: the two messages share one layout. A sender that is
 // not registered is told so (within its rate limit, with a reply smaller
 // than the request, encoded into out) so that it registers again. The
-// lookups take no lock of the server's (store.fwd).
+// lookups take no server-wide lock (store.fwd).
 func (s *Server) forward(b []byte, src netip.AddrPort, from net.Addr, out []byte, now time.Time) ([]byte, net.Addr) {
 	if len(b) <= forwardHeaderLen || len(b) > MaxForwardSize {
 		s.ctr.malformed.Add(1)

@@ -101,6 +101,13 @@ func (s *store) getHold(id identity.ID) *hold { return s.held[id] }
 
 // put stores e, replacing any entry or hold for the same ID.
 func (s *store) put(e *entry) {
+	// The forwarding index takes e first, so that a Forward racing with a
+	// refresh finds the old entry or the new one, never neither.
+	if e.addr.IsValid() {
+		e.deliverTo = net.UDPAddrFromAddrPort(e.addr)
+		s.fwd.putAddr(e)
+	}
+	s.fwd.putID(e)
 	if old := s.byID[e.rec.ID]; old != nil {
 		s.remove(old)
 	}
@@ -109,12 +116,7 @@ func (s *store) put(e *entry) {
 	}
 	s.byID[e.rec.ID] = e
 	if e.addr.IsValid() {
-		e.deliverTo = net.UDPAddrFromAddrPort(e.addr)
-	}
-	s.fwd.putID(e)
-	if e.addr.IsValid() {
 		s.byAddr[e.addr] = e // an address speaks for the ID registered from it last
-		s.fwd.putAddr(e)
 	}
 	short := e.idStr[:identity.ShortIDLen]
 	s.byShort[short] = append(s.byShort[short], e)
@@ -124,10 +126,10 @@ func (s *store) put(e *entry) {
 // remove forgets e, which must be stored, without holding its ID.
 func (s *store) remove(e *entry) {
 	delete(s.byID, e.rec.ID)
-	s.fwd.deleteID(e.rec.ID)
+	s.fwd.deleteID(e)
 	if s.byAddr[e.addr] == e {
 		delete(s.byAddr, e.addr)
-		s.fwd.deleteAddr(e.addr)
+		s.fwd.deleteAddr(e)
 	}
 	short := e.idStr[:identity.ShortIDLen]
 	s.byShort[short] = cut(s.byShort, short, e)
