@@ -19,7 +19,9 @@ demo: build
 	BIN=$(BIN) KEEP=$(KEEP) bash scripts/demo.sh
 
 # Throughput, latency, CPU and memory against a stock wireguard-go tunnel,
-# side by side on loopback (cmd/portal-bench); a few minutes.
+# side by side on loopback (cmd/portal-bench), call_peer also through the
+# relay (a second pair of daemons kept off the direct path by the test-only
+# PORTAL_TEST_RELAY_ONLY); a few minutes.
 bench: build
 	$(BIN)/portal-bench --portald $(BIN)/portald --relay $(BIN)/portal-relay $(BENCHFLAGS)
 

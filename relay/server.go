@@ -136,7 +136,9 @@ type ServerConfig struct {
 	// MaxSources is the most sources the rate limiter tracks; beyond it, a
 	// new source evicts the least recently seen of 8 tracked sources
 	// picked at random. Sources that sent nothing for a minute are
-	// forgotten. Zero means DefaultMaxSources;
+	// forgotten. The ForwardRate limiter splits its table into 16
+	// shards by a keyed hash of the source, each with a sixteenth of
+	// MaxSources, evicting within its shard. Zero means DefaultMaxSources;
 	// negative is an error.
 	MaxSources int
 	// ForwardRate is how many Forward messages per second one source (as
@@ -174,8 +176,8 @@ type Server struct {
 	per48      int // 0: no limit
 	per24      int // 0: no limit
 	statePath  string
-	limiter    *limiter // nil when rate limiting is off
-	forwards   *limiter // nil when forwarding is not limited
+	limiter    *limiter       // nil when rate limiting is off
+	forwards   *limiterShards // nil when forwarding is not limited
 	cookies    *cookieJar
 
 	ctr serverCounters
@@ -300,7 +302,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.limiter = newLimiterOr(cfg.RatePerSource, cfg.BurstPerSource, cfg.MaxSources, DefaultRatePerSource, DefaultBurstPerSource, s.lastSweep)
-	s.forwards = newLimiterOr(cfg.ForwardRate, cfg.ForwardBurst, cfg.MaxSources, DefaultForwardRate, DefaultForwardBurst, s.lastSweep)
+	s.forwards = newLimiterShards(cfg.ForwardRate, cfg.ForwardBurst, cfg.MaxSources, DefaultForwardRate, DefaultForwardBurst, s.lastSweep)
 	s.wg.Add(1)
 	go s.sweepLoop()
 	return s, nil
