@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/udpio"
 	"portal/internal/wire"
 )
 
@@ -135,7 +136,9 @@ type ServerConfig struct {
 	// MaxSources is the most sources the rate limiter tracks; beyond it, a
 	// new source evicts the least recently seen of 8 tracked sources
 	// picked at random. Sources that sent nothing for a minute are
-	// forgotten. Zero means DefaultMaxSources;
+	// forgotten. The ForwardRate limiter splits its table into 16
+	// shards by a keyed hash of the source, each with a sixteenth of
+	// MaxSources, evicting within its shard. Zero means DefaultMaxSources;
 	// negative is an error.
 	MaxSources int
 	// ForwardRate is how many Forward messages per second one source (as
@@ -173,8 +176,8 @@ type Server struct {
 	per48      int // 0: no limit
 	per24      int // 0: no limit
 	statePath  string
-	limiter    *limiter // nil when rate limiting is off
-	forwards   *limiter // nil when forwarding is not limited
+	limiter    *limiter       // nil when rate limiting is off
+	forwards   *limiterShards // nil when forwarding is not limited
 	cookies    *cookieJar
 
 	ctr serverCounters
@@ -299,7 +302,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.limiter = newLimiterOr(cfg.RatePerSource, cfg.BurstPerSource, cfg.MaxSources, DefaultRatePerSource, DefaultBurstPerSource, s.lastSweep)
-	s.forwards = newLimiterOr(cfg.ForwardRate, cfg.ForwardBurst, cfg.MaxSources, DefaultForwardRate, DefaultForwardBurst, s.lastSweep)
+	s.forwards = newLimiterShards(cfg.ForwardRate, cfg.ForwardBurst, cfg.MaxSources, DefaultForwardRate, DefaultForwardBurst, s.lastSweep)
 	s.wg.Add(1)
 	go s.sweepLoop()
 	return s, nil
@@ -452,28 +455,44 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 		pc.SetReadDeadline(time.Time{})
 	}()
 
+	if c, ok := pc.(*net.UDPConn); ok && udpio.BatchIO {
+		return s.serveBatch(ctx, c)
+	}
 	buf := make([]byte, MaxForwardSize+1) // one more, to notice oversized datagrams
-	out := make([]byte, 0, MaxForwardSize)
+	out := make([]byte, 0, MaxMessageSize)
 	errs := 0
 	for {
 		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
-			if ctx.Err() != nil || s.isClosed() {
-				return nil
+			if err = s.readError(ctx, err, &errs); err != nil || ctx.Err() != nil || s.isClosed() {
+				return err
 			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("relay: serve: %w", err)
-			}
-			s.ctr.readErrors.Add(1)
-			if errs++; errs >= maxReadErrors {
-				return fmt.Errorf("relay: serve: %d read errors in a row, last: %w", errs, err)
-			}
-			s.log.Warn("read error", "err", err)
 			continue
 		}
 		errs = 0
-		out = s.handle(pc, buf[:n], from, out[:0])
+		if reply, to := s.handle(buf[:n], from, out); reply != nil {
+			s.write(pc, reply, to)
+		}
 	}
+}
+
+// readError is what Serve does with a failed read: nil to stop (when ctx
+// is done or the server closed) or to read again, else the error that
+// ends Serve: the socket closed, or maxReadErrors in a row (counted in
+// errs).
+func (s *Server) readError(ctx context.Context, err error, errs *int) error {
+	if ctx.Err() != nil || s.isClosed() {
+		return nil
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("relay: serve: %w", err)
+	}
+	s.ctr.readErrors.Add(1)
+	if *errs++; *errs >= maxReadErrors {
+		return fmt.Errorf("relay: serve: %d read errors in a row, last: %w", *errs, err)
+	}
+	s.log.Warn("read error", "err", err)
+	return nil
 }
 
 // watch unblocks Serve's read when ctx is done or the Server closes, by
@@ -548,25 +567,26 @@ func (s *Server) sweepLocked(now time.Time) {
 	}
 }
 
-// handle answers one datagram, encoding the reply into out, which it
-// returns for reuse. The rate limit comes first: parsing is cheap, but a
-// Register costs a signature verification.
-func (s *Server) handle(pc net.PacketConn, b []byte, from net.Addr, out []byte) []byte {
+// handle takes one datagram and returns what to send and where: a reply
+// to from, encoded into out[:0], or b itself, rewritten in place into a
+// Deliver; nil when nothing is sent. The rate limit comes first: parsing
+// is cheap, but a Register costs a signature verification.
+func (s *Server) handle(b []byte, from net.Addr, out []byte) ([]byte, net.Addr) {
 	src, ok := addrPortOf(from)
 	if ok && IsRelayMessage(b) && msgType(b[4]) == msgForward {
-		return s.forward(pc, b, src, out)
+		return s.forward(b, src, from, out, s.now())
 	}
 	if ok && !s.allow(src.Addr()) {
-		return out
+		return nil, nil
 	}
 	m, err := parseMessage(b)
 	if errors.Is(err, errUnknownType) {
 		s.ctr.unknownType.Add(1)
-		return out
+		return nil, nil
 	}
 	if err != nil || !ok {
 		s.ctr.malformed.Add(1)
-		return out
+		return nil, nil
 	}
 	var reply message
 	switch m.typ {
@@ -578,74 +598,65 @@ func (s *Server) handle(pc net.PacketConn, b []byte, from net.Addr, out []byte) 
 		s.ctr.cookies.Add(1)
 		reply = message{typ: msgCookie, nonce: m.nonce, cookie: s.cookies.make(src, s.now())}
 	case msgKeepalive:
-		s.mu.Lock()
-		known := s.store.sender(src, s.now()) != nil
-		s.mu.Unlock()
+		known := s.store.fwd.sender(src, s.now()) != nil
 		s.ctr.keepalives.Add(1)
 		if known {
-			return out
+			return nil, nil
 		}
 		reply = message{typ: msgNotRegistered}
 	default:
 		// Replies sent to a relay are not for it.
 		s.ctr.unknownType.Add(1)
-		return out
+		return nil, nil
 	}
-	out = reply.append(out)
-	s.write(pc, out, src)
-	return out
+	return reply.append(out[:0]), from
 }
 
 // forward relays a Forward's payload to the Portal it names, blindly: the
 // relay checks only that the sender is registered from the datagram's
 // source address and that the payload is a WireGuard or Portal control
-// message, whose contents it cannot read. A sender that is not registered
-// is told so (within its rate limit, with a reply smaller than the
-// request) so that it registers again.
-func (s *Server) forward(pc net.PacketConn, b []byte, src netip.AddrPort, out []byte) []byte {
+// message, whose contents it cannot read. The Deliver is b itself,
+// rewritten in place: the two messages share one layout. A sender that is
+// not registered is told so (within its rate limit, with a reply smaller
+// than the request, encoded into out) so that it registers again. The
+// lookups take no server-wide lock (store.fwd).
+func (s *Server) forward(b []byte, src netip.AddrPort, from net.Addr, out []byte, now time.Time) ([]byte, net.Addr) {
 	if len(b) <= forwardHeaderLen || len(b) > MaxForwardSize {
 		s.ctr.malformed.Add(1)
-		return out
+		return nil, nil
 	}
 	payload := b[forwardHeaderLen:]
 	if !Forwardable(payload) {
 		s.ctr.fwdRefusedPayload.Add(1)
-		return out
+		return nil, nil
 	}
-	dst := identity.ID(b[headerLen:forwardHeaderLen])
-	now := s.now()
-	s.mu.Lock()
-	from := s.store.sender(src, now)
-	to := s.store.get(dst)
-	if to != nil && (!now.Before(to.rec.Expires) || !to.addr.IsValid()) {
-		to = nil
-	}
-	s.mu.Unlock()
-	switch {
-	case from == nil:
+	sender := s.store.fwd.sender(src, now)
+	if sender == nil {
 		s.ctr.fwdUnregistered.Add(1)
 		if s.allow(src.Addr()) {
-			out = (&message{typ: msgNotRegistered}).append(out[:0])
-			s.write(pc, out, src)
+			return (&message{typ: msgNotRegistered}).append(out[:0]), from
 		}
-		return out
+		return nil, nil
+	}
+	to := s.store.fwd.destination(identity.ID(b[headerLen:forwardHeaderLen]), now)
+	switch {
 	case to == nil:
 		s.ctr.fwdUnknownPeer.Add(1)
-		return out
+		return nil, nil
 	case s.forwards != nil && !s.forwards.allow(src.Addr(), now).allowed:
 		s.ctr.fwdRateLimited.Add(1)
-		return out
+		return nil, nil
 	}
-	out = appendRelayed(out[:0], msgDeliver, from.rec.ID, payload)
+	b[4] = byte(msgDeliver)
+	copy(b[headerLen:forwardHeaderLen], sender.rec.ID[:])
 	kind := wire.WireGuardType(payload)
 	s.ctr.forwarded[kind].Add(1)
 	s.ctr.forwardedBytes[kind].Add(uint64(len(payload)))
-	s.write(pc, out, to.addr)
-	return out
+	return b, to.deliverTo
 }
 
-func (s *Server) write(pc net.PacketConn, b []byte, to netip.AddrPort) {
-	if _, err := pc.WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
+func (s *Server) write(pc net.PacketConn, b []byte, to net.Addr) {
+	if _, err := pc.WriteTo(b, to); err != nil {
 		s.ctr.sendErrors.Add(1)
 		s.log.Debug("send failed", "to", to, "err", err)
 	}

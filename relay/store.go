@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -20,6 +21,8 @@ type entry struct {
 	// for it: the source of the newest registration whose record lists
 	// it among its endpoints, or invalid when none did.
 	from, addr netip.AddrPort
+	// deliverTo is addr for the socket calls, made once when stored.
+	deliverTo *net.UDPAddr
 	// src is from's source (sourceKey), the one the ID counts against.
 	src netip.Addr
 }
@@ -58,6 +61,9 @@ type store struct {
 	heldShort map[string][]*hold
 	perSource map[netip.Addr]int
 	perNet    map[netip.Addr]int // by netKey of the source
+	// fwd mirrors byID and byAddr for the forwarding path, which reads
+	// it without the server's mutex.
+	fwd *forwardIndex
 }
 
 func newStore() *store {
@@ -69,15 +75,8 @@ func newStore() *store {
 		heldShort: map[string][]*hold{},
 		perSource: map[netip.Addr]int{},
 		perNet:    map[netip.Addr]int{},
+		fwd:       newForwardIndex(),
 	}
-}
-
-// sender is the live entry registered from addr, or nil.
-func (s *store) sender(addr netip.AddrPort, now time.Time) *entry {
-	if e := s.byAddr[addr]; e != nil && now.Before(e.rec.Expires) {
-		return e
-	}
-	return nil
 }
 
 // len returns how many IDs have a record, expired ones not yet swept
@@ -102,6 +101,13 @@ func (s *store) getHold(id identity.ID) *hold { return s.held[id] }
 
 // put stores e, replacing any entry or hold for the same ID.
 func (s *store) put(e *entry) {
+	// The forwarding index takes e first, so that a Forward racing with a
+	// refresh finds the old entry or the new one, never neither.
+	if e.addr.IsValid() {
+		e.deliverTo = net.UDPAddrFromAddrPort(e.addr)
+		s.fwd.putAddr(e)
+	}
+	s.fwd.putID(e)
 	if old := s.byID[e.rec.ID]; old != nil {
 		s.remove(old)
 	}
@@ -120,8 +126,10 @@ func (s *store) put(e *entry) {
 // remove forgets e, which must be stored, without holding its ID.
 func (s *store) remove(e *entry) {
 	delete(s.byID, e.rec.ID)
+	s.fwd.deleteID(e)
 	if s.byAddr[e.addr] == e {
 		delete(s.byAddr, e.addr)
+		s.fwd.deleteAddr(e)
 	}
 	short := e.idStr[:identity.ShortIDLen]
 	s.byShort[short] = cut(s.byShort, short, e)

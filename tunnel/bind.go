@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"portal/identity"
+	"portal/internal/udpio"
 	"portal/internal/wire"
 	"portal/relay"
 )
@@ -34,7 +35,7 @@ type bind struct {
 	batch   *ipv6.PacketConn                    // the same socket, for recvmmsg and sendmmsg
 	rx      []ipv6.Message                      // receive's; wireguard-go calls it from one goroutine
 	tx      sync.Pool                           // *[]ipv6.Message for Send's batches
-	arenas  sync.Pool                           // *[]byte, 2*maxCoalesced, for coalescing sends
+	arenas  sync.Pool                           // *[]byte, 2*udpio.MaxCoalesced, for coalescing sends
 	gro     bool                                // the kernel coalesces what we receive (offload_linux.go)
 	gso     atomic.Bool                         // the kernel segments what we send
 	scratch []byte                              // receive's buffer for coalesced reads
@@ -69,13 +70,13 @@ func newBind(port uint16, control func([]byte, netip.AddrPort)) (*bind, error) {
 	// full-size datagrams; every overflow is a loss that the inner TCP
 	// pays for with a retransmission timeout. The kernel caps these at
 	// net.core.{r,w}mem_max unless the process may exceed it.
-	growSocketBuffers(c, socketBuffer)
+	udpio.GrowSocketBuffers(c, socketBuffer)
 	b := &bind{conn: c, batch: ipv6.NewPacketConn(c), control: control, closed: true}
 	b.tx.New = func() any { return newMessages(bindBatch) }
-	b.arenas.New = func() any { a := make([]byte, 0, 2*maxCoalesced); return &a }
-	b.gso.Store(gsoSupported(c))
-	if b.gro = enableGRO(c); b.gro {
-		b.scratch, b.oob = make([]byte, 1<<16), make([]byte, groSpace)
+	b.arenas.New = func() any { a := make([]byte, 0, 2*udpio.MaxCoalesced); return &a }
+	b.gso.Store(udpio.GSOSupported(c))
+	if b.gro = udpio.EnableGRO(c); b.gro {
+		b.scratch, b.oob = make([]byte, 1<<16), make([]byte, udpio.GROSpace)
 	}
 	return b, nil
 }
@@ -154,7 +155,7 @@ func (b *bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 	if b.gro {
 		return b.receiveCoalesced(packets, sizes, eps)
 	}
-	if !batchIO {
+	if !udpio.BatchIO {
 		packets, sizes, eps = packets[:1], sizes[:1], eps[:1]
 	}
 	if len(b.rx) < len(packets) {
@@ -194,7 +195,7 @@ func (b *bind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int,
 // readBatch reads datagrams into msgs: with recvmmsg where x/net has it
 // (Linux), else one at a time.
 func (b *bind) readBatch(msgs []ipv6.Message) (int, error) {
-	if batchIO {
+	if udpio.BatchIO {
 		return b.batch.ReadBatch(msgs, 0)
 	}
 	n, from, err := b.conn.ReadFromUDPAddrPort(msgs[0].Buffers[0])
@@ -232,7 +233,7 @@ func (b *bind) receiveCoalesced(packets [][]byte, sizes []int, eps []conn.Endpoi
 				}
 				continue
 			}
-			seg := groSize(b.oob[:oobn])
+			seg := udpio.GROSize(b.oob[:oobn])
 			if seg <= 0 {
 				seg = n
 			}
@@ -338,7 +339,7 @@ func (b *bind) SetMark(uint32) error { return nil }
 
 // BatchSize implements conn.Bind.
 func (b *bind) BatchSize() int {
-	if !batchIO {
+	if !udpio.BatchIO {
 		return 1
 	}
 	return bindBatch
@@ -362,7 +363,7 @@ func (b *bind) write(p []byte, to netip.AddrPort) error {
 // writeBatch sends datagrams to one address with as few sendmmsg calls as
 // it takes.
 func (b *bind) writeBatch(bufs [][]byte, to netip.AddrPort) error {
-	if len(bufs) == 1 || !batchIO {
+	if len(bufs) == 1 || !udpio.BatchIO {
 		var err error
 		for _, buf := range bufs {
 			err = keepFirst(err, b.write(buf, to))
@@ -436,14 +437,14 @@ func (b *bind) writeSegmented(bufs [][]byte, addr *net.UDPAddr, msgs []ipv6.Mess
 		return nil
 	}
 	for i := 0; i < len(bufs); n++ {
-		if n == len(msgs) || n == len(runs) || len(arena)+maxCoalesced > cap(arena) {
+		if n == len(msgs) || n == len(runs) || len(arena)+udpio.MaxCoalesced > cap(arena) {
 			if err := flush(); err != nil {
 				return sent, err
 			}
 		}
 		size, start := len(bufs[i]), len(arena)
 		j := i
-		for j < len(bufs) && j-i < maxSegments && len(arena)-start+len(bufs[j]) <= maxCoalesced && len(bufs[j]) <= size {
+		for j < len(bufs) && j-i < udpio.MaxSegments && len(arena)-start+len(bufs[j]) <= udpio.MaxCoalesced && len(bufs[j]) <= size {
 			arena = append(arena, bufs[j]...)
 			j++
 			if len(bufs[j-1]) < size {
@@ -452,7 +453,7 @@ func (b *bind) writeSegmented(bufs [][]byte, addr *net.UDPAddr, msgs []ipv6.Mess
 		}
 		msgs[n].Buffers[0], msgs[n].Addr, msgs[n].OOB = arena[start:], addr, nil
 		if j-i > 1 {
-			msgs[n].OOB = segmentControl(size)
+			msgs[n].OOB = udpio.SegmentControl(size)
 		}
 		runs[n] = j - i
 		i = j

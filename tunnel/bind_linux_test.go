@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"portal/internal/udpio"
 	"testing"
 	"time"
 )
@@ -31,7 +32,7 @@ func TestCoalescedReadLongerThanABatch(t *testing.T) {
 	}
 	defer c.Close()
 	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), rx.Port()))
-	if _, _, err := c.WriteMsgUDP(payload, segmentControl(size), to); err != nil {
+	if _, _, err := c.WriteMsgUDP(payload, udpio.SegmentControl(size), to); err != nil {
 		t.Skipf("the kernel refuses a %d-segment send: %v", n, err)
 	}
 	for i := range n {

@@ -190,6 +190,9 @@ func (ps *paths) setEndpoints(p *peerPath, endpoints []netip.AddrPort, via netip
 	now := ps.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if ps.relayOnly {
+		endpoints = nil
+	}
 	for _, ep := range endpoints {
 		p.addCandidateLocked(ep, now)
 	}
@@ -325,7 +328,7 @@ func (p *peerPath) endpointLocked(now time.Time) netip.AddrPort {
 
 // callMe tells p, through its relay, which endpoints to probe.
 func (ps *paths) callMe(p *peerPath) {
-	if ps.endpoints == nil {
+	if ps.endpoints == nil || ps.relayOnly {
 		return
 	}
 	eps := ps.endpoints()
@@ -355,6 +358,9 @@ func (ps *paths) pingLocked(p *peerPath, addr netip.AddrPort, now time.Time) []f
 // or (viaRelay) inside a relay's Deliver.
 func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
 	ps.ctr.controlIn.Add(1)
+	if ps.relayOnly && !viaRelay {
+		return // Config.RelayOnly: no direct path is ever found
+	}
 	id, err := controlSender(b)
 	var p *peerPath
 	if err == nil {
@@ -422,6 +428,9 @@ func (ps *paths) handleControl(b []byte, from netip.AddrPort, viaRelay bool) {
 			ps.pongLocked(p, from, now.Sub(pp.at), now)
 		}
 	case controlCallMe:
+		if ps.relayOnly {
+			break
+		}
 		for _, ep := range m.endpoints {
 			p.addCandidateLocked(ep, now)
 		}

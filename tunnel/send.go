@@ -19,16 +19,22 @@ func (ps *paths) send(p *peerPath, bufs [][]byte) error {
 		return ps.writeBatch(bufs, r.direct)
 	}
 	if r.relay.IsValid() {
-		bp := ps.bufs.Get().(*[]byte)
+		// All of them framed first, so that they go to the relay as one
+		// batch (sendmmsg, or one segmented send), as direct ones do.
+		f := ps.frames.Get().(*forwardFrames)
+		f.arena, f.frames = f.arena[:0], f.frames[:0]
 		for _, b := range bufs {
-			*bp = relay.AppendForward((*bp)[:0], p.id, b)
-			ps.ctr.relayedOut.Add(1)
-			err = keepFirst(err, ps.write(*bp, r.relay))
-			if r.direct.IsValid() {
-				ps.write(b, r.direct) // untrusted: a second chance, errors ignored
-			}
+			start := len(f.arena)
+			f.arena = relay.AppendForward(f.arena, p.id, b)
+			f.frames = append(f.frames, f.arena[start:])
 		}
-		ps.bufs.Put(bp)
+		ps.ctr.relayedOut.Add(uint64(len(bufs)))
+		err = ps.writeBatch(f.frames, r.relay)
+		clear(f.frames)
+		ps.frames.Put(f)
+		if r.direct.IsValid() {
+			ps.writeBatch(bufs, r.direct) // untrusted: a second chance, errors ignored
+		}
 		return err
 	}
 	// Spraying: one unreachable candidate must not fail the batch, or
@@ -47,6 +53,19 @@ func (ps *paths) send(p *peerPath, bufs [][]byte) error {
 		return nil
 	}
 	return err
+}
+
+// forwardFrames is a batch of Forwards: frames are consecutive slices of
+// arena. A batch larger than the arena grows it; frames cut before the
+// growth still hold their bytes.
+type forwardFrames struct {
+	arena  []byte
+	frames [][]byte
+}
+
+func newForwardFrames() any {
+	const typical = 1500 + 64 // a full-size packet and the Forward's header
+	return &forwardFrames{arena: make([]byte, 0, bindBatch*typical), frames: make([][]byte, 0, bindBatch)}
 }
 
 func keepFirst(err, next error) error {

@@ -13,7 +13,6 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"portal/identity"
-	"portal/relay"
 )
 
 // This file is the path table: the peers by ID and by the addresses
@@ -39,13 +38,14 @@ type paths struct {
 	endpoints  func() []netip.AddrPort
 	isRelay    func(netip.AddrPort) bool
 	relayLost  func(identity.ID)
+	relayOnly  bool // Config.RelayOnly
 	log        *slog.Logger
 	ctr        pathCounters
 	// now is the path layer's clock, time.Now: every deadline of the
 	// path state (heartbeat, trust, relay timeout, probing schedule) is
 	// read from it, so that a test can move it instead of waiting.
-	now  func() time.Time
-	bufs sync.Pool
+	now    func() time.Time
+	frames sync.Pool // *forwardFrames, for send's batches to a relay
 
 	mu     sync.RWMutex // guards byID and byAddr
 	byID   map[identity.ID]*peerPath
@@ -60,11 +60,11 @@ func newPaths(cfg Config, write func([]byte, netip.AddrPort) error, writeBatch f
 	rand.Read(b[:])
 	ps := &paths{
 		key: cfg.Key, self: cfg.Key.ID(), boot: binary.BigEndian.Uint64(b[:]),
-		write: write, writeBatch: writeBatch, endpoints: cfg.Endpoints, isRelay: cfg.IsRelay, relayLost: cfg.RelayLost,
+		write: write, writeBatch: writeBatch, endpoints: cfg.Endpoints, isRelay: cfg.IsRelay, relayLost: cfg.RelayLost, relayOnly: cfg.RelayOnly,
 		log: cfg.Log.With("component", "paths"), now: time.Now,
 		byID: map[identity.ID]*peerPath{}, byAddr: map[netip.AddrPort]*peerPath{},
 	}
-	ps.bufs.New = func() any { b := make([]byte, 0, relay.MaxForwardSize); return &b }
+	ps.frames.New = newForwardFrames
 	return ps
 }
 

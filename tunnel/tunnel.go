@@ -76,6 +76,12 @@ type Config struct {
 	// tunnel's locks held, and never once Close has returned (Close waits
 	// for a call in progress). It must not block, nor call Close.
 	RelayLost func(identity.ID)
+	// RelayOnly, for tests and benchmarks only, makes the tunnel never
+	// take a direct path: it probes no candidate, asks no peer to probe
+	// it, and drops control messages that arrive other than through a
+	// relay, so that a relay carries all traffic even on loopback,
+	// where every direct path works. A Portal in use never sets it.
+	RelayOnly bool
 	// Log receives the tunnel's events. Required.
 	Log *slog.Logger
 }

@@ -30,6 +30,7 @@ type daemons struct {
 	dir   string
 	relay string // host:port
 	procs []*exec.Cmd
+	env   []string // added to each portald's environment
 	a, b  *portal
 	app   *http.Server
 	http  *http.Client
@@ -44,11 +45,31 @@ type portal struct {
 	owner api.Token // its owner token, for the owner's calls
 }
 
-func startDaemons(portald, relayBin string, profile bool) (d *daemons, err error) {
-	d, err = newDaemons(relayBin)
+func startDaemons(portald, relayBin string, profile bool) (*daemons, error) {
+	return startPair(portald, relayBin, profile, nil)
+}
+
+// relayedRelayFlags are the relayed row's relay limits: both Portals send
+// from 127.0.0.1, one source to the relay, whose default forward limit
+// (50 000 packets/s per source, about 70 MB/s) would cap the row below a
+// single Portal's own rate.
+var relayedRelayFlags = []string{"--forward-rate", "-1"}
+
+// startRelayedDaemons is startDaemons with portald's test-only switch
+// that keeps every peer on the relay path (PORTAL_TEST_RELAY_ONLY, see
+// cmd/portald), so that the relay on loopback carries all traffic.
+func startRelayedDaemons(portald, relayBin string) (*daemons, error) {
+	return startPair(portald, relayBin, false, []string{"PORTAL_TEST_RELAY_ONLY=1"}, relayedRelayFlags...)
+}
+
+// startPair starts a relay with relayFlags and two paired portald
+// processes with env added to their environment.
+func startPair(portald, relayBin string, profile bool, env []string, relayFlags ...string) (d *daemons, err error) {
+	d, err = newDaemons(relayBin, relayFlags...)
 	if err != nil {
 		return nil, err
 	}
+	d.env = env
 	defer func() {
 		if err != nil {
 			d.close()
@@ -82,8 +103,9 @@ func startDaemons(portald, relayBin string, profile bool) (d *daemons, err error
 }
 
 // newDaemons makes the temporary directory and starts a portal-relay on
-// loopback; the caller starts the portald processes it needs.
-func newDaemons(relayBin string) (d *daemons, err error) {
+// loopback with the extra flags; the caller starts the portald processes
+// it needs.
+func newDaemons(relayBin string, flags ...string) (d *daemons, err error) {
 	dir, err := os.MkdirTemp("", "portal-bench-")
 	if err != nil {
 		return nil, err
@@ -95,7 +117,7 @@ func newDaemons(relayBin string) (d *daemons, err error) {
 		return nil, err
 	}
 	d.relay = "127.0.0.1:" + port
-	if _, err := d.start(relayBin, "run", "--listen", d.relay, "--log-level", "warn"); err != nil {
+	if _, err := d.start(relayBin, append([]string{"run", "--listen", d.relay, "--log-level", "warn"}, flags...)...); err != nil {
 		d.close()
 		return nil, err
 	}
@@ -133,7 +155,15 @@ func (d *daemons) callURL(path string) string {
 }
 
 func (d *daemons) start(name string, args ...string) (*exec.Cmd, error) {
+	return d.startEnv(nil, name, args...)
+}
+
+// startEnv starts name with env added to this process's environment.
+func (d *daemons) startEnv(env []string, name string, args ...string) (*exec.Cmd, error) {
 	cmd := exec.Command(name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = os.Stderr
 	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
@@ -159,7 +189,7 @@ func (d *daemons) startPortal(bin, name string, profile bool) (*portal, error) {
 		p.debug = "127.0.0.1:" + dport
 		args = append(args, "--debug-addr", p.debug)
 	}
-	if p.cmd, err = d.start(bin, args...); err != nil {
+	if p.cmd, err = d.startEnv(d.env, bin, args...); err != nil {
 		return nil, err
 	}
 	var me struct {
@@ -232,11 +262,23 @@ func (d *daemons) close() {
 	os.RemoveAll(d.dir)
 }
 
-// measureCallPeer runs the upload and the request test through call_peer.
-// With profiles, it saves each portald's CPU profile of the request test
-// in b.profile.
-func (b *bench) measureCallPeer(d *daemons) error {
-	r := row{name: rowCallPeer}
+// measureRelayed measures call_peer as measureCallPeer does, through a
+// second pair of portald processes that reach each other only through
+// their relay on loopback (startRelayedDaemons).
+func (b *bench) measureRelayed() error {
+	d, err := startRelayedDaemons(b.portald, b.relay)
+	if err != nil {
+		return fmt.Errorf("start relayed portald: %w", err)
+	}
+	defer d.close()
+	return b.measureCallPeer(d, rowRelayed)
+}
+
+// measureCallPeer runs the upload and the request test through call_peer
+// and adds the row named name. With profiles, it saves each portald's CPU
+// profile of the request test in b.profile.
+func (b *bench) measureCallPeer(d *daemons, name string) error {
+	r := row{name: name}
 	// Profiles cover the first seconds of the upload (give it a size that
 	// lasts) and the whole request test.
 	saved := b.profileDaemons(d, 2*time.Second, "upload")

@@ -5,6 +5,7 @@
 //
 //	portal-bench [--portald PATH] [--relay PATH] [--upload BYTES] [--duration D] [--stream BYTES] [--idle D]
 //	portal-bench --peers N [--portald PATH] [--relay PATH] [--idle D]
+//	portal-bench --relay-bench [--relay PATH] [--relay-ids N]
 //
 // Rows:
 //   - stock: two golang.zx2c4.com/wireguard devices on the stock
@@ -18,7 +19,10 @@
 //     the upstream app, which runs in this process), nothing signed;
 //   - call_peer: the full path through two real portald processes and a
 //     portal-relay: app → call_peer → signed request → tunnel → ingress
-//     (verify, ACL, headers) → the upstream app, which runs in this process.
+//     (verify, ACL, headers) → the upstream app, which runs in this process;
+//   - relayed: the same through a second pair of portald processes that the
+//     test-only PORTAL_TEST_RELAY_ONLY keeps off the direct path, so that
+//     the portal-relay on loopback carries every packet.
 //
 // Each row: TCP (or, for naive and call_peer, HTTP) bulk upload in MB/s;
 // small HTTP requests at 32 concurrent: p50, p99 and requests per second;
@@ -41,7 +45,9 @@
 // With --peers N (make bench-peers), it measures instead one portald whose
 // store holds N offline peers: startup, idle CPU over --idle, RSS,
 // GET /protected/peers latency, and pairing with one real second portald
-// to its first call_peer (peers.go).
+// to its first call_peer (peers.go). With --relay-bench (make bench-relay),
+// it measures one portal-relay pinned to one core against many simulated
+// Portals (relay.go).
 package main
 
 import (
@@ -79,7 +85,9 @@ func main() {
 	profile := flag.String("profile", "", "directory for CPU profiles: this process's, and each portald's during the call_peer request test")
 	peers := flag.Int("peers", 0, "instead of the table: startup, idle CPU, RSS, list latency and pairing of one portald with this many offline peers")
 	pairLimit := flag.Duration("pair-limit", 2*time.Minute, "with --peers: how long pairing may take to the first call_peer")
-	only := flag.String("only", "", "comma-separated rows to run (stock,raw,naive,call_peer,sign,rss,store,idle); empty for all")
+	relayBench := flag.Bool("relay-bench", false, "instead of the table: the relay bench, forwarding, registrations, lookups and RSS of a pinned portal-relay (relay.go; make bench-relay)")
+	relayIDs := flag.Int("relay-ids", 100_000, "with --relay-bench: Portal IDs to register")
+	only := flag.String("only", "", "comma-separated rows to run (stock,raw,naive,call_peer,relayed,sign,rss,store,idle); empty for all")
 	flag.Parse()
 	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
 	if b.profile != "" {
@@ -96,6 +104,13 @@ func main() {
 	if *peers > 0 {
 		if err := runPeers(os.Stdout, *portald, *relayBin, b.profile, *peers, *idle, *pairLimit); err != nil {
 			pprof.StopCPUProfile()
+			fmt.Fprintln(os.Stderr, "portal-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *relayBench {
+		if err := runRelayBench(os.Stdout, *relayBin, *relayIDs, 10*time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, "portal-bench:", err)
 			os.Exit(1)
 		}
@@ -171,7 +186,7 @@ func (b *bench) run(want func(string) bool, stream int64, idle time.Duration) er
 		}
 		defer d.close()
 		if want("call_peer") {
-			if err := b.measureCallPeer(d); err != nil {
+			if err := b.measureCallPeer(d, rowCallPeer); err != nil {
 				return fmt.Errorf("call_peer: %w", err)
 			}
 		}
@@ -184,6 +199,11 @@ func (b *bench) run(want func(string) bool, stream int64, idle time.Duration) er
 			if b.idleCPU, err = d.idleCPU(idle); err != nil {
 				return fmt.Errorf("idle cpu: %w", err)
 			}
+		}
+	}
+	if want("relayed") {
+		if err := b.measureRelayed(); err != nil {
+			return fmt.Errorf("relayed: %w", err)
 		}
 	}
 	if want("sign") {

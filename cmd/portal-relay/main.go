@@ -51,6 +51,7 @@ import (
 	"time"
 
 	"portal/internal/cli"
+	"portal/internal/udpio"
 	"portal/relay"
 )
 
@@ -186,6 +187,12 @@ func run(ctx context.Context, listen string, srv *relay.Server, cfg relay.Server
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer pc.Close()
+	if c, ok := pc.(*net.UDPConn); ok {
+		// The default buffers (about 200 kB) hold fewer than a hundred
+		// full-size datagrams: a burst from one Portal would overflow
+		// them while the relay forwards another's.
+		udpio.GrowSocketBuffers(c, socketBuffer)
+	}
 	attrs := []any{"listen", pc.LocalAddr().String(), "version", relay.ProtocolVersion}
 	var metricsServed <-chan error // nil, so never ready, without metrics
 	if metrics.addr != "" {
@@ -229,6 +236,10 @@ func run(ctx context.Context, listen string, srv *relay.Server, cfg relay.Server
 		}
 	}
 }
+
+// socketBuffer is the relay socket's send and receive buffer size, as the
+// tunnel's.
+const socketBuffer = 7 << 20
 
 // serve runs srv.Serve and reports its result on served.
 func serve(ctx context.Context, srv *relay.Server, pc net.PacketConn, served chan<- error) {

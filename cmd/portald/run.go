@@ -523,6 +523,14 @@ func shutdownServer(srv *http.Server, name string, log *slog.Logger) {
 	}
 }
 
+// relayOnlyEnv is a switch for tests and benchmarks only, read from the
+// environment rather than offered as a flag so that no owner comes across
+// it: set to 1, the tunnel never takes a direct path
+// (tunnel.Config.RelayOnly), so that the relay carries all traffic even
+// between two Portals on one host (cmd/portald TestRelayOnly, the relayed
+// row of portal-bench).
+const relayOnlyEnv = "PORTAL_TEST_RELAY_ONLY"
+
 // startTunnel brings up the WireGuard tunnel on the --udp port and, when
 // relays were given, the rendezvous client that shares its socket.
 func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger, relayLost func(identity.ID)) (*tunnel.Tunnel, *relay.Client, error) {
@@ -545,7 +553,12 @@ func startTunnel(cfg runConfig, key *identity.Key, log *slog.Logger, relayLost f
 		rc := client.Load()
 		return rc != nil && rc.IsRelay(a)
 	}
+	relayOnly := os.Getenv(relayOnlyEnv) == "1"
+	if relayOnly {
+		log.Warn(relayOnlyEnv + "=1: test mode, every peer is reached through a relay")
+	}
 	tun, err := tunnel.New(tunnel.Config{
+		RelayOnly: relayOnly,
 		Key:       key,
 		Port:      uint16(cfg.udpPort),
 		Keepalive: cfg.keepalive,

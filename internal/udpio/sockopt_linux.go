@@ -1,14 +1,14 @@
-package tunnel
+package udpio
 
 import (
 	"net"
 	"syscall"
 )
 
-// growSocketBuffers sets the socket's buffers to size: up to the kernel's
+// GrowSocketBuffers sets the socket's buffers to size: up to the kernel's
 // net.core.{r,w}mem_max, and beyond it where the process may
 // (CAP_NET_ADMIN, SO_*BUFFORCE). Failure only costs speed.
-func growSocketBuffers(c *net.UDPConn, size int) {
+func GrowSocketBuffers(c *net.UDPConn, size int) {
 	c.SetReadBuffer(size)
 	c.SetWriteBuffer(size)
 	rc, err := c.SyscallConn()

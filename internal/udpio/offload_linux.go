@@ -1,4 +1,4 @@
-package tunnel
+package udpio
 
 import (
 	"encoding/binary"
@@ -8,24 +8,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// UDP segmentation offload: one sendmsg carries up to maxSegments
+// UDP segmentation offload: one sendmsg carries up to MaxSegments
 // equal-size datagrams (the last may be shorter) and the kernel cuts them
 // apart (UDP_SEGMENT); with UDP_GRO the kernel hands over a run of
 // datagrams from one source as one buffer with their size. On loopback
 // the datagrams then cross the kernel as one. Both are per socket and
 // turned on only where the kernel accepts them.
 const (
-	maxSegments = 64
-	// maxCoalesced is the most data a UDP datagram carries over IPv4
+	MaxSegments = 64
+	// MaxCoalesced is the most data a UDP datagram carries over IPv4
 	// (65 535 - 8 - 20), which also fits IPv6.
-	maxCoalesced = 65507
-	// batchIO: x/net's ReadBatch and WriteBatch are recvmmsg and sendmmsg
+	MaxCoalesced = 65507
+	// BatchIO: x/net's ReadBatch and WriteBatch are recvmmsg and sendmmsg
 	// here; elsewhere they are not implemented.
-	batchIO = true
+	BatchIO = true
 )
 
-// enableGRO asks the kernel to coalesce received datagrams.
-func enableGRO(c *net.UDPConn) bool {
+// EnableGRO asks the kernel to coalesce received datagrams.
+func EnableGRO(c *net.UDPConn) bool {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return false
@@ -37,8 +37,8 @@ func enableGRO(c *net.UDPConn) bool {
 	return ok
 }
 
-// gsoSupported reports whether the kernel takes UDP_SEGMENT on c.
-func gsoSupported(c *net.UDPConn) bool {
+// GSOSupported reports whether the kernel takes UDP_SEGMENT on c.
+func GSOSupported(c *net.UDPConn) bool {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return false
@@ -51,9 +51,9 @@ func gsoSupported(c *net.UDPConn) bool {
 	return ok
 }
 
-// segmentControl is the control message that makes the kernel cut a
+// SegmentControl is the control message that makes the kernel cut a
 // buffer into datagrams of size bytes.
-func segmentControl(size int) []byte {
+func SegmentControl(size int) []byte {
 	b := make([]byte, unix.CmsgSpace(2))
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
 	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
@@ -62,12 +62,12 @@ func segmentControl(size int) []byte {
 	return b
 }
 
-// groSpace is the room a received control message needs.
-var groSpace = unix.CmsgSpace(4)
+// GROSpace is the room a received control message needs.
+var GROSpace = unix.CmsgSpace(4)
 
-// groSize is the datagram size of a coalesced read, from its control
+// GROSize is the datagram size of a coalesced read, from its control
 // messages; 0 when the read is one datagram.
-func groSize(oob []byte) int {
+func GROSize(oob []byte) int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return 0
