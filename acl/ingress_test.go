@@ -102,7 +102,7 @@ func echoUpstream(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func newIngressEnv(t *testing.T, upstream http.Handler, mod func(*IngressConfig)) *ienv {
+func newIngressEnv(t testing.TB, upstream http.Handler, mod func(*IngressConfig)) *ienv {
 	t.Helper()
 	e := &ienv{self: genKey(t), a: genKey(t), c: genKey(t), apps: make(map[string]peers.App)}
 	var err error
@@ -185,7 +185,7 @@ func legacyNonce() string {
 
 // request builds a request to the ingress as peer A's forwarder would:
 // Host of the app, a digest for small bodies, signed with A's pair key.
-func (e *ienv) request(t *testing.T, method, path string, body io.Reader) *http.Request {
+func (e *ienv) request(t testing.TB, method, path string, body io.Reader) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, body)
 	if err != nil {

@@ -52,7 +52,7 @@ func newKey(t testing.TB) *identity.Key {
 	return k
 }
 
-func newEnv(t *testing.T, backend http.Handler, opts ...envOpt) *env {
+func newEnv(t testing.TB, backend http.Handler, opts ...envOpt) *env {
 	t.Helper()
 	e := &env{self: newKey(t), peer: newKey(t), dialAddrs: make(chan string, 100)}
 	var err error
