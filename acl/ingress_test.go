@@ -923,3 +923,67 @@ func TestNewIngressValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestIngressReusesUpstreamConnections: the ingress keeps its connections
+// to the app open between requests, 32 callers at a time included, rather
+// than dial the app per request.
+func TestIngressReusesUpstreamConnections(t *testing.T) {
+	e := newIngressEnv(t, nil, nil)
+	var accepted atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			accepted.Add(1)
+		}
+	}
+	up.Start()
+	t.Cleanup(up.Close)
+	e.setApp("notes", notesMeta, up.URL+"/base/")
+	const callers = 32
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: callers}}
+	t.Cleanup(client.CloseIdleConnections)
+	call := func() error {
+		res, err := client.Do(e.request(t, "GET", "/notes/x", nil))
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err == nil && (res.StatusCode != http.StatusOK || string(body) != "ok\n") {
+			err = fmt.Errorf("status %d %q", res.StatusCode, body)
+		}
+		return err
+	}
+
+	for range 20 {
+		if err := call(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("20 sequential requests: the app accepted %d connections, want 1", n)
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for range callers {
+		wg.Go(func() {
+			for range 20 {
+				if err := call(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := accepted.Load(); n > callers+1 {
+		t.Errorf("then 32 callers × 20 requests: the app accepted %d connections in all, want at most %d", n, callers+1)
+	}
+}
