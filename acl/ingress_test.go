@@ -102,7 +102,7 @@ func echoUpstream(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func newIngressEnv(t *testing.T, upstream http.Handler, mod func(*IngressConfig)) *ienv {
+func newIngressEnv(t testing.TB, upstream http.Handler, mod func(*IngressConfig)) *ienv {
 	t.Helper()
 	e := &ienv{self: genKey(t), a: genKey(t), c: genKey(t), apps: make(map[string]peers.App)}
 	var err error
@@ -185,7 +185,7 @@ func legacyNonce() string {
 
 // request builds a request to the ingress as peer A's forwarder would:
 // Host of the app, a digest for small bodies, signed with A's pair key.
-func (e *ienv) request(t *testing.T, method, path string, body io.Reader) *http.Request {
+func (e *ienv) request(t testing.TB, method, path string, body io.Reader) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, body)
 	if err != nil {
@@ -921,5 +921,69 @@ func TestNewIngressValidates(t *testing.T) {
 		if _, err := NewIngress(c); err == nil {
 			t.Errorf("NewIngress with %s succeeded, want error", name)
 		}
+	}
+}
+
+// TestIngressReusesUpstreamConnections: the ingress keeps its connections
+// to the app open between requests, 32 callers at a time included, rather
+// than dial the app per request.
+func TestIngressReusesUpstreamConnections(t *testing.T) {
+	e := newIngressEnv(t, nil, nil)
+	var accepted atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			accepted.Add(1)
+		}
+	}
+	up.Start()
+	t.Cleanup(up.Close)
+	e.setApp("notes", notesMeta, up.URL+"/base/")
+	const callers = 32
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: callers}}
+	t.Cleanup(client.CloseIdleConnections)
+	call := func() error {
+		res, err := client.Do(e.request(t, "GET", "/notes/x", nil))
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err == nil && (res.StatusCode != http.StatusOK || string(body) != "ok\n") {
+			err = fmt.Errorf("status %d %q", res.StatusCode, body)
+		}
+		return err
+	}
+
+	for range 20 {
+		if err := call(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("20 sequential requests: the app accepted %d connections, want 1", n)
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for range callers {
+		wg.Go(func() {
+			for range 20 {
+				if err := call(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := accepted.Load(); n > callers+1 {
+		t.Errorf("then 32 callers × 20 requests: the app accepted %d connections in all, want at most %d", n, callers+1)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"unicode"
 
 	"portal/internal/httpx"
 	"portal/peers"
@@ -121,8 +122,17 @@ func bearer(v string) string {
 }
 
 // basic returns the encoded credentials of an "Authorization: Basic ..."
-// value, or "".
+// value, or "". carriesOwnerToken asks it of every header value of every
+// call, so a value that cannot start with "Basic" is turned away before
+// it is split.
 func basic(v string) string {
+	first := strings.TrimLeftFunc(v, unicode.IsSpace)
+	if end := strings.IndexFunc(first, unicode.IsSpace); end >= 0 {
+		first = first[:end]
+	}
+	if !strings.EqualFold(first, "Basic") {
+		return ""
+	}
 	f := strings.Fields(v)
 	if len(f) != 2 || !strings.EqualFold(f[0], "Basic") {
 		return ""

@@ -264,3 +264,25 @@ func fmtAll(v any) string {
 	}
 	return b.String()
 }
+
+// TestBasic: the credentials of a Basic value as strings.Fields splits it,
+// whatever the spacing or case (and case folding: "ſ" folds to "s");
+// anything else gives "".
+func TestBasic(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"Basic Zm9vOmJhcg==", "Zm9vOmJhcg=="},
+		{"  basic\tZm9v  ", "Zm9v"},
+		{"BASIC Zm9v", "Zm9v"},
+		{"Baſic Zm9v", "Zm9v"},
+		{"Basic", ""},
+		{"Basic a b", ""},
+		{"Basicx Zm9v", ""},
+		{"Bearer Zm9v", ""},
+		{"gzip, deflate", ""},
+		{"", ""},
+	} {
+		if got := basic(tt.in); got != tt.want {
+			t.Errorf("basic(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

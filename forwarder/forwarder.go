@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"portal/identity"
@@ -99,6 +100,8 @@ type Forwarder struct {
 	keys        *identity.PairKeys
 	skew        *skewLog
 	nonces      *nonceSource
+	maxConns    int
+	inflight    *peerCalls
 }
 
 // New validates cfg and returns a Forwarder.
@@ -135,6 +138,8 @@ func New(cfg Config) (*Forwarder, error) {
 		keys:        identity.NewPairKeys(cfg.Self, 0),
 		skew:        &skewLog{log: cfg.Log, logged: make(map[identity.ID]time.Duration)},
 		nonces:      newNonceSource(),
+		maxConns:    maxConns,
+		inflight:    &peerCalls{n: make(map[identity.ID]int)},
 	}
 	if f.callTimeout == 0 {
 		f.callTimeout = DefaultCallTimeout
@@ -193,6 +198,9 @@ type call struct {
 	path    string    // decoded path for the peer
 	rawPath string    // the same, with the app's escaping
 	sent    time.Time // when rewrite signed the request
+	// mayWait is set when the peer had MaxConnsPerPeer calls in flight
+	// as this one began: only then may it have to wait for a connection.
+	mayWait bool
 	// err is set by rewrite when the request must not be sent; the
 	// transport then fails the request with it.
 	err error
@@ -277,6 +285,8 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := &call{app: app.Name, peer: peer, key: key, path: path, rawPath: escPath}
+	c.mayWait = f.inflight.add(peer.Key) > f.maxConns
+	defer f.inflight.done(peer.Key)
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, callKey{}, c)))
 }
 
@@ -340,22 +350,55 @@ func (f *Forwarder) modifyResponse(res *http.Response) error {
 	return nil
 }
 
+// peerCalls counts the calls in flight to each peer: a call holds one of
+// the peer's connections from its start until ServeHTTP returns.
+type peerCalls struct {
+	mu sync.Mutex
+	n  map[identity.ID]int // guarded by mu; absent when zero
+}
+
+// add counts one more call to peer and returns how many are in flight.
+func (p *peerCalls) add(peer identity.ID) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n[peer]++
+	return p.n[peer]
+}
+
+// done counts a call to peer as finished.
+func (p *peerCalls) done(peer identity.ID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n[peer]--; p.n[peer] <= 0 {
+		delete(p.n, peer)
+	}
+}
+
 // callTransport is the proxy's Transport: it refuses a request that
 // rewrite could not prepare, and otherwise sends it through the tunnel.
 // A call that waits for a free connection to its peer (all
 // MaxConnsPerPeer busy) waits at most the call timeout, like every other
 // step before the peer's response headers.
+//
+// Only a call that began with MaxConnsPerPeer others in flight to its peer
+// can find every connection busy, so only such a call pays for the timer
+// and the trace that bound the wait; any other has a connection at hand
+// (idle, dialable, or being handed back by a call that just finished).
 type callTransport struct {
 	base     *http.Transport
 	connWait time.Duration
 }
 
 func (t callTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if c := callFrom(r.Context()); c != nil && c.err != nil {
+	c := callFrom(r.Context())
+	if c != nil && c.err != nil {
 		if r.Body != nil {
 			r.Body.Close()
 		}
 		return nil, c.err
+	}
+	if c != nil && !c.mayWait {
+		return t.base.RoundTrip(r)
 	}
 	// The context lives as long as the inbound request, which outlives
 	// the response body; the timer cancels it only while no connection

@@ -52,7 +52,7 @@ func newKey(t testing.TB) *identity.Key {
 	return k
 }
 
-func newEnv(t *testing.T, backend http.Handler, opts ...envOpt) *env {
+func newEnv(t testing.TB, backend http.Handler, opts ...envOpt) *env {
 	t.Helper()
 	e := &env{self: newKey(t), peer: newKey(t), dialAddrs: make(chan string, 100)}
 	var err error
@@ -857,5 +857,54 @@ func TestForwardWaitsForAConnectionAtMostTheCallTimeout(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		t.Errorf("call after the connection freed up: %d, want 200", res.StatusCode)
+	}
+}
+
+// TestForwardCountsCallsInFlight: a call counts against its peer while it
+// streams and stops counting once done, refused or failed, so that later
+// calls skip the connection-wait timer (callTransport) again.
+func TestForwardCountsCallsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	e := newEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			w.WriteHeader(http.StatusOK)
+			http.NewResponseController(w).Flush()
+			<-release
+		}
+	}))
+	inflight := func() int {
+		e.fwd.inflight.mu.Lock()
+		defer e.fwd.inflight.mu.Unlock()
+		return e.fwd.inflight.n[e.peer.ID()]
+	}
+	held, err := http.Get(e.url(e.peer.ID().String(), "/hold"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Body.Close()
+	if n := inflight(); n != 1 {
+		t.Errorf("with one call streaming: %d in flight, want 1", n)
+	}
+	for _, path := range []string{"/x", "/y"} {
+		res, err := http.Get(e.url(e.peer.ID().String(), path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+	// A refused call (unknown peer) never counts.
+	res, err := http.Get(e.url(newKey(t).ID().String(), "/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	close(release)
+	io.Copy(io.Discard, held.Body)
+	testutil.Eventually(t, 5*time.Second, "no call in flight", func() bool { return inflight() == 0 })
+	e.fwd.inflight.mu.Lock()
+	defer e.fwd.inflight.mu.Unlock()
+	if len(e.fwd.inflight.n) != 0 {
+		t.Errorf("counts left behind: %v", e.fwd.inflight.n)
 	}
 }

@@ -132,8 +132,8 @@ func SignRequest(r *http.Request, from ID, key PairKey, created time.Time, nonce
 	if nonce == "" || len(nonce) > MaxNonceLen || !sfPrintable(nonce) {
 		return fmt.Errorf("identity: sign request: nonce must be 1-%d printable ASCII bytes", MaxNonceLen)
 	}
-	covered := make([]string, 0, len(requiredComponents)+1)
-	covered = append(covered, requiredComponents[:]...)
+	var coveredBuf [len(requiredComponents) + 1]string
+	covered := append(coveredBuf[:0], requiredComponents[:]...)
 	if _, ok := r.Header["Content-Digest"]; ok {
 		covered = append(covered, compDigest)
 	}
@@ -198,7 +198,9 @@ func VerifyRequest(r *http.Request, expect ID, key PairKey, now time.Time, skew 
 		return out, badSig("Signature: %v", err)
 	}
 
-	covered := make([]string, 0, len(inner))
+	// At most the five supported components: any more repeats one.
+	var coveredBuf [5]string
+	covered := coveredBuf[:0]
 	for _, it := range inner {
 		if it.kind != sfString || len(it.params) != 0 {
 			return out, badSig("covered components must be plain strings")

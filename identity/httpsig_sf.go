@@ -154,6 +154,11 @@ func (p *sfParser) parseInnerList() ([]sfItem, error) {
 		if p.eat(')') {
 			return items, nil
 		}
+		if items == nil {
+			// Room for what SignRequest emits (at most five components),
+			// so that a signature's list is allocated once.
+			items = make([]sfItem, 0, 5)
+		}
 		if len(items) == sfMaxListItems {
 			return nil, p.fail("too many list items")
 		}
@@ -176,6 +181,9 @@ func (p *sfParser) parseInnerList() ([]sfItem, error) {
 func (p *sfParser) parseParams() ([]sfParam, error) {
 	var out []sfParam
 	for p.eat(';') {
+		if out == nil {
+			out = make([]sfParam, 0, 4) // what SignRequest emits
+		}
 		p.skipSP()
 		if len(out) == sfMaxParams {
 			return nil, p.fail("too many parameters")

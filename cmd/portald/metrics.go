@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,34 +21,34 @@ import (
 // overlayCollector instead of being counted twice.
 type daemonMetrics struct {
 	reg         *prometheus.Registry
-	calls       *prometheus.CounterVec // by status code
+	calls       *statusCounters
 	callSeconds prometheus.Histogram
-	ingress     *prometheus.CounterVec // by status code
+	ingress     *statusCounters
 	refusals    *prometheus.CounterVec // by reason (the error code)
 }
 
 func newDaemonMetrics(tun *tunnel.Tunnel, ov *overlay, store *store.Store) *daemonMetrics {
 	m := &daemonMetrics{
 		reg: prometheus.NewRegistry(),
-		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+		calls: newStatusCounters(prometheus.CounterOpts{
 			Name: "portal_call_peer_requests_total",
 			Help: "call_peer requests from this Portal's apps, by the HTTP status they were answered with.",
-		}, []string{"code"}),
+		}),
 		callSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "portal_call_peer_duration_seconds",
 			Help:    "Time from a call_peer request to its response headers (what --call-timeout bounds).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15), // 1 ms to 16 s
 		}),
-		ingress: prometheus.NewCounterVec(prometheus.CounterOpts{
+		ingress: newStatusCounters(prometheus.CounterOpts{
 			Name: "portal_ingress_requests_total",
 			Help: "Requests from peers at the overlay ingress, by the HTTP status they were answered with.",
-		}, []string{"code"}),
+		}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portal_ingress_refusals_total",
 			Help: "Requests from peers the ingress refused before any app saw them, by reason.",
 		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.calls, m.callSeconds, m.ingress, m.refusals,
+	m.reg.MustRegister(m.calls.vec, m.callSeconds, m.ingress.vec, m.refusals,
 		&overlayCollector{tun: tun, ov: ov, store: store},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -61,7 +62,7 @@ func (m *daemonMetrics) observeCalls(h http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
-		m.calls.WithLabelValues(rec.code()).Inc()
+		m.calls.counter(rec.status).Inc()
 		if !rec.wrote.IsZero() {
 			m.callSeconds.Observe(rec.wrote.Sub(start).Seconds())
 		}
@@ -73,7 +74,7 @@ func (m *daemonMetrics) observeIngress(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
-		m.ingress.WithLabelValues(rec.code()).Inc()
+		m.ingress.counter(rec.status).Inc()
 	})
 }
 
@@ -106,12 +107,35 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// code is the status as a label; "none" when the handler wrote nothing.
-func (r *statusRecorder) code() string {
-	if r.status == 0 {
-		return "none"
+// statusCounters counts requests by the status they were answered with
+// (label "code"; "none" when the handler wrote nothing). Each code's
+// counter is looked up in the vector once, at its first request, and then
+// used directly: WithLabelValues hashes the label and takes a lock, on
+// every request of call_peer and the ingress otherwise.
+type statusCounters struct {
+	vec   *prometheus.CounterVec
+	codes [600]atomic.Pointer[prometheus.Counter] // by status; [0] is "none"
+}
+
+func newStatusCounters(opts prometheus.CounterOpts) *statusCounters {
+	return &statusCounters{vec: prometheus.NewCounterVec(opts, []string{"code"})}
+}
+
+// counter returns the counter of status (0 for none).
+func (s *statusCounters) counter(status int) prometheus.Counter {
+	if status < 0 || status >= len(s.codes) {
+		return s.vec.WithLabelValues(strconv.Itoa(status))
 	}
-	return strconv.Itoa(r.status)
+	if c := s.codes[status].Load(); c != nil {
+		return *c
+	}
+	label := "none"
+	if status != 0 {
+		label = strconv.Itoa(status)
+	}
+	c := s.vec.WithLabelValues(label)
+	s.codes[status].Store(&c)
+	return c
 }
 
 // overlayCollector reads, at each scrape, the tunnel's counters and each

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -143,5 +144,27 @@ func TestMetrics(t *testing.T) {
 	}
 	if afterA["go_goroutines"] == nil || afterA["process_open_fds"] == nil {
 		t.Error("the Go and process collectors are missing")
+	}
+}
+
+// TestStatusCounters: each status counts under its own code label, the
+// same counter at every request; no status counts as "none"; a status
+// outside the cached range still counts.
+func TestStatusCounters(t *testing.T) {
+	s := newStatusCounters(prometheus.CounterOpts{Name: "test_requests_total", Help: "test"})
+	for _, status := range []int{200, 200, 404, 0, 200, 999, 0} {
+		s.counter(status).Inc()
+	}
+	if s.counter(200) != s.counter(200) {
+		t.Error("two lookups of 200 returned different counters")
+	}
+	for code, want := range map[string]float64{"200": 3, "404": 1, "none": 2, "999": 1, "500": 0} {
+		var m dto.Metric
+		if err := s.vec.WithLabelValues(code).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetCounter().GetValue(); got != want {
+			t.Errorf("code %s: %v, want %v", code, got, want)
+		}
 	}
 }
