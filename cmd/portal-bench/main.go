@@ -111,6 +111,7 @@ func main() {
 	}
 	if *relayBench {
 		if err := runRelayBench(os.Stdout, *relayBin, *relayIDs, 10*time.Second); err != nil {
+			pprof.StopCPUProfile()
 			fmt.Fprintln(os.Stderr, "portal-bench:", err)
 			os.Exit(1)
 		}

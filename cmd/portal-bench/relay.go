@@ -49,6 +49,7 @@ const (
 
 // benchSource is one simulated Portal's socket and the IDs it registers.
 type benchSource struct {
+	index  int // in the bench's sources
 	conn   *net.UDPConn
 	addr   netip.AddrPort
 	cookie relay.Cookie
@@ -125,7 +126,7 @@ func runRelayBench(w io.Writer, relayBin string, ids int, forwardFor time.Durati
 	// ID, within its rate limit's burst.
 	t0 = time.Now()
 	found, err := eachSource(sources, relayAddr, func(s *benchSource) [][]byte {
-		next := sources[(indexOf(sources, s)+1)%len(sources)]
+		next := sources[(s.index+1)%len(sources)]
 		reqs := make([][]byte, len(next.keys))
 		for i, k := range next.keys {
 			reqs[i] = relay.AppendLookup(nil, nonce(i), k.ID().String())
@@ -174,15 +175,6 @@ func relayCPU(pid int) func() float64 {
 		after, _ := cpuTicks(pid)
 		return float64(after-before) / 100 / time.Since(start).Seconds()
 	}
-}
-
-func indexOf(sources []*benchSource, s *benchSource) int {
-	for i, x := range sources {
-		if x == s {
-			return i
-		}
-	}
-	return -1
 }
 
 // nonce is a request's nonce: its index in its source's batch.
@@ -246,7 +238,7 @@ func newBenchSources(ids int) ([]*benchSource, error) {
 			return nil, fmt.Errorf("bind %v: %w", ip, err)
 		}
 		c.SetReadBuffer(1 << 20)
-		s := &benchSource{conn: c, addr: c.LocalAddr().(*net.UDPAddr).AddrPort()}
+		s := &benchSource{index: i, conn: c, addr: c.LocalAddr().(*net.UDPAddr).AddrPort()}
 		for range min(relayBenchIDsPerSource, ids-i*relayBenchIDsPerSource) {
 			k, err := identity.GenerateKey()
 			if err != nil {
