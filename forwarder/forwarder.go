@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/calltrace"
 	"portal/internal/httpx"
 	"portal/peers"
 )
@@ -329,6 +330,7 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 	if err := identity.SignRequest(out, f.selfID, c.key, c.sent, f.nonces.nonce(c.peer.Key)); err != nil {
 		c.err = err
 	}
+	calltrace.Mark(calltrace.Signed, 0)
 }
 
 // modifyResponse is the proxy's ModifyResponse hook: it watches the

@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"portal/identity"
+	"portal/internal/calltrace"
 	"portal/internal/wire"
 	"portal/relay"
 )
@@ -300,6 +301,9 @@ func (b *bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 	switch classify(p) {
 	case kindWireGuard:
 		if peer := b.paths.byAddress(from); peer != nil {
+			if calltrace.Enabled {
+				calltrace.Mark(calltrace.BindRecv, len(p))
+			}
 			*size, *ep = len(p), peer.ep
 			return true
 		}
@@ -348,6 +352,11 @@ func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	e, ok := ep.(*peerEndpoint)
 	if !ok {
 		return conn.ErrWrongEndpointType
+	}
+	if calltrace.Enabled {
+		for _, buf := range bufs {
+			calltrace.Mark(calltrace.BindSend, len(buf))
+		}
 	}
 	return b.paths.send(e.p, bufs)
 }

@@ -18,6 +18,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"portal/internal/calltrace"
 )
 
 const (
@@ -140,6 +142,9 @@ func (ns *netStack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return n, err
 		}
 		sizes[n] = m
+		if calltrace.Enabled {
+			calltrace.Mark(calltrace.TunRead, calltrace.TCPPayload(bufs[n][offset:offset+m]))
+		}
 		n++
 		if n == len(bufs) {
 			return n, nil
@@ -175,6 +180,9 @@ func (ns *netStack) Write(bufs [][]byte, offset int) (int, error) {
 			// wireguard-go already checked the source against the
 			// peer's allowed IPs, which are IPv6 only.
 			return 0, syscall.EAFNOSUPPORT
+		}
+		if calltrace.Enabled {
+			calltrace.Mark(calltrace.TunWrite, calltrace.TCPPayload(packet))
 		}
 		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(packet)})
 		pkb.NetworkProtocolNumber = header.IPv6ProtocolNumber

@@ -62,6 +62,7 @@ func main() {
 	peers := flag.Int("peers", 0, "instead of the table: startup, idle CPU, RSS, list latency and pairing of one portald with this many offline peers")
 	pairLimit := flag.Duration("pair-limit", 2*time.Minute, "with --peers: how long pairing may take to the first call_peer")
 	only := flag.String("only", "", "comma-separated rows to run (stock,raw,call_peer,sign,rss,store,idle); empty for all")
+	calls := flag.Int("calltrace", 0, "instead of the table: this many sequential calls through stock and call_peer, split by stage when portald records them (make bench-trace)")
 	flag.Parse()
 	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
 	if b.profile != "" {
@@ -77,6 +78,14 @@ func main() {
 	}
 	if *peers > 0 {
 		if err := runPeers(os.Stdout, *portald, *relayBin, *peers, *idle, *pairLimit); err != nil {
+			pprof.StopCPUProfile()
+			fmt.Fprintln(os.Stderr, "portal-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *calls > 0 {
+		if err := runCallTrace(os.Stdout, *portald, *relayBin, *calls); err != nil {
 			pprof.StopCPUProfile()
 			fmt.Fprintln(os.Stderr, "portal-bench:", err)
 			os.Exit(1)
