@@ -315,6 +315,9 @@ func (b *bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 			return false
 		}
 		if pe, ok := b.paths.deliver(src, payload, from); ok {
+			if calltrace.Enabled {
+				calltrace.Mark(calltrace.BindRecv, len(payload))
+			}
 			*size, *ep = copy(p, payload), pe
 			return true
 		}

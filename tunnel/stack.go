@@ -237,11 +237,10 @@ func (ns *netStack) put(bufs [][]byte, sizes []int, offset, n int, pkt *stack.Pa
 	return n + 1
 }
 
-// holdAck holds pkt back when it is a bare ACK:
-// gVisor acknowledges every segment at once (it has no delayed ACK), so in
-// a request/response exchange each message costs a second packet, sealed,
-// sent, and opened by a peer that wakes up for it, on the path of the
-// answer. Held, the ACK is dropped when a packet of its connection with
+// holdAck holds pkt back when it is a bare ACK. gVisor acknowledges every
+// segment at once (it has no delayed ACK), so in a request/response
+// exchange each message costs a second packet, sealed, sent, and opened by
+// a peer that wakes up for it, on the path of the answer. Held, the ACK is dropped when a packet of its connection with
 // the same or a newer acknowledgement follows (the answer, or the next
 // request), and sent otherwise after ackHold. An ACK carrying SACK blocks
 // is never held: loss recovery needs it now.
