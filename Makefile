@@ -4,7 +4,7 @@ BIN         ?= bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 60s
 
-.PHONY: build test demo bench bench-relay bench-peers load soak lint fuzz clean
+.PHONY: build test demo bench bench-relay bench-peers bench-trace load soak lint fuzz clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
@@ -39,6 +39,13 @@ bench-relay: build
 # 45 s.
 bench-peers: build
 	$(BIN)/portal-bench --peers 1000 --portald $(BIN)/portald --relay $(BIN)/portal-relay $(BENCHFLAGS)
+
+# One small call_peer at a time, 1 000 times, split hop by hop: portald
+# built with -tags calltrace timestamps each stage (internal/calltrace);
+# portal-bench --calltrace prints the median of each; about 10 s.
+bench-trace: build
+	$(GO) build -tags calltrace -o $(BIN)/calltrace/ ./cmd/portald
+	$(BIN)/portal-bench --calltrace 1000 --portald $(BIN)/calltrace/portald --relay $(BIN)/portal-relay $(BENCHFLAGS)
 
 # 1 000 concurrent call_peer clients for 60 s through one pair of real
 # daemons, first with the in-flight limit raised, then at its default

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/calltrace"
 	"portal/internal/httpx"
 	"portal/peers"
 )
@@ -432,6 +433,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.vars = in.selfVars
 	a.vars.ClientID = peer.Key.String()
 	a.vars.ClientName = peer.DisplayName()
+	calltrace.Mark(calltrace.Admitted, 0)
 	in.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), admittedKey{}, a)))
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"portal/identity"
+	"portal/internal/calltrace"
 	"portal/internal/httpx"
 	"portal/peers"
 )
@@ -339,6 +340,7 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 	if err := identity.SignRequest(out, f.selfID, c.key, c.sent, f.nonces.nonce(c.peer.Key)); err != nil {
 		c.err = err
 	}
+	calltrace.Mark(calltrace.Signed, 0)
 }
 
 // modifyResponse is the proxy's ModifyResponse hook: it watches the

@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"portal/identity"
+	"portal/internal/calltrace"
 	"portal/internal/udpio"
 	"portal/internal/wire"
 	"portal/relay"
@@ -302,6 +303,9 @@ func (b *bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 	case kindWireGuard:
 		if peer := b.paths.byAddress(from); peer != nil {
 			peer.markHeard()
+			if calltrace.Enabled {
+				calltrace.Mark(calltrace.BindRecv, len(p))
+			}
 			*size, *ep = len(p), peer.ep
 			return true
 		}
@@ -313,6 +317,9 @@ func (b *bind) demux(p []byte, from netip.AddrPort, size *int, ep *conn.Endpoint
 			return false
 		}
 		if pe, ok := b.paths.deliver(src, payload, from); ok {
+			if calltrace.Enabled {
+				calltrace.Mark(calltrace.BindRecv, len(payload))
+			}
 			*size, *ep = copy(p, payload), pe
 			return true
 		}
@@ -350,6 +357,11 @@ func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	e, ok := ep.(*peerEndpoint)
 	if !ok {
 		return conn.ErrWrongEndpointType
+	}
+	if calltrace.Enabled {
+		for _, buf := range bufs {
+			calltrace.Mark(calltrace.BindSend, len(buf))
+		}
 	}
 	return b.paths.send(e.p, bufs)
 }

@@ -6,6 +6,7 @@
 //	portal-bench [--portald PATH] [--relay PATH] [--upload BYTES] [--duration D] [--stream BYTES] [--idle D]
 //	portal-bench --peers N [--portald PATH] [--relay PATH] [--idle D]
 //	portal-bench --relay-bench [--relay PATH] [--relay-ids N]
+//	portal-bench --calltrace N [--portald PATH] [--relay PATH]
 //
 // Rows:
 //   - stock: two golang.zx2c4.com/wireguard devices on the stock
@@ -47,7 +48,10 @@
 // GET /protected/peers latency, and pairing with one real second portald
 // to its first call_peer (peers.go). With --relay-bench (make bench-relay),
 // it measures one portal-relay pinned to one core against many simulated
-// Portals (relay.go).
+// Portals (relay.go). With --calltrace N (make bench-trace), it makes N
+// sequential calls through the stock tunnel and through call_peer and, when
+// portald was built with -tags calltrace, splits them hop by hop
+// (calltrace.go).
 package main
 
 import (
@@ -88,6 +92,7 @@ func main() {
 	relayBench := flag.Bool("relay-bench", false, "instead of the table: the relay bench, forwarding, registrations, lookups and RSS of a pinned portal-relay (relay.go; make bench-relay)")
 	relayIDs := flag.Int("relay-ids", 100_000, "with --relay-bench: Portal IDs to register")
 	only := flag.String("only", "", "comma-separated rows to run (stock,raw,naive,call_peer,relayed,sign,rss,store,idle); empty for all")
+	calls := flag.Int("calltrace", 0, "instead of the table: this many sequential calls through stock and call_peer, split by stage when portald records them (make bench-trace)")
 	flag.Parse()
 	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
 	if b.profile != "" {
@@ -111,6 +116,14 @@ func main() {
 	}
 	if *relayBench {
 		if err := runRelayBench(os.Stdout, *relayBin, *relayIDs, 10*time.Second); err != nil {
+			pprof.StopCPUProfile()
+			fmt.Fprintln(os.Stderr, "portal-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *calls > 0 {
+		if err := runCallTrace(os.Stdout, *portald, *relayBin, *calls); err != nil {
 			pprof.StopCPUProfile()
 			fmt.Fprintln(os.Stderr, "portal-bench:", err)
 			os.Exit(1)
@@ -345,21 +358,28 @@ func sequential(client *http.Client, url string, d time.Duration) (time.Duration
 	return percentile(lats, 0.50), err
 }
 
+// getOnce GETs url and reads the answer to its end; an answer other than
+// 200 is an error.
+func getOnce(client *http.Client, url string) error {
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return err
+}
+
 // load runs clients doing GET url back to back, first for a warm-up of
 // d/5, then for d, and returns the latencies of the second run, sorted,
 // and how long it took.
 func load(client *http.Client, url string, clients int, d time.Duration) ([]time.Duration, time.Duration, error) {
 	get := func() (time.Duration, error) {
 		start := time.Now()
-		resp, err := client.Get(url)
-		if err != nil {
-			return 0, err
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("GET %s: %s", url, resp.Status)
-		}
+		err := getOnce(client, url)
 		return time.Since(start), err
 	}
 	run := func(d time.Duration) ([]time.Duration, error) {

@@ -25,6 +25,7 @@ import (
 	"portal/api"
 	"portal/forwarder"
 	"portal/identity"
+	"portal/internal/calltrace"
 	"portal/internal/cli"
 	"portal/peers"
 	"portal/relay"
@@ -313,7 +314,7 @@ func (d *instance) buildHandlers() (handlers, error) {
 	fwd, err := forwarder.New(forwarder.Config{
 		Self:        key,
 		Directory:   store,
-		Dial:        d.tun.DialContext,
+		Dial:        traceDial(d.tun.DialContext),
 		CallTimeout: cfg.callTimeout,
 		Log:         log.With("component", "forwarder"),
 	})
@@ -398,7 +399,8 @@ func (d *instance) startListeners(ctx context.Context, h handlers) error {
 	if err != nil {
 		return err
 	}
-	d.start(newHTTPServer(h.ingress, log, slog.LevelDebug),
+	overlayLn = calltrace.Listener(overlayLn, calltrace.OverlayRead, calltrace.OverlayWrite)
+	d.start(newHTTPServer(calltrace.Headers(h.ingress, calltrace.Answered), log, slog.LevelDebug),
 		limitPerSource(overlayLn, connsPerPeer(cfg.ingress.peerInflight)), "overlay ingress")
 
 	ln, err := net.Listen("tcp", cfg.apiAddr)
@@ -407,7 +409,7 @@ func (d *instance) startListeners(ctx context.Context, h handlers) error {
 	}
 	apiSrv := newHTTPServer(h.api, log, slog.LevelWarn)
 	apiSrv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
-	d.start(apiSrv, ln, "internal API")
+	d.start(apiSrv, calltrace.Listener(ln, calltrace.AppRead, calltrace.AppWrite), "internal API")
 
 	adminAt := "off"
 	if h.admin != nil {
@@ -617,9 +619,27 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	if calltrace.Enabled {
+		mux.Handle("/debug/calltrace", calltrace.Handler())
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()
 	log.Info("serving pprof profiles", "addr", ln.Addr().String())
 	return func() { srv.Close(); <-done }, nil
+}
+
+// traceDial is dial, with its connections marking the calltrace stages
+// PeerRead and PeerWrite in a -tags calltrace build.
+func traceDial(dial func(ctx context.Context, network, address string) (net.Conn, error)) func(ctx context.Context, network, address string) (net.Conn, error) {
+	if !calltrace.Enabled {
+		return dial
+	}
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := dial(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return calltrace.Conn(c, calltrace.PeerRead, calltrace.PeerWrite), nil
+	}
 }
