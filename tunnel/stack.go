@@ -6,9 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -16,7 +14,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
@@ -57,26 +54,7 @@ type netStack struct {
 	ctx    context.Context // cancelled by Close; unblocks Read
 	cancel context.CancelFunc
 	once   sync.Once
-
-	// Read's, which wireguard-go calls from one goroutine: a bare ACK
-	// held back (see holdAck), and when it must go out at the latest.
-	held      *stack.PacketBuffer
-	heldUntil time.Time
-	holdFor   time.Duration // ackHold; tests change it
-	// acked is the acknowledgement number last sent on each connection.
-	acked map[flowKey]seqnum.Value
-	// acksDropped counts held ACKs that a later packet of their
-	// connection made unnecessary (Stats.AcksDropped).
-	acksDropped atomic.Uint64
 }
-
-// ackHold is how long Read holds a bare ACK back (see holdAck). It covers
-// the wait of a request/response exchange over loopback or a LAN (the
-// trace in docs/performance.md: 0.3 ms from a request to its answer, 0.2
-// ms from an answer to the next request), a hundredth of the 200 ms
-// minimum retransmission timeout, and stays below the 40 ms of Linux's
-// delayed ACK.
-const ackHold = time.Millisecond
 
 var _ tun.Device = (*netStack)(nil)
 
@@ -87,12 +65,10 @@ func newNetStack(addr netip.Addr, mtu int) (*netStack, error) {
 		HandleLocal:        true,
 	})
 	ns := &netStack{
-		stack:   s,
-		ep:      &linkEndpoint{Endpoint: channel.New(queueLen, uint32(mtu), "")},
-		mtu:     mtu,
-		events:  make(chan tun.Event, 1),
-		holdFor: ackHold,
-		acked:   make(map[flowKey]seqnum.Value),
+		stack:  s,
+		ep:     &linkEndpoint{Endpoint: channel.New(queueLen, uint32(mtu), "")},
+		mtu:    mtu,
+		events: make(chan tun.Event, 1),
 	}
 	// Every packet that reaches the stack was authenticated by
 	// WireGuard's Poly1305, so the stack need not verify TCP checksums
@@ -150,172 +126,33 @@ func (ns *netStack) BatchSize() int { return stackBatch }
 
 // Read hands wireguard-go the packets the stack wants to send: it blocks
 // for the first, then takes only what is already queued, so batching never
-// waits on a timer. The one exception is a bare ACK, which may wait up to
-// ackHold for a packet of its connection that makes it unnecessary
-// (holdAck).
+// waits on a timer.
 func (ns *netStack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n := 0
-	for n == 0 {
-		pkt, err := ns.next()
-		if err != nil {
-			return 0, err
-		}
-		if pkt == nil { // the held ACK's time is up
-			n = ns.put(bufs, sizes, offset, 0, ns.held)
-			ns.held = nil
-			break
-		}
-		for {
-			n = ns.take(bufs, sizes, offset, n, pkt)
-			// take may fill two buffers: a held ACK and the packet.
-			if n+2 > len(bufs) {
-				break
-			}
-			if pkt = ns.ep.Read(); pkt == nil {
-				break
-			}
-		}
-	}
-	return n, nil
-}
-
-// take puts pkt into bufs from n on, after the held ACK unless pkt makes
-// it unnecessary, or holds pkt (holdAck); it returns the new count. The
-// packet after a held ACK is never held itself: at most every other ACK
-// waits.
-func (ns *netStack) take(bufs [][]byte, sizes []int, offset, n int, pkt *stack.PacketBuffer) int {
-	if held := ns.held; held != nil {
-		ns.held = nil
-		if supersedes(pkt, held) {
-			held.DecRef()
-			ns.acksDropped.Add(1)
-		} else {
-			n = ns.put(bufs, sizes, offset, n, held)
-		}
-	} else if len(bufs) > 1 && ns.holdAck(pkt) {
-		return n
-	}
-	return ns.put(bufs, sizes, offset, n, pkt)
-}
-
-// next blocks for the stack's next packet, or, while an ACK is held, until
-// it must go (then it returns nil).
-func (ns *netStack) next() (*stack.PacketBuffer, error) {
-	ctx := ns.ctx
-	if ns.held != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ns.ctx, ns.heldUntil)
-		defer cancel()
-	}
-	pkt := ns.ep.ReadContext(ctx)
-	if pkt == nil && ns.ctx.Err() != nil {
-		if ns.held != nil {
-			ns.held.DecRef()
-			ns.held = nil
-		}
-		return nil, os.ErrClosed
-	}
-	return pkt, nil
-}
-
-// put copies pkt into bufs[n], releases it, and returns n+1.
-func (ns *netStack) put(bufs [][]byte, sizes []int, offset, n int, pkt *stack.PacketBuffer) int {
-	if key, ack, ok := ackOf(pkt); ok {
-		if len(ns.acked) >= maxAckedFlows {
-			clear(ns.acked)
-		}
-		ns.acked[key] = ack
-	}
-	view := pkt.ToView()
-	pkt.DecRef()
-	m, _ := view.Read(bufs[n][offset:]) // a packet fits: it is at most the MTU
-	view.Release()
-	sizes[n] = m
-	if calltrace.Enabled {
-		calltrace.Mark(calltrace.TunRead, calltrace.TCPPayload(bufs[n][offset:offset+m]))
-	}
-	return n + 1
-}
-
-// holdAck holds pkt back when it is a bare ACK. gVisor acknowledges every
-// segment at once (it has no delayed ACK), so in a request/response
-// exchange each message costs a second packet, sealed, sent, and opened by
-// a peer that wakes up for it, on the path of the answer. Held, the ACK is dropped when a packet of its connection with
-// the same or a newer acknowledgement follows (the answer, or the next
-// request), and sent otherwise after ackHold. An ACK carrying SACK blocks
-// is never held: loss recovery needs it now.
-//
-// Only an ACK for at most smallAck bytes is held: one for a stream's
-// segments (which wireguard-go delivers in batches, merged by GRO) goes at
-// once, or the sender would wait on it.
-func (ns *netStack) holdAck(pkt *stack.PacketBuffer) bool {
-	if !isBareAck(pkt) {
-		return false
-	}
-	key, ack, _ := ackOf(pkt)
-	if last, ok := ns.acked[key]; !ok || last.Size(ack) > smallAck {
-		return false
-	}
-	ns.held, ns.heldUntil = pkt, time.Now().Add(ns.holdFor)
-	return true
-}
-
-// smallAck is the most new data an ACK that holdAck holds may
-// acknowledge: a few packets' worth, as a request or an answer is.
-const smallAck = 4 * DefaultMTU
-
-// maxAckedFlows bounds netStack.acked; past it, it starts over (and the
-// first ACK of each connection goes at once).
-const maxAckedFlows = 4096
-
-// flowKey names an outbound TCP connection of the stack: the peer's
-// address and the two ports (the source address is the stack's own).
-type flowKey struct {
-	dst              [16]byte
-	srcPort, dstPort uint16
-}
-
-// ackOf returns the connection and acknowledgement number of pkt, when it
-// is a TCP segment with an ACK.
-func ackOf(pkt *stack.PacketBuffer) (flowKey, seqnum.Value, bool) {
-	tcpHdr := header.TCP(pkt.TransportHeader().Slice())
-	ipHdr := pkt.NetworkHeader().Slice()
-	if pkt.TransportProtocolNumber != header.TCPProtocolNumber || len(tcpHdr) < header.TCPMinimumSize ||
-		len(ipHdr) < header.IPv6MinimumSize || !tcpHdr.Flags().Contains(header.TCPFlagAck) {
-		return flowKey{}, 0, false
-	}
-	k := flowKey{srcPort: tcpHdr.SourcePort(), dstPort: tcpHdr.DestinationPort()}
-	copy(k.dst[:], ipHdr[24:40])
-	return k, seqnum.Value(tcpHdr.AckNumber()), true
-}
-
-// isBareAck reports whether pkt is a TCP segment with the ACK flag only,
-// no data, and no options but timestamps.
-func isBareAck(pkt *stack.PacketBuffer) bool {
-	if pkt.TransportProtocolNumber != header.TCPProtocolNumber || pkt.Data().Size() != 0 {
-		return false
-	}
-	tcpHdr := header.TCP(pkt.TransportHeader().Slice())
-	const withTimestamps = header.TCPMinimumSize + 12 // the option, padded
-	return len(tcpHdr) >= header.TCPMinimumSize && len(tcpHdr) <= withTimestamps && tcpHdr.Flags() == header.TCPFlagAck
-}
-
-// supersedes reports whether pkt makes the held bare ACK unnecessary: a
-// TCP segment of the same connection that acknowledges at least as much
-// and carries data (or a FIN), or acknowledges more.
-func supersedes(pkt, held *stack.PacketBuffer) bool {
+	pkt := ns.ep.ReadContext(ns.ctx)
 	if pkt == nil {
-		return false
+		return 0, os.ErrClosed
 	}
-	key, ack, ok := ackOf(pkt)
-	heldKey, heldAck, _ := ackOf(held)
-	if !ok || key != heldKey {
-		return false
+	n := 0
+	for {
+		view := pkt.ToView()
+		pkt.DecRef()
+		m, err := view.Read(bufs[n][offset:])
+		view.Release()
+		if err != nil {
+			return n, err
+		}
+		sizes[n] = m
+		if calltrace.Enabled {
+			calltrace.Mark(calltrace.TunRead, calltrace.TCPPayload(bufs[n][offset:offset+m]))
+		}
+		n++
+		if n == len(bufs) {
+			return n, nil
+		}
+		if pkt = ns.ep.Read(); pkt == nil {
+			return n, nil
+		}
 	}
-	if pkt.Data().Size() > 0 || header.TCP(pkt.TransportHeader().Slice()).Flags().Contains(header.TCPFlagFin) {
-		return heldAck.LessThanEq(ack)
-	}
-	return heldAck.LessThan(ack)
 }
 
 // Write injects packets that wireguard-go decrypted into the stack,

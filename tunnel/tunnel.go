@@ -560,10 +560,6 @@ type Stats struct {
 	OtherDropped uint64
 	// PathChanges counts peers' path changes by reason (Change*).
 	PathChanges map[string]uint64
-	// AcksDropped counts bare TCP ACKs that were held back and never
-	// sent, because a packet of their connection right after them (an
-	// answer, or the next request) acknowledged as much.
-	AcksDropped uint64
 }
 
 // LogValue implements slog.LogValuer: the counters as one group.
@@ -580,7 +576,6 @@ func (st Stats) LogValue() slog.Value {
 		slog.Uint64("relayed_in", st.RelayedIn),
 		slog.Uint64("relayed_out", st.RelayedOut),
 		slog.Uint64("other_dropped", st.OtherDropped),
-		slog.Uint64("acks_dropped", st.AcksDropped),
 	)
 }
 
@@ -596,7 +591,6 @@ func (t *Tunnel) Stats() Stats {
 		RelayedIn:              c.relayedIn.Load(), RelayedOut: c.relayedOut.Load(),
 		OtherDropped: t.bind.dropped.Load(),
 		PathChanges:  make(map[string]uint64, len(changeReasons)),
-		AcksDropped:  t.stack.acksDropped.Load(),
 	}
 	for i, r := range changeReasons {
 		st.PathChanges[r] = c.changes[i].Load()

@@ -280,37 +280,3 @@ func TestKeepaliveAfterSession(t *testing.T) {
 		}
 	}
 }
-
-// TestAnswersCarryTheAcks checks, through two real tunnels, that in a
-// request/response exchange the bare ACKs of requests and answers are
-// dropped in favour of the answer or the next request that acknowledges
-// them (netStack.holdAck), and that every byte still arrives.
-func TestAnswersCarryTheAcks(t *testing.T) {
-	checkLeaks(t)
-	a, b := newNode(t), newNode(t)
-	pair(t, a, b)
-	echoServer(t, b)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := dialOverlay(ctx, a, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	msg, got := bytes.Repeat([]byte("x"), 300), make([]byte, 300)
-	for i := range 20 {
-		msg[0] = byte(i)
-		if _, err := c.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, msg) {
-			t.Fatalf("answer %d differs", i)
-		}
-	}
-	if dropped := a.tun.Stats().AcksDropped + b.tun.Stats().AcksDropped; dropped == 0 {
-		t.Error("no bare ACK was dropped in 20 request/response exchanges")
-	}
-}
