@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -155,6 +156,7 @@ type Ingress struct {
 	refused    func(code string)
 	transport  http.RoundTripper
 	proxy      *httputil.ReverseProxy
+	chunks     httpx.ChunkPool // request body buffers of the connections to apps
 	replays    *replayStore
 	nonces     *nonceStore // for nonces that are not counter nonces
 	infoLog    *logLimiter
@@ -268,11 +270,8 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 	in.nonces = newNonceStore(2*in.skew, size, time.Now())
 	if in.transport == nil {
 		in.transport = &http.Transport{
-			Proxy: nil, // apps are local; never an environment-configured proxy
-			DialContext: (&net.Dialer{
-				Timeout:   10 * time.Second,
-				KeepAlive: 30 * time.Second,
-			}).DialContext,
+			Proxy:               nil, // apps are local; never an environment-configured proxy
+			DialContext:         in.dialUpstream,
 			MaxIdleConnsPerHost: 256,
 			IdleConnTimeout:     90 * time.Second,
 			ForceAttemptHTTP2:   false,
@@ -678,4 +677,30 @@ func proxyHeader(name string) bool {
 		return true
 	}
 	return false
+}
+
+// upstreamDialer dials the apps.
+var upstreamDialer = net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+
+// dialUpstream is the Transport's DialContext: a TCP connection to an app
+// that writes request bodies httpx.BodyChunk bytes at a time.
+func (in *Ingress) dialUpstream(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := upstreamDialer.DialContext(ctx, network, addr)
+	if tc, ok := c.(*net.TCPConn); ok {
+		return upstreamConn{tc, &in.chunks}, nil
+	}
+	return c, err
+}
+
+// upstreamConn is a connection to an app; the TCP connection's methods
+// (CloseWrite for an upgraded stream among them) pass through.
+type upstreamConn struct {
+	*net.TCPConn
+	chunks *httpx.ChunkPool
+}
+
+// ReadFrom writes a request body to the app: the Transport copies one
+// through it.
+func (c upstreamConn) ReadFrom(r io.Reader) (int64, error) {
+	return c.chunks.Copy(c.TCPConn, r)
 }

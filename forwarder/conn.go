@@ -2,9 +2,12 @@ package forwarder
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
+
+	"portal/internal/httpx"
 )
 
 // idleConn is a connection to a peer that closes itself (through its
@@ -17,12 +20,13 @@ import (
 type idleConn struct {
 	net.Conn
 	idle, slack time.Duration
-	deadline    atomic.Int64 // unix nanoseconds of the deadline last set
+	deadline    atomic.Int64     // unix nanoseconds of the deadline last set
+	chunks      *httpx.ChunkPool // shared by the Forwarder's connections
 }
 
-func newIdleConn(c net.Conn, idle time.Duration) *idleConn {
+func newIdleConn(c net.Conn, idle time.Duration, chunks *httpx.ChunkPool) *idleConn {
 	slack := min(idle/8, time.Second)
-	ic := &idleConn{Conn: c, idle: idle, slack: slack}
+	ic := &idleConn{Conn: c, idle: idle, slack: slack, chunks: chunks}
 	ic.extend()
 	return ic
 }
@@ -45,6 +49,12 @@ func (c *idleConn) Read(b []byte) (int, error) {
 func (c *idleConn) Write(b []byte) (int, error) {
 	c.extend()
 	return c.Conn.Write(b)
+}
+
+// ReadFrom copies r to the connection httpx.BodyChunk bytes at a time:
+// the Transport writes a request body through it.
+func (c *idleConn) ReadFrom(r io.Reader) (int64, error) {
+	return c.chunks.Copy(c, r)
 }
 
 // CloseWrite half-closes the connection when the underlying one can, so

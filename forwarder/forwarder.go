@@ -103,6 +103,7 @@ type Forwarder struct {
 	nonces      *nonceSource
 	maxConns    int
 	inflight    *peerCalls
+	chunks      httpx.ChunkPool // body copy buffers of the connections to peers
 }
 
 // New validates cfg and returns a Forwarder.
@@ -439,7 +440,7 @@ func (f *Forwarder) dialPeer(ctx context.Context, network, address string) (net.
 	if err != nil {
 		return nil, err
 	}
-	return newIdleConn(conn, f.idleTimeout), nil
+	return newIdleConn(conn, f.idleTimeout, &f.chunks), nil
 }
 
 // proxyError is the proxy's ErrorHandler: the exchange with the peer failed
