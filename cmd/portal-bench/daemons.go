@@ -46,7 +46,7 @@ type portal struct {
 }
 
 func startDaemons(portald, relayBin string, profile bool) (*daemons, error) {
-	return startPair(portald, relayBin, profile, nil)
+	return startPair(portald, relayBin, profile, nil, "direct")
 }
 
 // relayedRelayFlags are the relayed row's relay limits: both Portals send
@@ -59,12 +59,38 @@ var relayedRelayFlags = []string{"--forward-rate", "-1"}
 // that keeps every peer on the relay path (PORTAL_TEST_RELAY_ONLY, see
 // cmd/portald), so that the relay on loopback carries all traffic.
 func startRelayedDaemons(portald, relayBin string) (*daemons, error) {
-	return startPair(portald, relayBin, false, []string{"PORTAL_TEST_RELAY_ONLY=1"}, relayedRelayFlags...)
+	return startPair(portald, relayBin, false, []string{"PORTAL_TEST_RELAY_ONLY=1"}, "relay", relayedRelayFlags...)
+}
+
+// waitPath polls both Portals' view of each other until both name path,
+// for at most limit: the first seconds of a pair go through the relay
+// while the direct path is probed, and a row measured then would mix the
+// two.
+func (d *daemons) waitPath(path string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		var got [2]string
+		for i, p := range []struct{ self, peer *portal }{{d.a, d.b}, {d.b, d.a}} {
+			var peer api.Peer
+			if err := d.call(p.self, "GET", "/protected/peers/"+p.peer.id, nil, &peer); err != nil {
+				return err
+			}
+			got[i] = peer.Path
+		}
+		if got[0] == path && got[1] == path {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("paths %q and %q after %v, want %q", got[0], got[1], limit, path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // startPair starts a relay with relayFlags and two paired portald
-// processes with env added to their environment.
-func startPair(portald, relayBin string, profile bool, env []string, relayFlags ...string) (d *daemons, err error) {
+// processes with env added to their environment, and returns once a call
+// goes through and both name path as the way to the other.
+func startPair(portald, relayBin string, profile bool, env []string, path string, relayFlags ...string) (d *daemons, err error) {
 	d, err = newDaemons(relayBin, relayFlags...)
 	if err != nil {
 		return nil, err
@@ -97,6 +123,9 @@ func startPair(portald, relayBin string, profile bool, env []string, relayFlags 
 		}
 	}
 	if err := d.waitCall(d.callURL("/small"), 30*time.Second); err != nil {
+		return nil, err
+	}
+	if err := d.waitPath(path, 30*time.Second); err != nil {
 		return nil, err
 	}
 	return d, nil

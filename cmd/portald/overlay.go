@@ -25,8 +25,8 @@ const (
 	refreshInterval = 30 * time.Second
 	// retryInterval is how soon a failed lookup is first tried again: a
 	// peer that restarts registers again within seconds. Each further
-	// failure doubles it, up to refreshInterval, or up to absentInterval
-	// while no relay knows the peer.
+	// failure doubles it, up to refreshInterval, or, while no relay knows
+	// the peer, quadruples it up to absentInterval.
 	retryInterval = 2 * time.Second
 	// absentInterval is the longest wait between lookups of a peer that no
 	// relay knows: an offline Portal, as most of a large peer list is. Its
@@ -295,11 +295,14 @@ func (o *overlay) finish(ctx context.Context, query string, outcome lookupOutcom
 		return
 	}
 	o.failures[query]++
-	limit := refreshInterval
+	// A failure doubles the wait; while no relay knows the peer, it
+	// quadruples it, so that a long list of offline peers leaves the
+	// first minutes after a start sooner.
+	shift, limit := min(o.failures[query]-1, 8), refreshInterval
 	if outcome == lookupAbsent {
-		limit = absentInterval
+		shift, limit = min(2*shift, 8), absentInterval
 	}
-	delay := min(retryInterval<<min(o.failures[query]-1, 8), limit)
+	delay := min(retryInterval<<shift, limit)
 	// One retry per query: the query stays busy until requeue.
 	o.retryWG.Add(1)
 	o.retries[query] = o.afterFunc(delay, func() { o.requeue(ctx, query) })
