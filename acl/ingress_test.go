@@ -983,7 +983,11 @@ func TestIngressReusesUpstreamConnections(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if n := accepted.Load(); n > callers+1 {
-		t.Errorf("then 32 callers × 20 requests: the app accepted %d connections in all, want at most %d", n, callers+1)
+	// A caller that finds no idle connection dials one, and the Transport
+	// keeps the dial going even when another connection frees up first,
+	// so a few more than callers+1 may open; without reuse, or with Go's
+	// default of 2 idle connections per host, it is hundreds (367).
+	if n := accepted.Load(); n > 2*callers {
+		t.Errorf("then 32 callers × 20 requests: the app accepted %d connections in all, want at most %d", n, 2*callers)
 	}
 }
