@@ -10,10 +10,11 @@ import (
 
 // forwardIndex is the forwarding path's view of the store: the live
 // entries by ID and by the address that speaks for them, readable
-// without the server's mutex. The store writes it in step with byID and
-// byAddr, under that mutex; the forwarding path only reads, so a datagram
-// takes two read locks on two of 64 shards rather than the one lock that
-// every registration, lookup and sweep also takes.
+// without the server's mutex. The store writes it in step with byID,
+// under that mutex, and keeps no other index by address; the forwarding
+// path only reads, so a datagram takes two read locks on two of 64 shards
+// rather than the one lock that every registration, lookup and sweep also
+// takes.
 type forwardIndex struct {
 	byID   [indexShards]idShard
 	byAddr [indexShards]addrShard

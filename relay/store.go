@@ -56,13 +56,13 @@ type hold struct {
 type store struct {
 	byID      map[identity.ID]*entry
 	byShort   map[string][]*entry
-	byAddr    map[netip.AddrPort]*entry
 	held      map[identity.ID]*hold
 	heldShort map[string][]*hold
 	perSource map[netip.Addr]int
 	perNet    map[netip.Addr]int // by netKey of the source
-	// fwd mirrors byID and byAddr for the forwarding path, which reads
-	// it without the server's mutex.
+	// fwd mirrors byID for the forwarding path, which reads it without
+	// the server's mutex, and is the only index by source address: an
+	// address speaks for the ID registered from it last.
 	fwd *forwardIndex
 }
 
@@ -70,7 +70,6 @@ func newStore() *store {
 	return &store{
 		byID:      map[identity.ID]*entry{},
 		byShort:   map[string][]*entry{},
-		byAddr:    map[netip.AddrPort]*entry{},
 		held:      map[identity.ID]*hold{},
 		heldShort: map[string][]*hold{},
 		perSource: map[netip.Addr]int{},
@@ -115,9 +114,6 @@ func (s *store) put(e *entry) {
 		s.release(h)
 	}
 	s.byID[e.rec.ID] = e
-	if e.addr.IsValid() {
-		s.byAddr[e.addr] = e // an address speaks for the ID registered from it last
-	}
 	short := e.idStr[:identity.ShortIDLen]
 	s.byShort[short] = append(s.byShort[short], e)
 	s.count(e.src)
@@ -127,10 +123,8 @@ func (s *store) put(e *entry) {
 func (s *store) remove(e *entry) {
 	delete(s.byID, e.rec.ID)
 	s.fwd.deleteID(e)
-	if s.byAddr[e.addr] == e {
-		delete(s.byAddr, e.addr)
-		s.fwd.deleteAddr(e)
-	}
+	s.fwd.deleteAddr(e) // unless a newer entry registered from the address
+
 	short := e.idStr[:identity.ShortIDLen]
 	s.byShort[short] = cut(s.byShort, short, e)
 	s.uncount(e.src)
