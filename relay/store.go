@@ -124,7 +124,6 @@ func (s *store) remove(e *entry) {
 	delete(s.byID, e.rec.ID)
 	s.fwd.deleteID(e)
 	s.fwd.deleteAddr(e) // unless a newer entry registered from the address
-
 	short := e.idStr[:identity.ShortIDLen]
 	s.byShort[short] = cut(s.byShort, short, e)
 	s.uncount(e.src)

@@ -575,16 +575,11 @@ func (ps *paths) endpointsChanged(now time.Time) {
 	}
 }
 
-// status fills the path part of a peer's status: Path, PathSince,
+// status fills the path part of the peer's status: Path, PathSince,
 // Endpoint and History, as the last update left them (the probing
 // goroutine updates every peer every probeTick). It only reads: a status
 // request changes no path and logs nothing.
-func (ps *paths) status(id identity.ID, st *PeerStatus) {
-	st.Path = PathNone
-	p := ps.get(id)
-	if p == nil {
-		return
-	}
+func (p *peerPath) status(st *PeerStatus) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st.Path, st.PathSince, st.Endpoint, st.History = p.path, p.pathSince, p.endpoint, p.historyLocked()

@@ -489,7 +489,7 @@ func (t *Tunnel) PeerStatuses(ids []identity.ID) (sts []PeerStatus, known []bool
 			RxBytes:       st.rx,
 			TxBytes:       st.tx,
 		}, true
-		t.paths.status(id, &sts[i])
+		p.status(&sts[i])
 	}
 	return sts, known
 }

@@ -223,8 +223,10 @@ func (tw *twin) sendWireGuard(s *twinSide) []netip.AddrPort {
 
 // status is PeerStatus's path part for side s's peer.
 func (tw *twin) status(s *twinSide) PeerStatus {
-	var st PeerStatus
-	s.ps.status(tw.other(s).key.ID(), &st)
+	st := PeerStatus{Path: PathNone}
+	if p := s.ps.get(tw.other(s).key.ID()); p != nil {
+		p.status(&st)
+	}
 	return st
 }
 
