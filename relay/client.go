@@ -144,6 +144,7 @@ type pendingReg struct {
 
 type clientCounters struct {
 	registrationsSent, acks, refused, lookupsSent, sendErrors atomic.Uint64
+	presenceSent                                              atomic.Uint64
 	notRelay, unknownNonce, badRecord, wrongID, malformed     atomic.Uint64
 	queueFull, unknownType, notRegistered                     atomic.Uint64
 	cookieRequests, cookieRefused                             atomic.Uint64
@@ -522,7 +523,7 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 	}
 	if next.waiter != nil {
 		select {
-		case next.waiter.replies <- lookupReply{from: from, status: m.status, record: bytes.Clone(m.record)}:
+		case next.waiter.replies <- lookupReply{from: from, status: m.status, record: bytes.Clone(m.record), present: bytes.Clone(m.present), count: m.count}:
 		default:
 			c.ctr.queueFull.Add(1)
 		}
@@ -599,9 +600,9 @@ func (c *Client) handleLocked(m *message, from netip.AddrPort) afterPacket {
 		}
 		rs.cookie, rs.cookieAt, rs.askedAt = m.cookie, time.Now(), time.Time{}
 		return afterPacket{wake: c.kickNow} // register with it now
-	case msgLookupReply:
+	case msgLookupReply, msgPresenceReply:
 		w := c.lookups[m.nonce]
-		if w == nil {
+		if w == nil || w.presence != (m.typ == msgPresenceReply) {
 			return afterPacket{count: &c.ctr.unknownNonce}
 		}
 		return afterPacket{waiter: w}

@@ -182,6 +182,47 @@ func TestClientRegisterAndLookup(t *testing.T) {
 	}
 }
 
+// TestClientAbsent: Absent reports absent exactly the IDs that no relay
+// holds, merging the answers of two relays that each hold one Portal; a
+// relay that never answers (one too old to know Presence) makes it fail
+// with the context's error, so that the caller falls back to lookups.
+func TestClientAbsent(t *testing.T) {
+	checkLeaks(t)
+	srv1 := startServer(t, "127.0.0.1:0", ServerConfig{})
+	srv2 := startServer(t, "127.0.0.1:0", ServerConfig{})
+	a := startPortal(t, []string{srv1.addr.String(), srv2.addr.String()}, testInterval)
+	b := startPortal(t, []string{srv1.addr.String()}, testInterval)
+	c := startPortal(t, []string{srv2.addr.String()}, testInterval)
+	if !testutil.Poll(2*time.Second, func() bool { return a.client.Registered() && b.client.Registered() && c.client.Registered() }) {
+		t.Fatal("not registered within 2 s")
+	}
+	unknown := newKey(t).ID()
+	ids := []identity.ID{unknown, b.id(), c.id(), unknown}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	absent, err := a.client.Absent(ctx, ids)
+	cancel()
+	if want := []bool{true, false, false, true}; err != nil || !slices.Equal(absent, want) {
+		t.Errorf("Absent = %v, %v; want %v", absent, err, want)
+	}
+	if got := a.client.Stats().PresenceSent; got < 2 {
+		t.Errorf("PresenceSent = %d, want at least 2 (one per relay)", got)
+	}
+
+	for _, n := range []int{0, MaxPresenceIDs + 1} {
+		if _, err := a.client.Absent(context.Background(), make([]identity.ID, n)); err == nil {
+			t.Errorf("Absent of %d IDs: no error", n)
+		}
+	}
+
+	silent := listenUDP(t, "127.0.0.1:0") // reads nothing, answers nothing
+	d := startPortal(t, []string{srv1.addr.String(), addrOf(silent).String()}, testInterval)
+	ctx, cancel = context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	if _, err := d.client.Absent(ctx, ids); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Absent with a relay that never answers: error %v, want the context's deadline", err)
+	}
+}
+
 // TestClientReRegistersOnNewEndpoint checks that the first ack, which
 // reports an endpoint the record lacks, triggers a registration at once
 // rather than after Interval.

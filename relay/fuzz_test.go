@@ -19,6 +19,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	full := mustSign(t, key, testRecord(key, t0))
 	bare := mustSign(t, key, Record{ID: key.ID(), SignedAt: t0, Expires: t0.Add(time.Second)})
 	nonce := [nonceLen]byte{1, 2, 3}
+	id := key.ID()
 	msgs := []message{
 		{typ: msgRegister, nonce: nonce, record: full},
 		{typ: msgRegister, nonce: nonce, record: bare},
@@ -36,6 +37,8 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		{typ: msgRegister, nonce: nonce, cookie: [cookieLen]byte{4, 5, 6}, record: full},
 		{typ: msgKeepalive},
 		{typ: msgNotRegistered},
+		{typ: msgPresence, nonce: nonce, count: 2, ids: append(id[:], make([]byte, idLen)...)},
+		{typ: msgPresenceReply, nonce: nonce, count: 2, present: []byte{0x80}},
 	}
 	for _, ep := range wiretest.Endpoints { // every class of address, refused ones too
 		msgs = append(msgs, message{typ: msgRegisterAck, nonce: nonce, expires: t0, observed: ep.Addr})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"portal/identity"
@@ -24,17 +25,39 @@ const (
 	lookupQueue = 16
 )
 
-// lookupWait is a Lookup in progress, found by its nonce.
+// lookupWait is a Lookup or an Absent in progress, found by its nonce.
 type lookupWait struct {
-	replies chan lookupReply
+	replies  chan lookupReply
+	presence bool // an Absent: it takes PresenceReplies, a Lookup LookupReplies
 }
 
-// lookupReply is a LookupReply handed from HandlePacket to Lookup; record
-// is a copy, not yet verified.
+// lookupReply is a LookupReply or a PresenceReply handed from HandlePacket
+// to Lookup or Absent; record and present are copies, the record not yet
+// verified.
 type lookupReply struct {
-	from   netip.AddrPort
-	status status
-	record []byte
+	from    netip.AddrPort
+	status  status
+	record  []byte
+	present []byte // a PresenceReply's bitmap
+	count   int    // and how many IDs it is about
+}
+
+// wait registers a Lookup or an Absent under a new random nonce; the
+// caller must call unwait with it when done.
+func (c *Client) wait(presence bool) (*lookupWait, [nonceLen]byte) {
+	w := &lookupWait{replies: make(chan lookupReply, lookupQueue), presence: presence}
+	var nonce [nonceLen]byte
+	rand.Read(nonce[:])
+	c.mu.Lock()
+	c.lookups[nonce] = w
+	c.mu.Unlock()
+	return w, nonce
+}
+
+func (c *Client) unwait(nonce [nonceLen]byte) {
+	c.mu.Lock()
+	delete(c.lookups, nonce)
+	c.mu.Unlock()
 }
 
 // Lookup asks every relay for the Portal whose ID is query (a full ID) or
@@ -65,24 +88,15 @@ func (c *Client) LookupVia(ctx context.Context, query string) (Record, netip.Add
 	if err != nil {
 		return Record{}, netip.AddrPort{}, fmt.Errorf("relay: lookup: %w", err)
 	}
-	w := &lookupWait{replies: make(chan lookupReply, lookupQueue)}
-	var nonce [nonceLen]byte
-	rand.Read(nonce[:])
-	c.mu.Lock()
-	c.lookups[nonce] = w
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.lookups, nonce)
-		c.mu.Unlock()
-	}()
+	w, nonce := c.wait(false)
+	defer c.unwait(nonce)
 
 	msg := (&message{typ: msgLookup, nonce: nonce, query: q}).append(nil)
 	answered := map[netip.AddrPort]status{}
 	var found *Record
 	var via netip.AddrPort // the relay that sent found
 	var grace <-chan time.Time
-	c.sendLookup(msg, answered)
+	c.sendLookup(msg, answered, &c.ctr.lookupsSent)
 	tick := time.NewTicker(lookupRetry)
 	defer tick.Stop()
 	for {
@@ -96,7 +110,7 @@ func (c *Client) LookupVia(ctx context.Context, query string) (Record, netip.Add
 			}
 			return Record{}, netip.AddrPort{}, fmt.Errorf("relay: lookup %s: %w", q, ctx.Err())
 		case <-tick.C:
-			c.sendLookup(msg, answered)
+			c.sendLookup(msg, answered, &c.ctr.lookupsSent)
 			continue
 		case <-grace:
 			return *found, via, nil
@@ -159,9 +173,9 @@ func notFound(answered map[netip.AddrPort]status) bool {
 	return len(answered) > 0
 }
 
-// sendLookup sends the Lookup msg to every relay address that has not
-// answered.
-func (c *Client) sendLookup(msg []byte, answered map[netip.AddrPort]status) {
+// sendLookup sends msg, a Lookup or a Presence, to every relay address that
+// has not answered, counting each in sent.
+func (c *Client) sendLookup(msg []byte, answered map[netip.AddrPort]status, sent *atomic.Uint64) {
 	c.mu.Lock()
 	addrs := c.addrsLocked()
 	c.mu.Unlock()
@@ -169,7 +183,7 @@ func (c *Client) sendLookup(msg []byte, answered map[netip.AddrPort]status) {
 		if _, ok := answered[a]; ok {
 			continue
 		}
-		c.ctr.lookupsSent.Add(1)
+		sent.Add(1)
 		if err := c.send(msg, a); err != nil {
 			c.ctr.sendErrors.Add(1)
 			c.log.Debug("cannot send lookup", "relay", a, "err", err)
@@ -200,6 +214,7 @@ type ClientStats struct {
 	Acks              uint64 // registrations acknowledged
 	Refused           uint64 // registrations refused by a relay (logged with the reason)
 	LookupsSent       uint64 // Lookup messages sent, retries included
+	PresenceSent      uint64 // Presence messages sent (see Absent), retries included
 	SendErrors        uint64 // ClientConfig.Send failures
 
 	DroppedNotRelay     uint64 // relay messages from an address that is not a relay
@@ -221,6 +236,7 @@ func (c *Client) Stats() ClientStats {
 		Acks:                k.acks.Load(),
 		Refused:             k.refused.Load(),
 		LookupsSent:         k.lookupsSent.Load(),
+		PresenceSent:        k.presenceSent.Load(),
 		SendErrors:          k.sendErrors.Load(),
 		DroppedNotRelay:     k.notRelay.Load(),
 		DroppedUnknownNonce: k.unknownNonce.Load(),

@@ -90,6 +90,53 @@ func TestServerRefusesRegistrations(t *testing.T) {
 	}
 }
 
+// TestServerPresence: a Presence is answered with one bit per ID, set for
+// the IDs with a live record and clear for unknown and expired ones, and
+// the reply echoes the nonce and the count.
+func TestServerPresence(t *testing.T) {
+	checkLeaks(t)
+	clock := &fakeClock{now: t0}
+	srv := startServer(t, "127.0.0.1:0", ServerConfig{Now: clock.Now})
+	live, expiring := newKey(t), newKey(t)
+	for _, k := range []*identity.Key{live, expiring} {
+		rec := testRecord(k, t0) // expires after a minute
+		if k == live {
+			rec.Expires = t0.Add(DefaultMaxTTL)
+		}
+		pc := listenUDP(t, "127.0.0.1:0")
+		if ack := register(t, pc, srv.addr, mustSign(t, k, rec)); ack.typ != msgRegisterAck {
+			t.Fatalf("register: reply type %d reason %v", ack.typ, ack.reason)
+		}
+	}
+	clock.Add(90 * time.Second) // expiring's record has expired; live's has not
+	unknown := newKey(t).ID()
+	pc := listenUDP(t, "127.0.0.1:0")
+	for _, tt := range []struct {
+		ids  []identity.ID
+		want []byte
+	}{
+		{[]identity.ID{live.ID()}, []byte{0x80}},
+		{[]identity.ID{unknown}, []byte{0}},
+		{[]identity.ID{expiring.ID()}, []byte{0}},
+		{[]identity.ID{unknown, live.ID(), expiring.ID(), unknown, unknown, unknown, unknown, unknown, live.ID()}, []byte{0x40, 0x80}},
+	} {
+		m := message{typ: msgPresence, nonce: randNonce(), count: len(tt.ids)}
+		for _, id := range tt.ids {
+			m.ids = append(m.ids, id[:]...)
+		}
+		reply := exchange(t, pc, srv.addr, m)
+		if reply.typ != msgPresenceReply || reply.nonce != m.nonce || reply.count != len(tt.ids) {
+			t.Fatalf("reply type %d nonce %x count %d, want PresenceReply with %x and %d", reply.typ, reply.nonce, reply.count, m.nonce, len(tt.ids))
+		}
+		if !bytes.Equal(reply.present, tt.want) {
+			t.Errorf("presence of %d IDs: bitmap %08b, want %08b", len(tt.ids), reply.present, tt.want)
+		}
+	}
+	if got := srv.Stats().PresenceQueries; got != 4 {
+		t.Errorf("PresenceQueries = %d, want 4", got)
+	}
+}
+
 func TestServerRegisterAndLookup(t *testing.T) {
 	checkLeaks(t)
 	clock := &fakeClock{now: t0}

@@ -23,6 +23,8 @@ import (
 //	Portal ◀── RegisterAck{nonce, expires, observed} │ or Refused{nonce, reason, relay time}
 //	Portal ── Lookup{nonce, query, padding} ─▶ relay
 //	Portal ◀── LookupReply{nonce, status, record}
+//	Portal ── Presence{nonce, ids} ─▶ relay
+//	Portal ◀── PresenceReply{nonce, bitmap}           which ids hold a live record
 //
 // The cookie proves that the registering Portal receives datagrams at the
 // source address of its Register, so that a forged source address can
@@ -140,6 +142,18 @@ const (
 	// msgCookie (relay → Portal): nonce[16] cookie[16], the cookie for
 	// the request's source address and port.
 	msgCookie msgType = 0x0c
+	// msgPresence (Portal → relay): nonce[16] count[1] ids[count×32],
+	// count 1..MaxPresenceIDs: which of these full IDs have a live
+	// record here. It lets a Portal with many offline peers ask about
+	// all of them in a few datagrams instead of one Lookup each; the
+	// records of those present are then fetched by Lookup.
+	msgPresence msgType = 0x0d
+	// msgPresenceReply (relay → Portal): nonce[16] count[1]
+	// bitmap[(count+7)/8], count as in the Presence it answers; bit i
+	// (bitmap[i/8] & 0x80>>(i%8)) is set when the i-th ID has a live
+	// record, and the bits past count are zero. It is always shorter
+	// than the Presence.
+	msgPresenceReply msgType = 0x0e
 
 	// Type 0x09 (Portal → Portal, directly or inside Forward and
 	// Deliver) is a control message between two Portals, sealed with their
@@ -152,6 +166,10 @@ const (
 // can tell them from WireGuard and from relay messages. Its version byte
 // is the control messages' own (1), not ProtocolVersion.
 const PeerMessagePrefix = magic + "\x01\x09"
+
+// MaxPresenceIDs is the most IDs one Presence asks about: 32 IDs make a
+// 1 054-byte message, within MaxMessageSize.
+const MaxPresenceIDs = 32
 
 // MaxForwardSize is the largest Forward or Deliver message: room for a
 // WireGuard message of a 9000-byte inner MTU and the 37-byte header.
@@ -307,6 +325,9 @@ type message struct {
 	cookie   [cookieLen]byte // register, cookie
 	record   []byte          // register, lookupReply with statusFound; aliases the input
 	query    string          // lookup
+	ids      []byte          // presence: count×idLen bytes; aliases the input
+	present  []byte          // presenceReply: the bitmap; aliases the input
+	count    int             // presence, presenceReply: 1..MaxPresenceIDs
 	status   status          // lookupReply
 	reason   reason          // refused
 	expires  time.Time       // registerAck
@@ -325,7 +346,7 @@ func parseMessage(b []byte) (message, error) {
 	m.typ = msgType(b[4])
 	r := reader{b: b[headerLen:]}
 	switch m.typ {
-	case msgRegister, msgRegisterAck, msgLookup, msgLookupReply, msgRefused, msgCookieRequest, msgCookie:
+	case msgRegister, msgRegisterAck, msgLookup, msgLookupReply, msgRefused, msgCookieRequest, msgCookie, msgPresence, msgPresenceReply:
 		copy(m.nonce[:], r.bytes(nonceLen))
 	case msgNotRegistered, msgKeepalive:
 	default:
@@ -368,6 +389,21 @@ func parseMessage(b []byte) (message, error) {
 		case statusNotFound, statusAmbiguous, statusBadRequest:
 		default:
 			r.fail()
+		}
+	case msgPresence:
+		m.count = int(r.byte())
+		if m.count < 1 || m.count > MaxPresenceIDs {
+			r.fail()
+		}
+		m.ids = r.bytes(m.count * idLen)
+	case msgPresenceReply:
+		m.count = int(r.byte())
+		if m.count < 1 || m.count > MaxPresenceIDs {
+			r.fail()
+		}
+		m.present = r.bytes(bitmapLen(m.count))
+		if rem := m.count % 8; rem != 0 && len(m.present) > 0 && m.present[len(m.present)-1]&(0xff>>rem) != 0 {
+			r.fail() // the bits past count must be zero
 		}
 	case msgRefused:
 		m.reason = reason(r.byte())
@@ -420,9 +456,18 @@ func (m *message) append(dst []byte) []byte {
 	case msgRefused:
 		dst = append(dst, byte(m.reason))
 		dst = appendTime(dst, m.now)
+	case msgPresence:
+		dst = append(dst, byte(m.count))
+		dst = append(dst, m.ids...)
+	case msgPresenceReply:
+		dst = append(dst, byte(m.count))
+		dst = append(dst, m.present...)
 	}
 	return dst
 }
+
+// bitmapLen is the size of a PresenceReply's bitmap for n IDs.
+func bitmapLen(n int) int { return (n + 7) / 8 }
 
 func appendTime(dst []byte, t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(dst, uint64(max(t.UnixMilli(), 0)))

@@ -236,6 +236,11 @@ func TestMessageRoundTrip(t *testing.T) {
 		{typ: msgLookupReply, nonce: nonce, status: statusAmbiguous},
 		{typ: msgLookupReply, nonce: nonce, status: statusBadRequest},
 		{typ: msgRefused, nonce: nonce, reason: reasonStale, now: t0},
+		{typ: msgPresence, nonce: nonce, count: 1, ids: bytes.Repeat([]byte{7}, idLen)},
+		{typ: msgPresence, nonce: nonce, count: MaxPresenceIDs, ids: bytes.Repeat([]byte{7}, MaxPresenceIDs*idLen)},
+		{typ: msgPresenceReply, nonce: nonce, count: 1, present: []byte{0x80}},
+		{typ: msgPresenceReply, nonce: nonce, count: 9, present: []byte{0xff, 0x80}},
+		{typ: msgPresenceReply, nonce: nonce, count: MaxPresenceIDs, present: []byte{1, 2, 3, 4}},
 	}
 	for _, want := range tests {
 		b := want.append(nil)
@@ -269,6 +274,17 @@ func TestRepliesNeverAmplify(t *testing.T) {
 	}
 	if maxLookupReply > lookupLen {
 		t.Errorf("LookupReply up to %d bytes, Lookup %d", maxLookupReply, lookupLen)
+	}
+	// A PresenceReply is shorter than the Presence it answers, whatever
+	// the count.
+	for n := 1; n <= MaxPresenceIDs; n++ {
+		req := headerLen + nonceLen + 1 + n*idLen
+		if reply := headerLen + nonceLen + 1 + bitmapLen(n); reply > req {
+			t.Errorf("PresenceReply about %d IDs %d bytes, Presence %d", n, reply, req)
+		}
+	}
+	if n := headerLen + nonceLen + 1 + MaxPresenceIDs*idLen; n > MaxMessageSize {
+		t.Errorf("a Presence of MaxPresenceIDs is %d bytes, more than MaxMessageSize", n)
 	}
 	// A Cookie is exactly as long as the CookieRequest it answers.
 	req := (&message{typ: msgCookieRequest}).append(nil)
@@ -321,6 +337,14 @@ func TestParseMessageRejects(t *testing.T) {
 		{"cookie request with non-zero padding", set(cookieReq, len(cookieReq)-1, 1), errMalformed},
 		{"cookie request over-padded", append(bytes.Clone(cookieReq), 0), errMalformed},
 		{"cookie truncated", (&message{typ: msgCookie}).append(nil)[:headerLen+nonceLen+cookieLen-1], errMalformed},
+		{"presence of no IDs", (&message{typ: msgPresence}).append(nil), errMalformed},
+		{"presence of too many IDs", (&message{typ: msgPresence, count: MaxPresenceIDs + 1, ids: make([]byte, (MaxPresenceIDs+1)*idLen)}).append(nil), errMalformed},
+		{"presence shorter than its count", (&message{typ: msgPresence, count: 2, ids: make([]byte, idLen)}).append(nil), errMalformed},
+		{"presence with a partial ID", (&message{typ: msgPresence, count: 1, ids: make([]byte, idLen+1)}).append(nil), errMalformed},
+		{"presence reply of no IDs", (&message{typ: msgPresenceReply}).append(nil), errMalformed},
+		{"presence reply with a short bitmap", (&message{typ: msgPresenceReply, count: 9, present: []byte{0}}).append(nil), errMalformed},
+		{"presence reply with a long bitmap", (&message{typ: msgPresenceReply, count: 8, present: []byte{0, 0}}).append(nil), errMalformed},
+		{"presence reply with a bit past its count", (&message{typ: msgPresenceReply, count: 9, present: []byte{0, 0x40}}).append(nil), errMalformed},
 		{"refused with reason past the last", (&message{typ: msgRefused, reason: reasonSourceFull + 1, now: t0}).append(nil), errMalformed},
 	}
 	for _, tt := range tests {

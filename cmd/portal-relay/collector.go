@@ -76,6 +76,8 @@ func newRelayCollector(stats func() relay.Stats) *relayCollector {
 			labelled{"not_found", u(func(s *relay.Stats) uint64 { return s.LookupsNotFound })},
 			labelled{"ambiguous", u(func(s *relay.Stats) uint64 { return s.LookupsAmbiguous })},
 			labelled{"bad_request", u(func(s *relay.Stats) uint64 { return s.LookupsBadRequest })}),
+		metric("presence_queries_total", "Presence queries answered (each asks about up to 32 IDs at once).", "", counter,
+			one(u(func(s *relay.Stats) uint64 { return s.PresenceQueries }))),
 
 		metric("forwarded_packets_total", "Payloads forwarded, by WireGuard message type, or control for Portal control messages.", "type", counter,
 			labelled{"initiation", u(func(s *relay.Stats) uint64 { return s.ForwardedInitiation })},

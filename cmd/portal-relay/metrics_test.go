@@ -379,6 +379,7 @@ func TestRelayCollector(t *testing.T) {
 		`portal_relay_lookups_total{outcome="not_found"}`:                      "LookupsNotFound",
 		`portal_relay_lookups_total{outcome="ambiguous"}`:                      "LookupsAmbiguous",
 		`portal_relay_lookups_total{outcome="bad_request"}`:                    "LookupsBadRequest",
+		"portal_relay_presence_queries_total":                                  "PresenceQueries",
 		`portal_relay_dropped_packets_total{reason="malformed"}`:               "Malformed",
 		`portal_relay_dropped_packets_total{reason="unknown_type"}`:            "UnknownType",
 		`portal_relay_dropped_packets_total{reason="rate_limited"}`:            "RateLimited",

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -255,21 +256,87 @@ func (o *overlay) run(ctx context.Context) {
 			}
 		}
 		o.mu.Unlock()
-		for _, id := range batch {
+		// lookupOne runs one lookup within the bound and finishes it.
+		lookupOne := func(query string) {
+			defer wg.Done()
+			select {
+			case lookups <- struct{}{}:
+			case <-ctx.Done():
+				o.finish(ctx, query, lookupRetry)
+				return
+			}
+			defer func() { <-lookups }()
+			o.finish(ctx, query, o.lookup(ctx, query))
+		}
+		// Several full IDs are first asked about in Presence batches:
+		// most of a long peer list is offline, and one datagram asks
+		// about 32 peers where lookups cost a datagram, a reply and a
+		// wake-up each. A lone query (a peer just paired) and prefixes
+		// are looked up at once.
+		var ids []identity.ID
+		if len(batch) > 1 {
+			batch = slices.DeleteFunc(batch, func(q string) bool {
+				id, err := identity.ParseID(q)
+				if err == nil {
+					ids = append(ids, id)
+				}
+				return err == nil
+			})
+		}
+		for chunk := range slices.Chunk(ids, relay.MaxPresenceIDs) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				select {
 				case lookups <- struct{}{}:
 				case <-ctx.Done():
-					o.finish(ctx, id, lookupRetry)
+					for _, id := range chunk {
+						o.finish(ctx, id.String(), lookupRetry)
+					}
 					return
 				}
-				defer func() { <-lookups }()
-				o.finish(ctx, id, o.lookup(ctx, id))
+				pctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+				absent, err := o.relay.Absent(pctx, chunk)
+				cancel()
+				<-lookups
+				if ctx.Err() != nil {
+					for _, id := range chunk {
+						o.finish(ctx, id.String(), lookupRetry)
+					}
+					return
+				}
+				if err != nil {
+					o.log.Debug("presence query unanswered; looking the peers up one by one", "peers", len(chunk), "err", err)
+				}
+				for i, id := range chunk {
+					if err == nil && absent[i] {
+						o.finish(ctx, id.String(), o.absentOutcome(ctx, id))
+						continue
+					}
+					wg.Add(1)
+					go lookupOne(id.String())
+				}
 			}()
 		}
+		for _, query := range batch {
+			wg.Add(1)
+			go lookupOne(query)
+		}
 	}
+}
+
+// absentOutcome is how the lookup of a full ID that no relay holds ends,
+// as lookup would have ended it: a peer removed meanwhile is done, a keyed
+// one absent.
+func (o *overlay) absentOutcome(ctx context.Context, id identity.ID) lookupOutcome {
+	p, err := o.store.Peer(ctx, id.String())
+	switch {
+	case err != nil:
+		return lookupDone
+	case p.HasKey():
+		return lookupAbsent
+	}
+	return lookupRetry
 }
 
 // lookupOutcome is how a lookup ended, which sets when it is tried again.

@@ -29,7 +29,9 @@ import (
 	"portal/internal/leakcheck"
 	"portal/internal/testutil"
 	"portal/peers"
+	"portal/relay"
 	"portal/store"
+	"portal/tunnel"
 )
 
 // echoMeta is the manifest of the test app installed on both Portals.
@@ -618,6 +620,90 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 	defer w.mu.Unlock()
 	if w.late != 0 {
 		t.Errorf("%d retries fired after run returned", w.late)
+	}
+}
+
+// TestOfflinePeersAskedInBatches: a Portal whose store holds many peers,
+// most of them offline, asks the relay about them in Presence batches of
+// 32 and looks up one by one only the peer the relay holds. The absent
+// peers get the backoff of an absent lookup, without a Lookup each.
+func TestOfflinePeersAskedInBatches(t *testing.T) {
+	srv, relayAddr := startRelayStats(t)
+	log := testutil.Logger(t)
+	ctx := context.Background()
+	bg, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	cfg := runConfig{relays: []string{relayAddr}, name: "test portal", keepalive: 25 * time.Second}
+	start := func(key *identity.Key, lost func(identity.ID)) (*tunnel.Tunnel, *relay.Client) {
+		// Not the test's log: wireguard-go's workers log their stop
+		// after Close has returned, which may be after the test ended.
+		tun, rc, err := startTunnel(cfg, key, discardLog(), lost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tun.Close() })
+		wg.Add(1)
+		go func() { defer wg.Done(); rc.Run(bg) }()
+		if !testutil.Poll(10*time.Second, rc.Registered) {
+			t.Fatal("not registered with the relay within 10 s")
+		}
+		return tun, rc
+	}
+	online, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(online, func(identity.ID) {})
+
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), dbFile), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const offline = 40 // two Presence batches: 32 and 9 with the online peer
+	for range offline {
+		if _, _, err := st.PutPeer(ctx, newID(t).String(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := st.PutPeer(ctx, online.ID().String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	key, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ov *overlay
+	tun, rc := start(key, func(id identity.ID) { ov.lookupSoon(id) })
+	ov = newOverlay(st, tun, rc, log)
+	var w timerWatch
+	ov.afterFunc = w.afterFunc
+	before := srv.Stats()
+	if err := ov.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); ov.run(bg) }()
+	// Every peer's first lookup ends in a retry: the offline ones are
+	// absent, and the online one does not have us as a peer.
+	if !testutil.Poll(10*time.Second, func() bool { return w.count() >= offline+1 }) {
+		t.Fatalf("%d of %d retries armed within 10 s", w.count(), offline+1)
+	}
+	stop()
+	after := srv.Stats()
+	if got := after.PresenceQueries - before.PresenceQueries; got < 2 || got > 4 {
+		t.Errorf("relay answered %d presence queries, want 2 (41 peers in batches of 32), or a few more with retries", got)
+	}
+	if got := after.LookupsNotFound - before.LookupsNotFound; got != 0 {
+		t.Errorf("relay answered %d lookups not found, want 0: offline peers are asked about only in batches", got)
+	}
+	if got := after.LookupsFound - before.LookupsFound; got < 1 {
+		t.Errorf("relay answered %d lookups found, want the online peer's", got)
+	}
+	if st, _ := tun.PeerStatus(online.ID()); st.Path == tunnel.PathNone {
+		t.Errorf("the online peer has no path after its lookup, want its relay or a direct one")
 	}
 }
 

@@ -49,6 +49,14 @@ func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard,
 // returns its address; it stops at cleanup.
 func startRelayServer(t *testing.T) string {
 	t.Helper()
+	_, addr := startRelayStats(t)
+	return addr
+}
+
+// startRelayStats is startRelayServer that also returns the server, for its
+// counters.
+func startRelayStats(t *testing.T) (*relay.Server, string) {
+	t.Helper()
 	srv, err := relay.NewServer(relay.ServerConfig{Log: discardLog()})
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +74,7 @@ func startRelayServer(t *testing.T) string {
 		pc.Close()
 		<-done
 	})
-	return pc.LocalAddr().String()
+	return srv, pc.LocalAddr().String()
 }
 
 // TestRunStartupFailureLeavesNothing runs the daemon in-process with its
