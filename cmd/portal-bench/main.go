@@ -13,6 +13,10 @@
 //     tun/netstack, default MTU, in this process;
 //   - raw: two tunnel.Tunnels (our Bind, path table and gVisor stack), in
 //     this process;
+//   - floor: the process layout alone: two copies of this program that
+//     only copy bytes between loopback TCP connections (floor.go), so a
+//     call crosses the same three processes as naive and call_peer with
+//     no tunnel and no HTTP in between;
 //   - naive: what stock parts give, one process per Portal: two copies of
 //     this program (naive.go), each a stock wireguard-go device on the stock
 //     netstack with a stock httputil.ReverseProxy at each end, the same
@@ -80,6 +84,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == naiveCommand {
 		os.Exit(naiveMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == floorCommand {
+		os.Exit(floorMain(os.Args[2:]))
+	}
 	portald := flag.String("portald", "bin/portald", "portald binary for the call_peer row")
 	relayBin := flag.String("relay", "bin/portal-relay", "portal-relay binary for the call_peer row")
 	upload := flag.Int64("upload", 1<<30, "bytes per bulk upload")
@@ -91,7 +98,7 @@ func main() {
 	pairLimit := flag.Duration("pair-limit", 2*time.Minute, "with --peers: how long pairing may take to the first call_peer")
 	relayBench := flag.Bool("relay-bench", false, "instead of the table: the relay bench, forwarding, registrations, lookups and RSS of a pinned portal-relay (relay.go; make bench-relay)")
 	relayIDs := flag.Int("relay-ids", 100_000, "with --relay-bench: Portal IDs to register")
-	only := flag.String("only", "", "comma-separated rows to run (stock,raw,naive,call_peer,relayed,sign,rss,store,idle); empty for all")
+	only := flag.String("only", "", "comma-separated rows to run (stock,raw,floor,naive,call_peer,relayed,sign,rss,store,idle); empty for all")
 	calls := flag.Int("calltrace", 0, "instead of the table: this many sequential calls through stock and call_peer, split by stage when portald records them (make bench-trace)")
 	flag.Parse()
 	b := &bench{upload: *upload, duration: *duration, portald: *portald, relay: *relayBin, profile: *profile}
@@ -186,6 +193,11 @@ func (b *bench) run(want func(string) bool, stream int64, idle time.Duration) er
 	if want("raw") {
 		if err := b.measure("ours, raw tunnel", func() (*transport, func(), error) { return rawPair(log) }); err != nil {
 			return fmt.Errorf("raw tunnel: %w", err)
+		}
+	}
+	if want("floor") {
+		if err := b.measure(rowFloor, floorPair); err != nil {
+			return fmt.Errorf("floor: %w", err)
 		}
 	}
 	if want("naive") {
