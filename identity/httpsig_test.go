@@ -246,9 +246,9 @@ func signRaw(t *testing.T, r *http.Request, key PairKey, inner string) {
 	for _, it := range dict[0].list {
 		covered = append(covered, it.str)
 	}
-	// Components signatureBase cannot compute get a MAC over nothing:
+	// Components appendSignatureBase cannot compute get a MAC over nothing:
 	// VerifyRequest must refuse them before comparing MACs anyway.
-	base, _, _ := signatureBase(r, covered, dict[0].params)
+	base, _, _ := appendSignatureBase(nil, r, covered, dict[0].params)
 	mac := hmac.New(sha256.New, key[:])
 	mac.Write(base)
 	r.Header.Set("Signature-Input", "sig1="+inner)
@@ -622,6 +622,28 @@ func appendSFDictionary(b []byte, dict []sfMember) []byte {
 
 // BenchmarkSignVerify signs and verifies one typical forwarded request: a
 // POST with a small body whose Content-Digest is already set.
+// TestPairMAC: pairMAC is HMAC-SHA256 of what follows its first block, as
+// crypto/hmac computes it, for bases of every length around the block
+// boundaries.
+func TestPairMAC(t *testing.T) {
+	var key PairKey
+	for i := range key {
+		key[i] = byte(i*7 + 1)
+	}
+	for n := range 3*sha256.BlockSize + 2 {
+		msg := make([]byte, n)
+		for i := range msg {
+			msg[i] = byte(i)
+		}
+		mac := hmac.New(sha256.New, key[:])
+		mac.Write(msg)
+		buf := append(make([]byte, sha256.BlockSize), msg...)
+		if got := pairMAC(key, buf); !bytes.Equal(got[:], mac.Sum(nil)) {
+			t.Fatalf("base of %d bytes: pairMAC %x, crypto/hmac %x", n, got, mac.Sum(nil))
+		}
+	}
+}
+
 func BenchmarkSignVerify(b *testing.B) {
 	f := newSigFixture(b)
 	r := httptest.NewRequest("POST", "http://notes.hqzcss.portal/api/v1/items/42?expand=comments&limit=20", nil)
