@@ -80,6 +80,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzVerifyRequest$$' -fuzztime=$(FUZZTIME) ./identity/
 	$(GO) test -run='^$$' -fuzz='^FuzzOpenControl$$' -fuzztime=$(FUZZTIME) ./tunnel/
 	$(GO) test -run='^$$' -fuzz='^FuzzClassify$$' -fuzztime=$(FUZZTIME) ./tunnel/
+	$(GO) test -run='^$$' -fuzz='^FuzzSegmenter$$' -fuzztime=$(FUZZTIME) ./tunnel/
 
 clean:
 	rm -rf $(BIN)

@@ -3,9 +3,11 @@ package tunnel
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -54,6 +56,16 @@ type netStack struct {
 	ctx    context.Context // cancelled by Close; unblocks Read
 	cancel context.CancelFunc
 	once   sync.Once
+
+	// readMu is held by Read; it guards the GSO packet Read is part way
+	// through: out cuts it, outView holds its bytes (nil when none).
+	readMu  sync.Mutex
+	out     segmenter
+	outView *buffer.View
+
+	split    atomic.Uint64 // GSO packets cut into more than one segment
+	segments atomic.Uint64 // the segments cut from those
+	dropped  atomic.Uint64 // Stats.OutboundDropped
 }
 
 var _ tun.Device = (*netStack)(nil)
@@ -75,6 +87,11 @@ func newNetStack(addr netip.Addr, mtu int) (*netStack, error) {
 	// again; GRO (in Write) verifies those of the segments it merges,
 	// whose merged checksum could not be checked anyway.
 	ns.ep.LinkEPCapabilities |= stack.CapabilityRXChecksumOffload
+	// Host GSO: a TCP endpoint hands over up to 64 KiB at a time, with
+	// the checksum left to the link, and Read cuts it into segments. The
+	// stack then runs its TCP and IP layers once per 64 KiB instead of
+	// once per MTU.
+	ns.ep.SupportedGSOKind = stack.HostGSOSupported
 	ns.gros.New = func() any { g := new(gro.GRO); g.Init(true); return g }
 	ns.ctx, ns.cancel = context.WithCancel(context.Background())
 	sack := tcpip.TCPSACKEnabled(true)
@@ -126,33 +143,105 @@ func (ns *netStack) BatchSize() int { return stackBatch }
 
 // Read hands wireguard-go the packets the stack wants to send: it blocks
 // for the first, then takes only what is already queued, so batching never
-// waits on a timer.
+// waits on a timer. A TCP packet the stack sent with host GSO is cut into
+// MTU-sized segments here (segmenter); one whose segments do not all fit
+// in bufs is finished by the next Read, before anything newer.
+//
+// wireguard-go calls Read from one goroutine; readMu makes that an
+// invariant rather than an assumption, and orders Close's release of a
+// packet part way through.
 func (ns *netStack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	pkt := ns.ep.ReadContext(ns.ctx)
-	if pkt == nil {
-		return 0, os.ErrClosed
-	}
-	n := 0
-	for {
+	ns.readMu.Lock()
+	defer ns.readMu.Unlock()
+	n := ns.segment(bufs, sizes, offset)
+	for n < len(bufs) && ns.outView == nil {
+		var pkt *stack.PacketBuffer
+		if n == 0 {
+			if pkt = ns.ep.ReadContext(ns.ctx); pkt == nil {
+				return 0, os.ErrClosed
+			}
+		} else if pkt = ns.ep.Read(); pkt == nil {
+			break
+		}
+		// With host GSO every TCP packet, even a bare ACK, carries
+		// only the pseudo-header's sum: all of them are finished by
+		// the segmenter. ICMPv6 and the stack's own resets come
+		// without GSO, complete.
+		if o := pkt.GSOOptions; o.Type == stack.GSOTCPv6 || o.NeedsCsum {
+			ns.startSegments(pkt)
+			n += ns.segment(bufs[n:], sizes[n:], offset)
+			continue
+		}
 		view := pkt.ToView()
 		pkt.DecRef()
-		m, err := view.Read(bufs[n][offset:])
+		m := copy(bufs[n][offset:], view.AsSlice())
+		if m < view.Size() {
+			ns.dropped.Add(1)
+		} else {
+			sizes[n] = m
+			n++
+		}
 		view.Release()
-		if err != nil {
-			return n, err
-		}
-		sizes[n] = m
-		if calltrace.Enabled {
-			calltrace.Mark(calltrace.TunRead, calltrace.TCPPayload(bufs[n][offset:offset+m]))
-		}
-		n++
-		if n == len(bufs) {
-			return n, nil
-		}
-		if pkt = ns.ep.Read(); pkt == nil {
-			return n, nil
+	}
+	if calltrace.Enabled {
+		for i := range n {
+			calltrace.Mark(calltrace.TunRead, calltrace.TCPPayload(bufs[i][offset:offset+sizes[i]]))
 		}
 	}
+	return n, nil
+}
+
+// startSegments makes the GSO packet pkt the one segment cuts, taking
+// ownership of pkt; a packet the segmenter refuses is dropped and counted.
+func (ns *netStack) startSegments(pkt *stack.PacketBuffer) {
+	view := pkt.ToView()
+	mss := int(pkt.GSOOptions.MSS)
+	pkt.DecRef()
+	s, err := newSegmenter(view.AsSlice(), mss, ns.mtu)
+	if err != nil {
+		view.Release()
+		ns.dropped.Add(1)
+		return
+	}
+	ns.out, ns.outView = s, view
+}
+
+// segment writes the next segments of the packet started by
+// startSegments into bufs, as many as fit, and releases the packet once
+// its last segment is out. It returns how many it wrote.
+func (ns *netStack) segment(bufs [][]byte, sizes []int, offset int) int {
+	if ns.outView == nil {
+		return 0
+	}
+	n := 0
+	for n < len(bufs) && !ns.out.done() {
+		m := ns.out.next(bufs[n][offset:])
+		if m == 0 {
+			// A buffer too small for a segment the MTU allows:
+			// wireguard-go's never are, but the rest of this
+			// packet is dropped rather than the Read stalled.
+			ns.dropped.Add(1)
+			ns.releaseSegments()
+			return n
+		}
+		sizes[n] = m
+		n++
+	}
+	if ns.out.done() {
+		if c := ns.out.count; c > 1 {
+			ns.split.Add(1)
+			ns.segments.Add(uint64(c))
+		}
+		ns.releaseSegments()
+	}
+	return n
+}
+
+func (ns *netStack) releaseSegments() {
+	if ns.outView != nil {
+		ns.outView.Release()
+	}
+	ns.out, ns.outView = segmenter{}, nil
 }
 
 // Write injects packets that wireguard-go decrypted into the stack,
@@ -209,6 +298,11 @@ func (e *linkEndpoint) Attach(d stack.NetworkDispatcher) {
 	e.Endpoint.Attach(d)
 }
 
+// GSOMaxSize implements stack.GSOEndpoint: superpackets up to the most an
+// IPv6 payload length holds, twice channel.Endpoint's 32 KiB, so that the
+// stack's per-packet work is spread over as many segments as it can be.
+func (*linkEndpoint) GSOMaxSize() uint32 { return math.MaxUint16 }
+
 func (e *linkEndpoint) networkDispatcher() stack.NetworkDispatcher {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
@@ -224,6 +318,9 @@ func (ns *netStack) Close() error {
 		ns.stack.Close()
 		ns.stack.Wait()
 		ns.ep.Close()
+		ns.readMu.Lock() // Read has returned: ctx is cancelled
+		ns.releaseSegments()
+		ns.readMu.Unlock()
 		close(ns.events)
 	})
 	return nil

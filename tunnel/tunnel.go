@@ -541,7 +541,8 @@ func (l *rateLimitedLog) printf(format string, args ...any) {
 	l.log.Warn(fmt.Sprintf(format, args...), "similar_held_back", held)
 }
 
-// Stats counts what the tunnel's path layer did and dropped since New.
+// Stats counts what the tunnel's path layer did and dropped since New,
+// and what its stack sent that was dropped.
 type Stats struct {
 	ControlIn, ControlOut uint64 // control messages between Portals
 	// Control messages dropped: malformed, longer than the maximum, from
@@ -558,6 +559,12 @@ type Stats struct {
 	// Config.Control hook takes (with no hook, every relay message), or a
 	// Deliver too short to read: a peer or relay speaking another version.
 	OtherDropped uint64
+	// OutboundDropped counts packets the stack sent that were dropped
+	// before WireGuard: a GSO packet that was not TCP/IPv6 or whose
+	// segments would exceed the MTU, or a packet larger than
+	// wireguard-go's buffer. Each is a bug in the stack or the
+	// segmenter, never a peer's doing.
+	OutboundDropped uint64
 	// PathChanges counts peers' path changes by reason (Change*).
 	PathChanges map[string]uint64
 }
@@ -576,6 +583,7 @@ func (st Stats) LogValue() slog.Value {
 		slog.Uint64("relayed_in", st.RelayedIn),
 		slog.Uint64("relayed_out", st.RelayedOut),
 		slog.Uint64("other_dropped", st.OtherDropped),
+		slog.Uint64("outbound_dropped", st.OutboundDropped),
 	)
 }
 
@@ -589,8 +597,8 @@ func (t *Tunnel) Stats() Stats {
 		ControlForged:   c.forged.Load(), ControlReplayed: c.replayed.Load(),
 		WireGuardUnknownSource: c.unknownSource.Load(),
 		RelayedIn:              c.relayedIn.Load(), RelayedOut: c.relayedOut.Load(),
-		OtherDropped: t.bind.dropped.Load(),
-		PathChanges:  make(map[string]uint64, len(changeReasons)),
+		OtherDropped: t.bind.dropped.Load(), OutboundDropped: t.stack.dropped.Load(),
+		PathChanges: make(map[string]uint64, len(changeReasons)),
 	}
 	for i, r := range changeReasons {
 		st.PathChanges[r] = c.changes[i].Load()
