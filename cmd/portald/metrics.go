@@ -164,6 +164,8 @@ var (
 		"WireGuard datagrams dropped before WireGuard saw them, by reason.", []string{"reason"}, nil)
 	otherDroppedDesc = prometheus.NewDesc("portal_datagrams_unrecognized_total",
 		"Datagrams on the Portal's socket that were neither WireGuard, a relay message nor a control message: a peer or relay speaking another version.", nil, nil)
+	outboundDroppedDesc = prometheus.NewDesc("portal_outbound_packets_dropped_total",
+		"Packets the userspace stack sent that were dropped before WireGuard (malformed or oversized for the MTU): always a bug in the Portal, never a peer's doing.", nil, nil)
 	relayedDesc = prometheus.NewDesc("portal_relayed_packets_total",
 		"WireGuard packets carried through relays, by direction.", []string{"direction"}, nil)
 	pathChangesDesc = prometheus.NewDesc("portal_path_changes_total",
@@ -171,7 +173,7 @@ var (
 )
 
 func (c *overlayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{peerRxDesc, peerTxDesc, peerHandshakeDesc, peerPathDesc, controlDesc, controlDroppedDesc, wgUnknownDesc, otherDroppedDesc, relayedDesc, pathChangesDesc} {
+	for _, d := range []*prometheus.Desc{peerRxDesc, peerTxDesc, peerHandshakeDesc, peerPathDesc, controlDesc, controlDroppedDesc, wgUnknownDesc, otherDroppedDesc, outboundDroppedDesc, relayedDesc, pathChangesDesc} {
 		ch <- d
 	}
 }
@@ -190,6 +192,7 @@ func (c *overlayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(controlDroppedDesc, st.ControlReplayed, "replayed")
 	counter(wgUnknownDesc, st.WireGuardUnknownSource, "unknown_source")
 	counter(otherDroppedDesc, st.OtherDropped)
+	counter(outboundDroppedDesc, st.OutboundDropped)
 	counter(relayedDesc, st.RelayedIn, "in")
 	counter(relayedDesc, st.RelayedOut, "out")
 	for reason, n := range st.PathChanges {

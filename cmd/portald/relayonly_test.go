@@ -45,6 +45,11 @@ func TestRelayOnly(t *testing.T) {
 	if out := counter(after, "portal_relayed_packets_total", "direction", "out") - counter(before, "portal_relayed_packets_total", "direction", "out"); out < size/1500 {
 		t.Errorf("A relayed %v packets out during a %d-byte upload, want at least %d", out, size, size/1500)
 	}
+	// The upload left A's stack in GSO superpackets; every one was cut
+	// into segments that fit, none dropped.
+	if f, dropped := after["portal_outbound_packets_dropped_total"], counter(after, "portal_outbound_packets_dropped_total"); f == nil || dropped != 0 {
+		t.Errorf("portal_outbound_packets_dropped_total = %v (exported: %v), want 0", dropped, f != nil)
+	}
 
 	for _, d := range []struct {
 		self *daemon
