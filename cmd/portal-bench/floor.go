@@ -87,22 +87,8 @@ type floorForwarder struct {
 // startFloorForwarder re-executes this program as a forwarder to addr and
 // waits for its ready line.
 func startFloorForwarder(addr string) (*floorForwarder, error) {
-	exe, err := os.Executable()
+	cmd, stdin, stdout, err := startSelf(floorCommand, addr)
 	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, floorCommand, addr)
-	cmd.Stderr = os.Stderr
-	dieWithParent(cmd)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	f := &floorForwarder{cmd: cmd, stdin: stdin}

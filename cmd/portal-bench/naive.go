@@ -173,22 +173,8 @@ type naivePortal struct {
 // peering with peer, and waits for its ready line. On error, the process
 // is gone.
 func startNaivePortal(key *identity.Key, peer identity.ID, args ...string) (*naivePortal, error) {
-	exe, err := os.Executable()
+	cmd, stdin, stdout, err := startSelf(naiveCommand, args...)
 	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, append([]string{naiveCommand}, args...)...)
-	cmd.Stderr = os.Stderr
-	dieWithParent(cmd)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	p := &naivePortal{cmd: cmd, stdin: stdin}
@@ -197,6 +183,31 @@ func startNaivePortal(key *identity.Key, peer identity.ID, args ...string) (*nai
 		return nil, fmt.Errorf("naive portal: %w", err)
 	}
 	return p, nil
+}
+
+// startSelf starts this program again with command as its first argument
+// (a naive Portal, a floor forwarder), its stderr shared, and returns its
+// stdin and stdout. The child dies with the bench.
+func startSelf(command string, args ...string) (*exec.Cmd, io.WriteCloser, io.Reader, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cmd := exec.Command(exe, append([]string{command}, args...)...)
+	cmd.Stderr = os.Stderr
+	dieWithParent(cmd)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, nil, err
+	}
+	return cmd, stdin, stdout, nil
 }
 
 // handshake sends the keys and reads the ready line, for at most
