@@ -400,6 +400,7 @@ const baseBufLen = sha256.BlockSize + 512
 // allocations). TestPairMAC checks it against crypto/hmac.
 func pairMAC(key PairKey, buf []byte) [sha256.Size]byte {
 	const ipad, opad = 0x36, 0x5c
+	var _ [sha256.BlockSize - len(PairKey{})]byte // the key fits in a block, zero-padded; a longer one would be hashed first
 	for i := range sha256.BlockSize {
 		buf[i] = ipad
 	}

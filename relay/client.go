@@ -490,8 +490,9 @@ func (c *Client) RelayStatuses() []RelayStatus {
 
 // HandlePacket takes one relay message (IsRelayMessage was true) that
 // arrived on the Portal's socket from the given address. It never blocks:
-// acks update state under a short lock, lookup replies are copied to the
-// waiting Lookup (dropped and counted when its queue is full), and the
+// acks update state under a short lock, lookup and presence replies are
+// copied to the waiting Lookup or Absent (dropped and counted when its
+// queue is full), and the
 // costly signature check runs in Lookup's goroutine. Messages from
 // addresses that are not relays, or with no matching request, are dropped
 // and counted. b is not retained.

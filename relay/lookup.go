@@ -186,7 +186,7 @@ func (c *Client) sendLookup(msg []byte, answered map[netip.AddrPort]status, sent
 		sent.Add(1)
 		if err := c.send(msg, a); err != nil {
 			c.ctr.sendErrors.Add(1)
-			c.log.Debug("cannot send lookup", "relay", a, "err", err)
+			c.log.Debug("cannot send lookup or presence query", "relay", a, "err", err)
 		}
 	}
 }
@@ -220,7 +220,7 @@ type ClientStats struct {
 	DroppedNotRelay     uint64 // relay messages from an address that is not a relay
 	DroppedUnknownNonce uint64 // replies that match no request of ours
 	DroppedBadRecord    uint64 // lookup replies whose record failed ParseRecord
-	DroppedWrongID      uint64 // verified records that do not match the query
+	DroppedWrongID      uint64 // verified records that do not match the query, and presence replies about another number of IDs
 	DroppedMalformed    uint64 // datagrams that are not well-formed relay messages
 	DroppedQueueFull    uint64 // lookup replies beyond what a Lookup had room for
 	DroppedUnknownType  uint64 // relay messages of a type a Portal does not handle

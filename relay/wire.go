@@ -23,8 +23,8 @@ import (
 //	Portal ◀── RegisterAck{nonce, expires, observed} │ or Refused{nonce, reason, relay time}
 //	Portal ── Lookup{nonce, query, padding} ─▶ relay
 //	Portal ◀── LookupReply{nonce, status, record}
-//	Portal ── Presence{nonce, ids} ─▶ relay
-//	Portal ◀── PresenceReply{nonce, bitmap}           which ids hold a live record
+//	Portal ── Presence{nonce, count, ids} ─▶ relay
+//	Portal ◀── PresenceReply{nonce, count, bitmap}    which ids hold a live record
 //
 // The cookie proves that the registering Portal receives datagrams at the
 // source address of its Register, so that a forged source address can
@@ -168,7 +168,10 @@ const (
 const PeerMessagePrefix = magic + "\x01\x09"
 
 // MaxPresenceIDs is the most IDs one Presence asks about: 32 IDs make a
-// 1 054-byte message, within MaxMessageSize.
+// 1 046-byte message, within MaxMessageSize. A Presence counts as one
+// message against the sender's rate limit, so a source can ask about 32
+// known IDs for the price of one Lookup; it learns no more than the
+// Lookups would (which return whole records), only sooner.
 const MaxPresenceIDs = 32
 
 // MaxForwardSize is the largest Forward or Deliver message: room for a

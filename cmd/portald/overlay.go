@@ -37,6 +37,12 @@ const (
 	// relay) before any lookup of ours; every 30 s for a thousand offline
 	// peers was most of an idle daemon's CPU.
 	absentInterval = 5 * time.Minute
+	// presenceTimeout bounds one presence query (relay.Client.Absent): a
+	// relay that knows the message answers within a round trip and a few
+	// of its 250 ms retries; one that does not (an older relay, or an
+	// address that cannot be reached) holds a lookup slot this long
+	// before the batch falls back to one lookup per peer.
+	presenceTimeout = time.Second
 	// maxLookups is how many lookups run at once; each sends one message
 	// per relay and repeats it every 250 ms until answered.
 	maxLookups = 8
@@ -273,48 +279,46 @@ func (o *overlay) run(ctx context.Context) {
 		// about 32 peers where lookups cost a datagram, a reply and a
 		// wake-up each. A lone query (a peer just paired) and prefixes
 		// are looked up at once.
-		var ids []identity.ID
+		var full []string
 		if len(batch) > 1 {
 			batch = slices.DeleteFunc(batch, func(q string) bool {
-				id, err := identity.ParseID(q)
+				_, err := identity.ParseID(q)
 				if err == nil {
-					ids = append(ids, id)
+					full = append(full, q)
 				}
 				return err == nil
 			})
 		}
-		for chunk := range slices.Chunk(ids, relay.MaxPresenceIDs) {
+		for chunk := range slices.Chunk(full, relay.MaxPresenceIDs) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				select {
 				case lookups <- struct{}{}:
 				case <-ctx.Done():
-					for _, id := range chunk {
-						o.finish(ctx, id.String(), lookupRetry)
+					for _, q := range chunk {
+						o.finish(ctx, q, lookupRetry)
 					}
 					return
 				}
-				pctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-				absent, err := o.relay.Absent(pctx, chunk)
-				cancel()
+				absent, err := o.absent(ctx, chunk)
 				<-lookups
 				if ctx.Err() != nil {
-					for _, id := range chunk {
-						o.finish(ctx, id.String(), lookupRetry)
+					for _, q := range chunk {
+						o.finish(ctx, q, lookupRetry)
 					}
 					return
 				}
 				if err != nil {
 					o.log.Debug("presence query unanswered; looking the peers up one by one", "peers", len(chunk), "err", err)
 				}
-				for i, id := range chunk {
+				for i, q := range chunk {
 					if err == nil && absent[i] {
-						o.finish(ctx, id.String(), o.absentOutcome(ctx, id))
+						o.finish(ctx, q, o.absentOutcome(ctx, q))
 						continue
 					}
 					wg.Add(1)
-					go lookupOne(id.String())
+					go lookupOne(q)
 				}
 			}()
 		}
@@ -325,11 +329,26 @@ func (o *overlay) run(ctx context.Context) {
 	}
 }
 
+// absent asks the relays which of queries, full IDs, no relay holds
+// (relay.Client.Absent), for at most presenceTimeout.
+func (o *overlay) absent(ctx context.Context, queries []string) ([]bool, error) {
+	ids := make([]identity.ID, len(queries))
+	for i, q := range queries {
+		var err error
+		if ids[i], err = identity.ParseID(q); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, presenceTimeout)
+	defer cancel()
+	return o.relay.Absent(ctx, ids)
+}
+
 // absentOutcome is how the lookup of a full ID that no relay holds ends,
 // as lookup would have ended it: a peer removed meanwhile is done, a keyed
 // one absent.
-func (o *overlay) absentOutcome(ctx context.Context, id identity.ID) lookupOutcome {
-	p, err := o.store.Peer(ctx, id.String())
+func (o *overlay) absentOutcome(ctx context.Context, query string) lookupOutcome {
+	p, err := o.store.Peer(ctx, query)
 	switch {
 	case err != nil:
 		return lookupDone

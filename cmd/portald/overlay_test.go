@@ -517,11 +517,15 @@ type timerWatch struct {
 	timers  []*time.Timer
 	stopped bool // the owner has stopped
 	late    int  // callbacks started after that
+	hold    bool // set before use: timers wait an hour, so no retry runs during the test
 }
 
 func (w *timerWatch) afterFunc(d time.Duration, f func()) *time.Timer {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.hold {
+		d = time.Hour
+	}
 	tm := time.AfterFunc(d, func() {
 		w.mu.Lock()
 		if w.stopped {
@@ -626,16 +630,81 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 // TestOfflinePeersAskedInBatches: a Portal whose store holds many peers,
 // most of them offline, asks the relay about them in Presence batches of
 // 32 and looks up one by one only the peer the relay holds. The absent
-// peers get the backoff of an absent lookup, without a Lookup each.
+// peers get the backoff of an absent lookup, without a Lookup each. With a
+// second relay address that never answers (a relay too old to know
+// Presence), the batch falls back to lookups and the online peer is still
+// found.
 func TestOfflinePeersAskedInBatches(t *testing.T) {
-	srv, relayAddr := startRelayStats(t)
+	for _, tc := range []struct {
+		name    string
+		offline int
+		silent  bool
+	}{
+		{"every relay answers", 40, false}, // two batches: 32, and 9 with the online peer
+		{"a relay never answers", 3, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, relayAddr := startRelayStats(t)
+			relays := []string{relayAddr}
+			if tc.silent {
+				pc, err := net.ListenPacket("udp", "127.0.0.1:0") // reads nothing, answers nothing
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pc.Close()
+				relays = append(relays, pc.LocalAddr().String())
+			}
+			w, online, tun, stop := startBatchOverlay(t, relays, tc.offline)
+			if tc.silent {
+				if !testutil.Poll(10*time.Second, func() bool {
+					st, _ := tun.PeerStatus(online)
+					return st.Path != tunnel.PathNone
+				}) {
+					t.Fatal("the online peer got no path within 10 s: the batch did not fall back to lookups")
+				}
+			} else if !testutil.Poll(10*time.Second, func() bool { return w.count() >= tc.offline+1 }) {
+				// Every peer's first lookup ends in a retry: the offline
+				// ones are absent, the online one does not have us as a peer.
+				t.Fatalf("%d of %d retries armed within 10 s", w.count(), tc.offline+1)
+			}
+			stop()
+			st := srv.Stats() // of a relay started for this case
+			presence, notFound, found := st.PresenceQueries, st.LookupsNotFound, st.LookupsFound
+			if found < 1 {
+				t.Errorf("relay answered %d lookups found, want the online peer's", found)
+			}
+			if st, _ := tun.PeerStatus(online); st.Path == tunnel.PathNone {
+				t.Errorf("the online peer has no path after its lookup, want its relay or a direct one")
+			}
+			if tc.silent {
+				if presence < 1 {
+					t.Errorf("relay answered %d presence queries, want at least 1", presence)
+				}
+				return
+			}
+			if presence < 2 || presence > 4 {
+				t.Errorf("relay answered %d presence queries, want 2 (41 peers in batches of 32), or a few more with retries", presence)
+			}
+			if notFound != 0 {
+				t.Errorf("relay answered %d lookups not found, want 0: offline peers are asked about only in batches", notFound)
+			}
+		})
+	}
+}
+
+// startBatchOverlay starts, against relays (the first a real one), an
+// online Portal's tunnel, and a Portal whose store holds offline unknown
+// IDs and the online one, with its overlay running and its retry timers
+// watched; stop ends the overlay and the clients.
+func startBatchOverlay(t *testing.T, relays []string, offline int) (w *timerWatch, online identity.ID, tun *tunnel.Tunnel, stop func()) {
+	t.Helper()
 	log := testutil.Logger(t)
 	ctx := context.Background()
-	bg, stop := context.WithCancel(ctx)
-	defer stop()
+	bg, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	cfg := runConfig{relays: []string{relayAddr}, name: "test portal", keepalive: 25 * time.Second}
+	stop = func() { cancel(); wg.Wait() }
+	t.Cleanup(stop)
+	cfg := runConfig{relays: relays, name: "test portal", keepalive: 25 * time.Second}
 	start := func(key *identity.Key, lost func(identity.ID)) (*tunnel.Tunnel, *relay.Client) {
 		// Not the test's log: wireguard-go's workers log their stop
 		// after Close has returned, which may be after the test ended.
@@ -651,24 +720,24 @@ func TestOfflinePeersAskedInBatches(t *testing.T) {
 		}
 		return tun, rc
 	}
-	online, err := identity.GenerateKey()
+	onlineKey, err := identity.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(online, func(identity.ID) {})
+	start(onlineKey, func(identity.ID) {})
+	online = onlineKey.ID()
 
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), dbFile), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	const offline = 40 // two Presence batches: 32 and 9 with the online peer
+	t.Cleanup(func() { st.Close() })
 	for range offline {
 		if _, _, err := st.PutPeer(ctx, newID(t).String(), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := st.PutPeer(ctx, online.ID().String(), nil); err != nil {
+	if _, _, err := st.PutPeer(ctx, online.String(), nil); err != nil {
 		t.Fatal(err)
 	}
 	key, err := identity.GenerateKey()
@@ -678,33 +747,14 @@ func TestOfflinePeersAskedInBatches(t *testing.T) {
 	var ov *overlay
 	tun, rc := start(key, func(id identity.ID) { ov.lookupSoon(id) })
 	ov = newOverlay(st, tun, rc, log)
-	var w timerWatch
+	w = &timerWatch{hold: true} // what the first round did, with no retry
 	ov.afterFunc = w.afterFunc
-	before := srv.Stats()
 	if err := ov.load(ctx); err != nil {
 		t.Fatal(err)
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); ov.run(bg) }()
-	// Every peer's first lookup ends in a retry: the offline ones are
-	// absent, and the online one does not have us as a peer.
-	if !testutil.Poll(10*time.Second, func() bool { return w.count() >= offline+1 }) {
-		t.Fatalf("%d of %d retries armed within 10 s", w.count(), offline+1)
-	}
-	stop()
-	after := srv.Stats()
-	if got := after.PresenceQueries - before.PresenceQueries; got < 2 || got > 4 {
-		t.Errorf("relay answered %d presence queries, want 2 (41 peers in batches of 32), or a few more with retries", got)
-	}
-	if got := after.LookupsNotFound - before.LookupsNotFound; got != 0 {
-		t.Errorf("relay answered %d lookups not found, want 0: offline peers are asked about only in batches", got)
-	}
-	if got := after.LookupsFound - before.LookupsFound; got < 1 {
-		t.Errorf("relay answered %d lookups found, want the online peer's", got)
-	}
-	if st, _ := tun.PeerStatus(online.ID()); st.Path == tunnel.PathNone {
-		t.Errorf("the online peer has no path after its lookup, want its relay or a direct one")
-	}
+	return w, online, tun, stop
 }
 
 // TestAmbiguousPrefixWarnsOnce: a peer paired by a prefix the relays call
