@@ -120,3 +120,46 @@ func seq(from, to int) []int {
 	}
 	return s
 }
+
+// FuzzMerger feeds the merger packets cut from arbitrary bytes, as a
+// hostile peer could send them: it must not panic, deliver every packet
+// it cannot merge unchanged, and deliver merged packets under 64 KiB
+// whose IPv6 payload length is right.
+func FuzzMerger(f *testing.F) {
+	a, b := tcpv6(1, flagAck, tsOpts, pattern(100)), tcpv6(101, flagAck, tsOpts, pattern(100))
+	f.Add(append(a, b...), uint16(len(a)))
+	f.Add(tcpv6(1, flagAck, nil, nil), uint16(7))
+	f.Fuzz(func(t *testing.T, data []byte, cutAt uint16) {
+		// Packets of cutAt bytes, the last shorter.
+		size := max(int(cutAt), 1)
+		var packets [][]byte
+		for len(data) > 0 {
+			n := min(size, len(data))
+			packets = append(packets, data[:n])
+			data = data[n:]
+		}
+		var got [][]byte
+		m := &merger{deliver: func(v *buffer.View) {
+			got = append(got, v.ToSlice())
+			v.Release()
+		}}
+		for _, p := range packets {
+			m.add(p)
+		}
+		m.flush()
+		for _, p := range got {
+			if len(p) > 1<<16-1 {
+				t.Fatalf("delivered %d bytes", len(p))
+			}
+			if slices.ContainsFunc(packets, func(q []byte) bool { return bytes.Equal(p, q) }) {
+				continue
+			}
+			if tcpv6HeaderLen(p) == 0 {
+				t.Fatalf("delivered a packet that is neither one given nor well-formed TCP/IPv6: % x", p[:min(len(p), 60)])
+			}
+		}
+		if len(got) > len(packets) {
+			t.Fatalf("delivered %d packets from %d", len(got), len(packets))
+		}
+	})
+}
