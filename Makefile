@@ -81,6 +81,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzOpenControl$$' -fuzztime=$(FUZZTIME) ./tunnel/
 	$(GO) test -run='^$$' -fuzz='^FuzzClassify$$' -fuzztime=$(FUZZTIME) ./tunnel/
 	$(GO) test -run='^$$' -fuzz='^FuzzSegmenter$$' -fuzztime=$(FUZZTIME) ./tunnel/
+	$(GO) test -run='^$$' -fuzz='^FuzzMerger$$' -fuzztime=$(FUZZTIME) ./tunnel/
 
 clean:
 	rm -rf $(BIN)

@@ -24,6 +24,10 @@ var (
 	errOversize = errors.New("segment larger than the MTU")
 )
 
+// maxHeaderLen is the longest IPv6 plus TCP header the segmenter takes:
+// no extension headers, at most 40 bytes of TCP options.
+const maxHeaderLen = header.IPv6MinimumSize + header.TCPHeaderMaximumSize
+
 // segmenter cuts one TCP/IPv6 packet that the stack handed over with host
 // GSO (a "superpacket" of up to 64 KiB, TCP checksum only partial) into
 // segments of at most mss payload bytes, each with its own headers and a
@@ -31,55 +35,87 @@ var (
 // does with TSO: the stack sends one packet per 64 KiB instead of one per
 // MTU, and every segment is checksummed here while its bytes are hot.
 //
+// It reads the packet where the stack left it, in pieces (the packet
+// buffer's views), so that each payload byte is copied once, straight
+// into wireguard-go's buffer; only the headers are copied into the
+// segmenter.
+//
 // A segmenter can stop after any segment and go on later (Read keeps it
 // when wireguard-go's buffers run out), so it holds the packet and how far
 // it got.
 type segmenter struct {
-	packet []byte // the IPv6 header, TCP header, then the payload
-	hdrLen int    // IPv6 plus TCP header
-	mss    int
-	sent   int    // payload bytes already segmented
-	seq    uint32 // the packet's sequence number
-	flags  uint8  // the packet's TCP flags
-	count  int    // segments written so far
+	hdr     [maxHeaderLen]byte // the IPv6 header, then the TCP header
+	hdrLen  int
+	pieces  [][]byte // the payload, from piece 0 at offset
+	offset  int
+	payload int // payload bytes in the packet
+	mss     int
+	sent    int    // payload bytes already segmented
+	seq     uint32 // the packet's sequence number
+	flags   uint8  // the packet's TCP flags
+	count   int    // segments written so far
 }
 
-// newSegmenter checks that packet is a TCP/IPv6 packet whose segments of
-// mss payload bytes fit in mtu; mss ≤ 0 means one segment. It refuses
-// anything else, so that nothing oversized or misparsed leaves the stack.
-// The segmenter reads packet until it is done and never writes it.
-func newSegmenter(packet []byte, mss, mtu int) (segmenter, error) {
-	if len(packet) < header.IPv6MinimumSize+header.TCPMinimumSize ||
-		packet[0]>>4 != 6 || packet[ipv6NextHeaderOffset] != uint8(header.TCPProtocolNumber) {
+// newSegmenter checks that the packet made of pieces is a TCP/IPv6 packet
+// whose segments of mss payload bytes fit in mtu; mss ≤ 0 means one
+// segment. It refuses anything else, so that nothing oversized or
+// misparsed leaves the stack. The segmenter reads pieces until it is done
+// and never writes them.
+func newSegmenter(pieces [][]byte, mss, mtu int) (segmenter, error) {
+	var s segmenter
+	size := 0
+	for _, p := range pieces {
+		size += len(p)
+	}
+	head := s.hdr[:gather(s.hdr[:], pieces)]
+	if len(head) < header.IPv6MinimumSize+header.TCPMinimumSize ||
+		head[0]>>4 != 6 || head[ipv6NextHeaderOffset] != uint8(header.TCPProtocolNumber) {
 		return segmenter{}, errNotTCPv6
 	}
-	if n := int(binary.BigEndian.Uint16(packet[ipv6PayloadLenOffset:])); n != len(packet)-header.IPv6MinimumSize {
-		return segmenter{}, fmt.Errorf("IPv6 payload length %d, packet carries %d", n, len(packet)-header.IPv6MinimumSize)
+	if n := int(binary.BigEndian.Uint16(head[ipv6PayloadLenOffset:])); n != size-header.IPv6MinimumSize {
+		return segmenter{}, fmt.Errorf("IPv6 payload length %d, packet carries %d", n, size-header.IPv6MinimumSize)
 	}
-	tcp := packet[header.IPv6MinimumSize:]
+	tcp := head[header.IPv6MinimumSize:]
 	tcpLen := int(tcp[tcpDataOffsetOffset]>>4) * 4
-	if tcpLen < header.TCPMinimumSize || tcpLen > len(tcp) {
-		return segmenter{}, fmt.Errorf("TCP data offset %d bytes in a %d-byte TCP packet", tcpLen, len(tcp))
+	if tcpLen < header.TCPMinimumSize || tcpLen > size-header.IPv6MinimumSize {
+		return segmenter{}, fmt.Errorf("TCP data offset %d bytes in a %d-byte TCP packet", tcpLen, size-header.IPv6MinimumSize)
 	}
-	s := segmenter{
-		packet: packet,
-		hdrLen: header.IPv6MinimumSize + tcpLen,
-		mss:    mss,
-		seq:    binary.BigEndian.Uint32(tcp[tcpSeqOffset:]),
-		flags:  tcp[tcpFlagsOffset],
+	s.hdrLen = header.IPv6MinimumSize + tcpLen
+	s.payload = size - s.hdrLen
+	s.mss = mss
+	s.seq = binary.BigEndian.Uint32(tcp[tcpSeqOffset:])
+	s.flags = tcp[tcpFlagsOffset]
+	if s.mss <= 0 || s.mss > s.payload {
+		s.mss = max(s.payload, 1)
 	}
-	if payload := len(packet) - s.hdrLen; s.mss <= 0 || s.mss > payload {
-		s.mss = max(payload, 1)
-	}
-	if first := s.hdrLen + min(s.mss, len(packet)-s.hdrLen); first > mtu {
+	if first := s.hdrLen + min(s.mss, s.payload); first > mtu {
 		return segmenter{}, fmt.Errorf("%w: %d bytes, MTU %d", errOversize, first, mtu)
+	}
+	// Skip the headers: the payload starts hdrLen bytes in.
+	s.pieces, s.offset = pieces, s.hdrLen
+	for len(s.pieces) > 0 && s.offset >= len(s.pieces[0]) {
+		s.offset -= len(s.pieces[0])
+		s.pieces = s.pieces[1:]
 	}
 	return s, nil
 }
 
+// gather copies the first bytes of pieces into dst, as many as fit, and
+// returns how many.
+func gather(dst []byte, pieces [][]byte) int {
+	n := 0
+	for _, p := range pieces {
+		if n == len(dst) {
+			break
+		}
+		n += copy(dst[n:], p)
+	}
+	return n
+}
+
 // done reports whether every segment was written.
 func (s *segmenter) done() bool {
-	return s.count > 0 && s.hdrLen+s.sent == len(s.packet)
+	return s.count > 0 && s.sent == s.payload
 }
 
 // next writes the next segment into dst and returns its length, or 0
@@ -87,15 +123,20 @@ func (s *segmenter) done() bool {
 // hold any packet up to 64 KiB). Only the first segment keeps CWR, only
 // the last PSH and FIN, as a NIC's TSO does.
 func (s *segmenter) next(dst []byte) int {
-	payload := min(s.mss, len(s.packet)-s.hdrLen-s.sent)
+	payload := min(s.mss, s.payload-s.sent)
 	size := s.hdrLen + payload
 	if len(dst) < size {
 		return 0
 	}
 	dst = dst[:size]
-	copy(dst, s.packet[:s.hdrLen])
-	start := s.hdrLen + s.sent
-	copy(dst[s.hdrLen:], s.packet[start:start+payload])
+	copy(dst, s.hdr[:s.hdrLen])
+	for n := s.hdrLen; n < size; {
+		m := copy(dst[n:], s.pieces[0][s.offset:])
+		n += m
+		if s.offset += m; s.offset == len(s.pieces[0]) {
+			s.pieces, s.offset = s.pieces[1:], 0
+		}
+	}
 
 	binary.BigEndian.PutUint16(dst[ipv6PayloadLenOffset:], uint16(size-header.IPv6MinimumSize))
 	tcp := dst[header.IPv6MinimumSize:]

@@ -208,7 +208,7 @@ func TestSegmenterSplits(t *testing.T) {
 				t.Fatal("the built packet's checksum is already whole: the test would prove nothing")
 			}
 			orig := append([]byte(nil), packet...)
-			s, err := newSegmenter(packet, tc.mss, mtu)
+			s, err := newSegmenter([][]byte{packet}, tc.mss, mtu)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -218,6 +218,57 @@ func TestSegmenterSplits(t *testing.T) {
 			}
 			if !bytes.Equal(packet, orig) {
 				t.Error("the segmenter wrote into the packet it read")
+			}
+		})
+	}
+}
+
+// split cuts p into pieces at the offsets at, as a packet buffer's views.
+func split(p []byte, at ...int) [][]byte {
+	var pieces [][]byte
+	last := 0
+	for _, a := range at {
+		pieces = append(pieces, p[last:a])
+		last = a
+	}
+	return append(pieces, p[last:])
+}
+
+// TestSegmenterReadsPieces cuts a packet held in pieces, split inside and
+// between its headers and payload, with empty pieces between: the
+// segments are those of the same packet in one piece.
+func TestSegmenterReadsPieces(t *testing.T) {
+	const mtu, mss = 1380, 1308
+	packet := tcpv6(1000, flagAck|flagPsh|flagCwr, tsOpts, pattern(3*mss+100))
+	s, err := newSegmenter([][]byte{packet}, mss, mtu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cut(t, s, mtu)
+	everyByte := make([]int, len(packet)-1)
+	for i := range everyByte {
+		everyByte[i] = i + 1
+	}
+	for _, tc := range []struct {
+		name   string
+		pieces [][]byte
+	}{
+		{"IPv6 header split", split(packet, 20)},
+		{"headers apart", split(packet, 40, 72)},
+		{"TCP options split", split(packet, 40, 60)},
+		{"payload at a segment's end", split(packet, 72, 72+mss)},
+		{"payload in small pieces", split(packet, 72, 73, 80, 1000, 1400, 2000, 3000, 4000)},
+		{"empty pieces", split(packet, 0, 40, 40, 72, 72, len(packet))},
+		{"byte by byte", split(packet, everyByte...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := newSegmenter(tc.pieces, mss, mtu)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := cut(t, s, mtu)
+			if !slices.EqualFunc(got, want, bytes.Equal) {
+				t.Errorf("%d segments differ from the %d of the packet in one piece", len(got), len(want))
 			}
 		})
 	}
@@ -245,7 +296,7 @@ func TestSegmenterRefuses(t *testing.T) {
 		{"one segment over the MTU", good(), 0, 40 + 32 + 99, errOversize},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := newSegmenter(tc.packet, tc.mss, tc.mtu)
+			_, err := newSegmenter([][]byte{tc.packet}, tc.mss, tc.mtu)
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -255,7 +306,7 @@ func TestSegmenterRefuses(t *testing.T) {
 		})
 	}
 	t.Run("buffer too small", func(t *testing.T) {
-		s, err := newSegmenter(good(), 50, 1380)
+		s, err := newSegmenter([][]byte{good()}, 50, 1380)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,11 +325,21 @@ func FuzzSegmenter(f *testing.F) {
 	f.Add([]byte{0x60, 0, 0, 0, 0, 20, 6}, uint16(1), uint16(1280))
 	f.Fuzz(func(t *testing.T, packet []byte, mss, mtu uint16) {
 		inner := 1280 + int(mtu)%(9000-1280+1) // the MTUs New accepts
-		s, err := newSegmenter(packet, int(mss), inner)
+		s, err := newSegmenter([][]byte{packet}, int(mss), inner)
+		// The same packet in pieces, split inside the headers and
+		// the payload, is accepted or refused alike and cut alike.
+		sp, errSplit := newSegmenter(split(packet, len(packet)/3, len(packet)/2), int(mss), inner)
+		if (err == nil) != (errSplit == nil) {
+			t.Fatalf("in one piece: %v; in three: %v", err, errSplit)
+		}
 		if err != nil {
 			return
 		}
-		checkSegments(t, packet, cut(t, s, inner), inner)
+		segs := cut(t, s, inner)
+		checkSegments(t, packet, segs, inner)
+		if !slices.EqualFunc(cut(t, sp, inner), segs, bytes.Equal) {
+			t.Error("the packet in three pieces is cut into other segments")
+		}
 	})
 }
 
@@ -349,7 +410,7 @@ func BenchmarkSegmenter(b *testing.B) {
 	buf := make([]byte, 1<<16)
 	b.SetBytes(int64(len(packet)))
 	for b.Loop() {
-		s, err := newSegmenter(packet, 1308, 1380)
+		s, err := newSegmenter([][]byte{packet}, 1308, 1380)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -17,7 +17,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
@@ -49,7 +48,7 @@ const (
 type netStack struct {
 	stack  *stack.Stack
 	ep     *linkEndpoint
-	gros   sync.Pool // *gro.GRO, one per Write call
+	merges sync.Pool // *merger, one per Write call
 	mtu    int
 	events chan tun.Event
 
@@ -58,10 +57,10 @@ type netStack struct {
 	once   sync.Once
 
 	// readMu is held by Read; it guards the GSO packet Read is part way
-	// through: out cuts it, outView holds its bytes (nil when none).
-	readMu  sync.Mutex
-	out     segmenter
-	outView *buffer.View
+	// through: out cuts it, outPkt holds its bytes (nil when none).
+	readMu sync.Mutex
+	out    segmenter
+	outPkt *stack.PacketBuffer
 
 	split    atomic.Uint64 // GSO packets cut into more than one segment
 	segments atomic.Uint64 // the segments cut from those
@@ -84,15 +83,14 @@ func newNetStack(addr netip.Addr, mtu int) (*netStack, error) {
 	}
 	// Every packet that reaches the stack was authenticated by
 	// WireGuard's Poly1305, so the stack need not verify TCP checksums
-	// again; GRO (in Write) verifies those of the segments it merges,
-	// whose merged checksum could not be checked anyway.
+	// again, nor could it those of the segments Write merges.
 	ns.ep.LinkEPCapabilities |= stack.CapabilityRXChecksumOffload
 	// Host GSO: a TCP endpoint hands over up to 64 KiB at a time, with
 	// the checksum left to the link, and Read cuts it into segments. The
 	// stack then runs its TCP and IP layers once per 64 KiB instead of
 	// once per MTU.
 	ns.ep.SupportedGSOKind = stack.HostGSOSupported
-	ns.gros.New = func() any { g := new(gro.GRO); g.Init(true); return g }
+	ns.merges.New = func() any { return new(merger) }
 	ns.ctx, ns.cancel = context.WithCancel(context.Background())
 	sack := tcpip.TCPSACKEnabled(true)
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultReceiveBufferSize, Max: tcpBufferSize}
@@ -154,7 +152,7 @@ func (ns *netStack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	ns.readMu.Lock()
 	defer ns.readMu.Unlock()
 	n := ns.segment(bufs, sizes, offset)
-	for n < len(bufs) && ns.outView == nil {
+	for n < len(bufs) && ns.outPkt == nil {
 		var pkt *stack.PacketBuffer
 		if n == 0 {
 			if pkt = ns.ep.ReadContext(ns.ctx); pkt == nil {
@@ -193,24 +191,23 @@ func (ns *netStack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 // startSegments makes the GSO packet pkt the one segment cuts, taking
 // ownership of pkt; a packet the segmenter refuses is dropped and counted.
+// The segmenter reads pkt's views in place rather than a copy of the
+// whole packet (pkt.ToView), which zeroed and filled a 64 KiB chunk.
 func (ns *netStack) startSegments(pkt *stack.PacketBuffer) {
-	view := pkt.ToView()
-	mss := int(pkt.GSOOptions.MSS)
-	pkt.DecRef()
-	s, err := newSegmenter(view.AsSlice(), mss, ns.mtu)
+	s, err := newSegmenter(pkt.AsSlices(), int(pkt.GSOOptions.MSS), ns.mtu)
 	if err != nil {
-		view.Release()
+		pkt.DecRef()
 		ns.dropped.Add(1)
 		return
 	}
-	ns.out, ns.outView = s, view
+	ns.out, ns.outPkt = s, pkt
 }
 
 // segment writes the next segments of the packet started by
 // startSegments into bufs, as many as fit, and releases the packet once
 // its last segment is out. It returns how many it wrote.
 func (ns *netStack) segment(bufs [][]byte, sizes []int, offset int) int {
-	if ns.outView == nil {
+	if ns.outPkt == nil {
 		return 0
 	}
 	n := 0
@@ -238,27 +235,31 @@ func (ns *netStack) segment(bufs [][]byte, sizes []int, offset int) int {
 }
 
 func (ns *netStack) releaseSegments() {
-	if ns.outView != nil {
-		ns.outView.Release()
+	if ns.outPkt != nil {
+		ns.outPkt.DecRef()
 	}
-	ns.out, ns.outView = segmenter{}, nil
+	ns.out, ns.outPkt = segmenter{}, nil
 }
 
 // Write injects packets that wireguard-go decrypted into the stack,
-// merging consecutive segments of one TCP flow (GRO), so that the stack
-// handles one large segment where it would handle many; the merge is
-// flushed before Write returns, never held for more.
+// merging consecutive segments of one TCP flow (merger), so that the
+// stack handles one large segment where it would handle many; the merge
+// is flushed before Write returns, never held for more.
 func (ns *netStack) Write(bufs [][]byte, offset int) (int, error) {
 	d := ns.ep.networkDispatcher()
 	if d == nil {
 		return 0, os.ErrClosed
 	}
-	g := ns.gros.Get().(*gro.GRO)
-	g.Dispatcher = d
+	m := ns.merges.Get().(*merger)
+	m.deliver = func(v *buffer.View) {
+		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+		d.DeliverNetworkPacket(header.IPv6ProtocolNumber, pkb)
+		pkb.DecRef()
+	}
 	defer func() {
-		g.Flush()
-		g.Dispatcher = nil
-		ns.gros.Put(g)
+		m.flush()
+		m.deliver = nil
+		ns.merges.Put(m)
 	}()
 	for _, b := range bufs {
 		packet := b[offset:]
@@ -273,10 +274,7 @@ func (ns *netStack) Write(bufs [][]byte, offset int) (int, error) {
 		if calltrace.Enabled {
 			calltrace.Mark(calltrace.TunWrite, calltrace.TCPPayload(packet))
 		}
-		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(packet)})
-		pkb.NetworkProtocolNumber = header.IPv6ProtocolNumber
-		g.Enqueue(pkb)
-		pkb.DecRef()
+		m.add(packet)
 	}
 	return len(bufs), nil
 }
