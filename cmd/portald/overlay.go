@@ -43,6 +43,11 @@ const (
 	// address that cannot be reached) holds a lookup slot this long
 	// before the batch falls back to one lookup per peer.
 	presenceTimeout = time.Second
+	// retryGather is how often the lookups whose retry came due are sent.
+	// Retries due within it go out together, so that a long list of
+	// offline peers, whose timers fire a few at a time, is asked about in
+	// full Presence batches rather than one or two IDs at a time.
+	retryGather = time.Second
 	// maxLookups is how many lookups run at once; each sends one message
 	// per relay and repeats it every 250 ms until answered.
 	maxLookups = 8
@@ -64,7 +69,7 @@ type overlay struct {
 	byAddr map[netip.Addr]peers.Peer
 
 	mu       sync.Mutex             // guards the fields below, and orders device changes with removals
-	pending  map[string]bool        // peer IDs (full or prefix) to look up now
+	pending  map[string]bool        // peer IDs (full or prefix) to look up now; true: urgent (see run)
 	busy     map[string]bool        // being looked up, or waiting for a retry
 	failures map[string]int         // consecutive failed lookups
 	retries  map[string]*time.Timer // failed lookups waiting to be queued again (finish)
@@ -140,7 +145,7 @@ func (o *overlay) PeerChanged(p peers.Peer, removed bool) {
 		}
 		o.setAddr(p, false)
 	}
-	o.pending[p.ID] = true
+	o.pending[p.ID] = true // urgent: the owner is waiting for it
 	o.wakeLocked()
 }
 
@@ -152,7 +157,7 @@ func (o *overlay) lookupSoon(id identity.ID) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.pending[id.String()] = true
+	o.pending[id.String()] = true // urgent: calls to it wait for a relay
 	o.wakeLocked()
 }
 
@@ -233,6 +238,8 @@ func (o *overlay) run(ctx context.Context) {
 	defer o.stopRetries() // after wg.Wait: no lookup sets a retry any more
 	tick := time.NewTicker(refreshInterval)
 	defer tick.Stop()
+	gather := time.NewTicker(retryGather)
+	defer gather.Stop()
 	// lookups bounds the lookups in flight, so that a refresh of many
 	// peers stays within the relays' per-source rate limit.
 	lookups := make(chan struct{}, maxLookups)
@@ -243,25 +250,33 @@ func (o *overlay) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-o.wake:
+		case <-gather.C: // the retries that came due
 		case <-tick.C:
 			if all, err := o.store.Peers(ctx, ""); err == nil {
 				o.mu.Lock()
 				for _, p := range all {
-					o.pending[p.ID] = true
+					o.queueLocked(p.ID)
 				}
 				o.mu.Unlock()
 			}
 		}
 		o.mu.Lock()
 		var batch []string
-		for id := range o.pending {
+		lone := "" // the one urgent query, when the batch holds only it
+		for id, urgent := range o.pending {
 			if !o.busy[id] { // one lookup or retry per peer at a time; a busy one waits here
 				o.busy[id] = true
 				batch = append(batch, id)
+				if urgent {
+					lone = id
+				}
 				delete(o.pending, id)
 			}
 		}
 		o.mu.Unlock()
+		if len(batch) != 1 {
+			lone = ""
+		}
 		// lookupOne runs one lookup within the bound and finishes it.
 		lookupOne := func(query string) {
 			defer wg.Done()
@@ -274,21 +289,19 @@ func (o *overlay) run(ctx context.Context) {
 			defer func() { <-lookups }()
 			o.finish(ctx, query, o.lookup(ctx, query))
 		}
-		// Several full IDs are first asked about in Presence batches:
-		// most of a long peer list is offline, and one datagram asks
-		// about 32 peers where lookups cost a datagram, a reply and a
-		// wake-up each. A lone query (a peer just paired) and prefixes
+		// Full IDs are first asked about in Presence batches: most of a
+		// long peer list is offline, and one datagram asks about 32
+		// peers where lookups cost a datagram, a reply and a wake-up
+		// each. Prefixes, and a lone urgent query (a peer just paired),
 		// are looked up at once.
 		var full []string
-		if len(batch) > 1 {
-			batch = slices.DeleteFunc(batch, func(q string) bool {
-				_, err := identity.ParseID(q)
-				if err == nil {
-					full = append(full, q)
-				}
-				return err == nil
-			})
-		}
+		batch = slices.DeleteFunc(batch, func(q string) bool {
+			if _, err := identity.ParseID(q); err != nil || q == lone {
+				return false
+			}
+			full = append(full, q)
+			return true
+		})
 		for chunk := range slices.Chunk(full, relay.MaxPresenceIDs) {
 			wg.Add(1)
 			go func() {
@@ -375,7 +388,7 @@ func (o *overlay) finish(ctx context.Context, query string, outcome lookupOutcom
 	if outcome == lookupDone || ctx.Err() != nil {
 		delete(o.busy, query)
 		delete(o.failures, query)
-		if o.pending[query] {
+		if _, ok := o.pending[query]; ok {
 			o.wakeLocked()
 		}
 		return
@@ -395,7 +408,8 @@ func (o *overlay) finish(ctx context.Context, query string, outcome lookupOutcom
 }
 
 // requeue is a retry timer's callback: it queues the lookup again, unless
-// the daemon is stopping.
+// the daemon is stopping. It does not wake run: the next gather tick
+// sends it, with the other retries due by then.
 func (o *overlay) requeue(ctx context.Context, query string) {
 	defer o.retryWG.Done()
 	o.mu.Lock()
@@ -403,8 +417,15 @@ func (o *overlay) requeue(ctx context.Context, query string) {
 	delete(o.retries, query)
 	delete(o.busy, query)
 	if ctx.Err() == nil {
-		o.pending[query] = true
-		o.wakeLocked()
+		o.queueLocked(query)
+	}
+}
+
+// queueLocked queues a lookup that is not urgent (a retry, a refresh): it
+// waits for a Presence batch, unless it was queued as urgent already.
+func (o *overlay) queueLocked(query string) {
+	if _, ok := o.pending[query]; !ok {
+		o.pending[query] = false
 	}
 }
 

@@ -630,18 +630,21 @@ func TestLookupRetryStopsWithRun(t *testing.T) {
 // TestOfflinePeersAskedInBatches: a Portal whose store holds many peers,
 // most of them offline, asks the relay about them in Presence batches of
 // 32 and looks up one by one only the peer the relay holds. The absent
-// peers get the backoff of an absent lookup, without a Lookup each. With a
-// second relay address that never answers (a relay too old to know
-// Presence), the batch falls back to lookups and the online peer is still
-// found.
+// peers get the backoff of an absent lookup, without a Lookup each, and
+// their retries, which come due a few at a time, are gathered into
+// batches again. With a second relay address that never answers (a relay
+// too old to know Presence), the batch falls back to lookups and the
+// online peer is still found.
 func TestOfflinePeersAskedInBatches(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		offline int
 		silent  bool
+		rounds  int // lookup rounds to wait for; later ones are held back
 	}{
-		{"every relay answers", 40, false}, // two batches: 32, and 9 with the online peer
-		{"a relay never answers", 3, true},
+		{"every relay answers", 40, false, 1}, // two batches: 32, and 9 with the online peer
+		{"retries are batched too", 40, false, 2},
+		{"a relay never answers", 3, true, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, relayAddr := startRelayStats(t)
@@ -654,7 +657,7 @@ func TestOfflinePeersAskedInBatches(t *testing.T) {
 				defer pc.Close()
 				relays = append(relays, pc.LocalAddr().String())
 			}
-			w, online, tun, stop := startBatchOverlay(t, relays, tc.offline)
+			w, online, tun, stop := startBatchOverlay(t, relays, tc.offline, tc.rounds)
 			if tc.silent {
 				if !testutil.Poll(10*time.Second, func() bool {
 					st, _ := tun.PeerStatus(online)
@@ -662,10 +665,10 @@ func TestOfflinePeersAskedInBatches(t *testing.T) {
 				}) {
 					t.Fatal("the online peer got no path within 10 s: the batch did not fall back to lookups")
 				}
-			} else if !testutil.Poll(10*time.Second, func() bool { return w.count() >= tc.offline+1 }) {
-				// Every peer's first lookup ends in a retry: the offline
-				// ones are absent, the online one does not have us as a peer.
-				t.Fatalf("%d of %d retries armed within 10 s", w.count(), tc.offline+1)
+			} else if want := tc.rounds * (tc.offline + 1); !testutil.Poll(15*time.Second, func() bool { return w.count() >= want }) {
+				// Every peer's lookup ends in a retry: the offline ones
+				// are absent, the online one does not have us as a peer.
+				t.Fatalf("%d of %d retries armed within 15 s", w.count(), want)
 			}
 			stop()
 			st := srv.Stats() // of a relay started for this case
@@ -682,8 +685,8 @@ func TestOfflinePeersAskedInBatches(t *testing.T) {
 				}
 				return
 			}
-			if presence < 2 || presence > 4 {
-				t.Errorf("relay answered %d presence queries, want 2 (41 peers in batches of 32), or a few more with retries", presence)
+			if lo, hi := 2*tc.rounds, 4*tc.rounds; presence < uint64(lo) || presence > uint64(hi) {
+				t.Errorf("relay answered %d presence queries in %d rounds, want %d to %d (41 peers in batches of 32, a round split at most in two)", presence, tc.rounds, lo, hi)
 			}
 			if notFound != 0 {
 				t.Errorf("relay answered %d lookups not found, want 0: offline peers are asked about only in batches", notFound)
@@ -695,8 +698,9 @@ func TestOfflinePeersAskedInBatches(t *testing.T) {
 // startBatchOverlay starts, against relays (the first a real one), an
 // online Portal's tunnel, and a Portal whose store holds offline unknown
 // IDs and the online one, with its overlay running and its retry timers
-// watched; stop ends the overlay and the clients.
-func startBatchOverlay(t *testing.T, relays []string, offline int) (w *timerWatch, online identity.ID, tun *tunnel.Tunnel, stop func()) {
+// watched (held back an hour when rounds is 1); stop ends the overlay and
+// the clients.
+func startBatchOverlay(t *testing.T, relays []string, offline, rounds int) (w *timerWatch, online identity.ID, tun *tunnel.Tunnel, stop func()) {
 	t.Helper()
 	log := testutil.Logger(t)
 	ctx := context.Background()
@@ -747,8 +751,11 @@ func startBatchOverlay(t *testing.T, relays []string, offline int) (w *timerWatc
 	var ov *overlay
 	tun, rc := start(key, func(id identity.ID) { ov.lookupSoon(id) })
 	ov = newOverlay(st, tun, rc, log)
-	w = &timerWatch{hold: true} // what the first round did, with no retry
+	w = &timerWatch{}
 	ov.afterFunc = w.afterFunc
+	if rounds == 1 {
+		w.hold = true // what the first round did, with no retry
+	}
 	if err := ov.load(ctx); err != nil {
 		t.Fatal(err)
 	}
