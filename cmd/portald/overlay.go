@@ -145,7 +145,7 @@ func (o *overlay) PeerChanged(p peers.Peer, removed bool) {
 		}
 		o.setAddr(p, false)
 	}
-	o.pending[p.ID] = true // urgent: the owner is waiting for it
+	o.pending[p.ID] = true // urgent: the owner is waiting for it (at start, all are: many go in batches)
 	o.wakeLocked()
 }
 
