@@ -294,15 +294,19 @@ func (o *overlay) run(ctx context.Context) {
 		// peers where lookups cost a datagram, a reply and a wake-up
 		// each. Prefixes, and a lone urgent query (a peer just paired),
 		// are looked up at once.
-		var full []string
+		var full []string // parallel to ids: the queries as the store spells them
+		var ids []identity.ID
 		batch = slices.DeleteFunc(batch, func(q string) bool {
-			if _, err := identity.ParseID(q); err != nil || q == lone {
+			id, err := identity.ParseID(q)
+			if err != nil || q == lone {
 				return false
 			}
-			full = append(full, q)
+			full, ids = append(full, q), append(ids, id)
 			return true
 		})
-		for chunk := range slices.Chunk(full, relay.MaxPresenceIDs) {
+		for start := 0; start < len(full); start += relay.MaxPresenceIDs {
+			end := min(start+relay.MaxPresenceIDs, len(full))
+			chunk := full[start:end]
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -314,7 +318,9 @@ func (o *overlay) run(ctx context.Context) {
 					}
 					return
 				}
-				absent, err := o.absent(ctx, chunk)
+				pctx, cancel := context.WithTimeout(ctx, presenceTimeout)
+				absent, err := o.relay.Absent(pctx, ids[start:end])
+				cancel()
 				<-lookups
 				if ctx.Err() != nil {
 					for _, q := range chunk {
@@ -340,21 +346,6 @@ func (o *overlay) run(ctx context.Context) {
 			go lookupOne(query)
 		}
 	}
-}
-
-// absent asks the relays which of queries, full IDs, no relay holds
-// (relay.Client.Absent), for at most presenceTimeout.
-func (o *overlay) absent(ctx context.Context, queries []string) ([]bool, error) {
-	ids := make([]identity.ID, len(queries))
-	for i, q := range queries {
-		var err error
-		if ids[i], err = identity.ParseID(q); err != nil {
-			return nil, err
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, presenceTimeout)
-	defer cancel()
-	return o.relay.Absent(ctx, ids)
 }
 
 // absentOutcome is how the lookup of a full ID that no relay holds ends,
