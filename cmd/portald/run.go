@@ -314,7 +314,7 @@ func (d *instance) buildHandlers() (handlers, error) {
 	fwd, err := forwarder.New(forwarder.Config{
 		Self:        key,
 		Directory:   store,
-		Dial:        traceDial(d.tun.DialContext),
+		Dial:        calltrace.Dial(d.tun.DialContext, calltrace.PeerRead, calltrace.PeerWrite),
 		CallTimeout: cfg.callTimeout,
 		Log:         log.With("component", "forwarder"),
 	})
@@ -627,19 +627,4 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 	go func() { defer close(done); srv.Serve(ln) }()
 	log.Info("serving pprof profiles", "addr", ln.Addr().String())
 	return func() { srv.Close(); <-done }, nil
-}
-
-// traceDial is dial, with its connections marking the calltrace stages
-// PeerRead and PeerWrite in a -tags calltrace build.
-func traceDial(dial func(ctx context.Context, network, address string) (net.Conn, error)) func(ctx context.Context, network, address string) (net.Conn, error) {
-	if !calltrace.Enabled {
-		return dial
-	}
-	return func(ctx context.Context, network, address string) (net.Conn, error) {
-		c, err := dial(ctx, network, address)
-		if err != nil {
-			return nil, err
-		}
-		return calltrace.Conn(c, calltrace.PeerRead, calltrace.PeerWrite), nil
-	}
 }

@@ -11,6 +11,11 @@
 // machine, so that the stages of two daemons and the bench line up.
 package calltrace
 
+import (
+	"context"
+	"net"
+)
+
 // Stage is a point on a call's path that a Portal passes.
 type Stage uint8
 
@@ -42,6 +47,10 @@ var names = [numStages]string{
 }
 
 // String is the stage's name in a dump.
+// DialFunc is a DialContext, as the forwarder's Config.Dial and
+// net.Dialer's.
+type DialFunc = func(ctx context.Context, network, address string) (net.Conn, error)
+
 func (s Stage) String() string {
 	if s == 0 || s >= numStages {
 		return "unknown"

@@ -25,5 +25,8 @@ func Listener(ln net.Listener, _, _ Stage) net.Listener { return ln }
 // Conn is c in this build.
 func Conn(c net.Conn, _, _ Stage) net.Conn { return c }
 
+// Dial is dial in this build.
+func Dial(dial DialFunc, _, _ Stage) DialFunc { return dial }
+
 // Headers is h in this build.
 func Headers(h http.Handler, _ Stage) http.Handler { return h }

@@ -3,6 +3,7 @@
 package calltrace
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -78,6 +79,18 @@ func (l *listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return Conn(c, l.read, l.write), nil
+}
+
+// Dial is dial, with each connection it makes marking read and write as
+// Conn does.
+func Dial(dial DialFunc, read, write Stage) DialFunc {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := dial(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return Conn(c, read, write), nil
+	}
 }
 
 // Conn marks read on every Read of c that returns data, and write on every
