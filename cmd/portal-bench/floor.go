@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"strings"
-	"time"
 )
 
 // The floor row measures what the process layout alone costs, with no
@@ -79,48 +75,23 @@ func forwardConn(c net.Conn, addr string) {
 
 // floorForwarder is one forwarder process.
 type floorForwarder struct {
-	cmd   *exec.Cmd
-	stdin io.Closer
-	addr  string
+	*child
+	addr string
 }
 
 // startFloorForwarder re-executes this program as a forwarder to addr and
 // waits for its ready line.
 func startFloorForwarder(addr string) (*floorForwarder, error) {
-	cmd, stdin, stdout, err := startSelf(floorCommand, addr)
+	c, err := startSelf(floorCommand, addr)
 	if err != nil {
 		return nil, err
 	}
-	f := &floorForwarder{cmd: cmd, stdin: stdin}
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		switch {
-		case err != nil:
-			err = fmt.Errorf("exited before it was ready (%w)", err)
-		case !strings.HasPrefix(line, "ready "):
-			err = fmt.Errorf("%s", strings.TrimSpace(line))
-		default:
-			f.addr = strings.TrimSpace(strings.TrimPrefix(line, "ready "))
-		}
-		ready <- err
-	}()
-	select {
-	case err = <-ready:
-	case <-time.After(naiveStart):
-		err = fmt.Errorf("not ready within %v", naiveStart)
-	}
-	if err != nil {
-		f.close()
+	f := &floorForwarder{child: c}
+	if f.addr, err = c.ready(); err != nil {
+		c.close()
 		return nil, fmt.Errorf("floor forwarder: %w", err)
 	}
 	return f, nil
-}
-
-func (f *floorForwarder) close() {
-	f.stdin.Close()
-	f.cmd.Process.Kill()
-	f.cmd.Wait()
 }
 
 // floorPair is the floor row's transport: dialing reaches the bench's own

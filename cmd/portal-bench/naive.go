@@ -163,8 +163,7 @@ func naiveProxy(target *url.URL, dial func(ctx context.Context, network, addr st
 
 // naivePortal is one running naive Portal process, from the bench's side.
 type naivePortal struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
+	*child
 	udp   uint16
 	front string // host:port of its loopback HTTP listener
 }
@@ -173,81 +172,101 @@ type naivePortal struct {
 // peering with peer, and waits for its ready line. On error, the process
 // is gone.
 func startNaivePortal(key *identity.Key, peer identity.ID, args ...string) (*naivePortal, error) {
-	cmd, stdin, stdout, err := startSelf(naiveCommand, args...)
+	c, err := startSelf(naiveCommand, args...)
 	if err != nil {
 		return nil, err
 	}
-	p := &naivePortal{cmd: cmd, stdin: stdin}
-	if err := p.handshake(key, peer, stdout); err != nil {
+	p := &naivePortal{child: c}
+	if err := p.handshake(key, peer); err != nil {
 		p.close()
 		return nil, fmt.Errorf("naive portal: %w", err)
 	}
 	return p, nil
 }
 
-// startSelf starts this program again with command as its first argument
-// (a naive Portal, a floor forwarder), its stderr shared, and returns its
-// stdin and stdout. The child dies with the bench.
-func startSelf(command string, args ...string) (*exec.Cmd, io.WriteCloser, io.Reader, error) {
+// child is a copy of this program that the bench started (startSelf): a
+// naive Portal or a floor forwarder.
+type child struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser // closing it tells the child to exit
+	stdout io.Reader
+}
+
+// startSelf starts this program again with command as its first argument,
+// its stderr shared. The child dies with the bench.
+func startSelf(command string, args ...string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	cmd := exec.Command(exe, append([]string{command}, args...)...)
-	cmd.Stderr = os.Stderr
-	dieWithParent(cmd)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, nil, nil, err
+	c := &child{cmd: exec.Command(exe, append([]string{command}, args...)...)}
+	c.cmd.Stderr = os.Stderr
+	dieWithParent(c.cmd)
+	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, nil, nil, err
+	if c.stdout, err = c.cmd.StdoutPipe(); err != nil {
+		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, nil, nil, err
+	if err := c.cmd.Start(); err != nil {
+		return nil, err
 	}
-	return cmd, stdin, stdout, nil
+	return c, nil
+}
+
+// ready waits, at most naiveStart, for the child's first line on stdout
+// and returns what follows "ready "; a line "error: why" is the error why.
+func (c *child) ready() (string, error) {
+	type result struct {
+		line string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		line, err := bufio.NewReader(c.stdout).ReadString('\n')
+		got <- result{strings.TrimSpace(line), err}
+	}()
+	select {
+	case r := <-got:
+		rest, ok := strings.CutPrefix(r.line, "ready ")
+		switch {
+		case r.err != nil:
+			return "", fmt.Errorf("exited before it was ready (%w)", r.err)
+		case strings.HasPrefix(r.line, "error: "):
+			return "", errors.New(strings.TrimPrefix(r.line, "error: "))
+		case !ok:
+			return "", fmt.Errorf("bad ready line %q", r.line)
+		}
+		return rest, nil
+	case <-time.After(naiveStart):
+		return "", fmt.Errorf("not ready within %v", naiveStart)
+	}
+}
+
+// close kills the process and waits for it.
+func (c *child) close() {
+	c.stdin.Close()
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
 }
 
 // handshake sends the keys and reads the ready line, for at most
 // naiveStart.
-func (p *naivePortal) handshake(key *identity.Key, peer identity.ID, stdout io.Reader) error {
+func (p *naivePortal) handshake(key *identity.Key, peer identity.ID) error {
 	priv, pub := key.WireGuardPrivateKey(), peer.WireGuardKey()
 	_, err := fmt.Fprintf(p.stdin, "%x %x\n", priv, pub)
 	clear(priv[:])
 	if err != nil {
 		return fmt.Errorf("send keys: %w", err)
 	}
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		switch {
-		case err != nil:
-			err = fmt.Errorf("exited before it was ready (%w)", err)
-		case strings.HasPrefix(line, "error: "):
-			err = errors.New(strings.TrimSpace(strings.TrimPrefix(line, "error: ")))
-		default:
-			_, err = fmt.Sscanf(line, "ready udp=%d http=%s\n", &p.udp, &p.front)
-			if err != nil {
-				err = fmt.Errorf("bad ready line %q: %w", line, err)
-			}
-		}
-		ready <- err
-	}()
-	select {
-	case err := <-ready:
+	line, err := p.ready()
+	if err != nil {
 		return err
-	case <-time.After(naiveStart):
-		return fmt.Errorf("not ready within %v", naiveStart)
 	}
-}
-
-// close kills the process and waits for it.
-func (p *naivePortal) close() {
-	p.stdin.Close()
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
+	if _, err := fmt.Sscanf(line, "udp=%d http=%s", &p.udp, &p.front); err != nil {
+		return fmt.Errorf("bad ready line %q: %w", line, err)
+	}
+	return nil
 }
 
 // naivePair is two naive Portals: calls to A's loopback listener go to
