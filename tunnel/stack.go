@@ -48,7 +48,7 @@ const (
 type netStack struct {
 	stack  *stack.Stack
 	ep     *linkEndpoint
-	merges sync.Pool // *merger, one per Write call
+	merges sync.Pool // *stackMerger, one per Write call
 	mtu    int
 	events chan tun.Event
 
@@ -90,7 +90,11 @@ func newNetStack(addr netip.Addr, mtu int) (*netStack, error) {
 	// stack then runs its TCP and IP layers once per 64 KiB instead of
 	// once per MTU.
 	ns.ep.SupportedGSOKind = stack.HostGSOSupported
-	ns.merges.New = func() any { return new(merger) }
+	ns.merges.New = func() any {
+		m := new(stackMerger)
+		m.deliver = m.toStack // once per pooled merger, not per Write
+		return m
+	}
 	ns.ctx, ns.cancel = context.WithCancel(context.Background())
 	sack := tcpip.TCPSACKEnabled(true)
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultReceiveBufferSize, Max: tcpBufferSize}
@@ -250,15 +254,11 @@ func (ns *netStack) Write(bufs [][]byte, offset int) (int, error) {
 	if d == nil {
 		return 0, os.ErrClosed
 	}
-	m := ns.merges.Get().(*merger)
-	m.deliver = func(v *buffer.View) {
-		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
-		d.DeliverNetworkPacket(header.IPv6ProtocolNumber, pkb)
-		pkb.DecRef()
-	}
+	m := ns.merges.Get().(*stackMerger)
+	m.dispatcher = d
 	defer func() {
 		m.flush()
-		m.deliver = nil
+		m.dispatcher = nil
 		ns.merges.Put(m)
 	}()
 	for _, b := range bufs {
@@ -277,6 +277,20 @@ func (ns *netStack) Write(bufs [][]byte, offset int) (int, error) {
 		m.add(packet)
 	}
 	return len(bufs), nil
+}
+
+// stackMerger is the merger of one Write, delivering to the stack's
+// dispatcher.
+type stackMerger struct {
+	merger
+	dispatcher stack.NetworkDispatcher
+}
+
+// toStack hands a packet (merged or not) to the stack.
+func (m *stackMerger) toStack(v *buffer.View) {
+	pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	m.dispatcher.DeliverNetworkPacket(header.IPv6ProtocolNumber, pkb)
+	pkb.DecRef()
 }
 
 // linkEndpoint is the stack's link: gVisor's channel endpoint, which also
