@@ -99,14 +99,22 @@ func (x *forwardIndex) sender(addr netip.AddrPort, now time.Time) *entry {
 	return nil
 }
 
-// destination is the live entry for id with an address to deliver to, or
-// nil.
-func (x *forwardIndex) destination(id identity.ID, now time.Time) *entry {
+// live is the entry for id whose record has not expired at now, or nil.
+func (x *forwardIndex) live(id identity.ID, now time.Time) *entry {
 	sh := x.idShard(id)
 	sh.mu.RLock()
 	e := sh.m[id]
 	sh.mu.RUnlock()
-	if e != nil && now.Before(e.rec.Expires) && e.addr.IsValid() {
+	if e != nil && now.Before(e.rec.Expires) {
+		return e
+	}
+	return nil
+}
+
+// destination is the live entry for id with an address to deliver to, or
+// nil.
+func (x *forwardIndex) destination(id identity.ID, now time.Time) *entry {
+	if e := x.live(id, now); e != nil && e.addr.IsValid() {
 		return e
 	}
 	return nil

@@ -830,17 +830,16 @@ func (s *Server) lookup(m *message) message {
 }
 
 // presence answers a Presence: one bit per ID, set when a live record of
-// it is held. It costs a map read per ID, less than a Lookup each.
+// it is held. It reads the forwarding index, as a Forward does, not the
+// store under the server's mutex: a map read per ID on one of 64 shards.
 func (s *Server) presence(m *message) message {
 	reply := message{typ: msgPresenceReply, nonce: m.nonce, count: m.count, present: make([]byte, bitmapLen(m.count))}
 	now := s.now()
-	s.mu.Lock()
 	for i := range m.count {
-		if e := s.store.get(identity.ID(m.ids[i*idLen : (i+1)*idLen])); e != nil && now.Before(e.rec.Expires) {
+		if s.store.fwd.live(identity.ID(m.ids[i*idLen:(i+1)*idLen]), now) != nil {
 			reply.present[i/8] |= 0x80 >> (i % 8)
 		}
 	}
-	s.mu.Unlock()
 	s.ctr.presence.Add(1)
 	return reply
 }
