@@ -243,7 +243,6 @@ func (p *peerPath) expireCandidatesLocked(now time.Time) {
 	})
 }
 
-// setRelayLocked makes addr the relay p is reached through; a new relay
 // markHeard records that a WireGuard packet from the peer went to
 // wireguard-go. It runs per packet, so it writes only the first time.
 func (p *peerPath) markHeard() {
@@ -252,6 +251,7 @@ func (p *peerPath) markHeard() {
 	}
 }
 
+// setRelayLocked makes addr the relay p is reached through; a new relay
 // gets relayTimeout to answer.
 func (p *peerPath) setRelayLocked(addr netip.AddrPort, now time.Time) {
 	if addr != p.relay {
