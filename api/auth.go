@@ -122,22 +122,21 @@ func bearer(v string) string {
 }
 
 // basic returns the encoded credentials of an "Authorization: Basic ..."
-// value, or "". carriesOwnerToken asks it of every header value of every
-// call, so a value that cannot start with "Basic" is turned away before
-// it is split.
+// value, or "": the second of exactly two fields as strings.Fields splits
+// them, the first being "Basic" in any case. carriesOwnerToken asks it of
+// every header value of every call, so it reads v in place, without
+// splitting it into a slice.
 func basic(v string) string {
-	first := strings.TrimLeftFunc(v, unicode.IsSpace)
-	if end := strings.IndexFunc(first, unicode.IsSpace); end >= 0 {
-		first = first[:end]
-	}
-	if !strings.EqualFold(first, "Basic") {
+	v = strings.TrimSpace(v)
+	end := strings.IndexFunc(v, unicode.IsSpace)
+	if end < 0 || !strings.EqualFold(v[:end], "Basic") {
 		return ""
 	}
-	f := strings.Fields(v)
-	if len(f) != 2 || !strings.EqualFold(f[0], "Basic") {
-		return ""
+	cred := strings.TrimLeftFunc(v[end:], unicode.IsSpace)
+	if strings.IndexFunc(cred, unicode.IsSpace) >= 0 {
+		return "" // a third field
 	}
-	return f[1]
+	return cred
 }
 
 func unauthenticated(w http.ResponseWriter, code, msg string) {
